@@ -196,6 +196,16 @@ impl<'b> Reader<'b> {
     }
 }
 
+impl<'b> Reader<'b> {
+    /// The raw encoding of the next value, skipped.
+    #[cfg(feature = "std")]
+    pub(crate) fn raw_value(&mut self) -> Result<&'b [u8], Error> {
+        let start = self.position();
+        self.skip()?;
+        Ok(&self.d.input()[start..self.position()])
+    }
+}
+
 /// A map key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Key<'b> {

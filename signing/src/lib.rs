@@ -45,6 +45,11 @@ pub mod suit;
 mod verify;
 
 
+#[cfg(feature = "std")]
+pub mod build;
+#[cfg(feature = "std")]
+pub mod config;
+
 pub use error::Error;
 pub use suit::envelope::{Digest, Envelope};
 pub use suit::interp::{Image, Parameters, SuitDevice};

@@ -1,0 +1,593 @@
+//! The container config: what a container is, what it may use and how it is
+//! kept alive. Release engineers write it as TOML; it travels as canonical
+//! CBOR inside the signed envelope (integrated payload `#config`), so its
+//! permissions are signed with the module they govern.
+//!
+//! ```toml
+//! name = "sensor-filter"
+//! version = "1.4.2"
+//! entry = "_start"
+//! args = ["--rate", "10"]
+//! capabilities = ["wasi:clocks", "wasi:stdout", "gantry:sensor"]
+//!
+//! [env]
+//! LOG_LEVEL = "info"
+//!
+//! [limits]
+//! memory = "16 MiB"
+//! stack = "512 KiB"
+//! cpu_percent = 25
+//! deadline_ms = 2000
+//!
+//! [health]
+//! kind = "export"          # or "heartbeat"
+//! function = "gantry_health"
+//! interval_ms = 5000
+//! timeout_ms = 100
+//! failure_threshold = 3
+//! probation_ms = 60000
+//!
+//! [restart]
+//! policy = "on-failure"    # "never", "on-failure", "always"
+//! max_restarts = 5
+//! backoff_initial_ms = 500
+//! backoff_max_ms = 30000
+//! ```
+
+use std::collections::BTreeMap;
+
+use minicbor::Encoder;
+use serde::Deserialize;
+
+use crate::Error;
+use crate::cbor::{KeyOrder, Reader};
+
+/// Largest encoded config accepted.
+pub const MAX_CONFIG_LEN: usize = 64 * 1024;
+
+/// Every capability a config may grant. A module importing anything not
+/// granted is refused at install; a config naming anything else is refused
+/// here, so a typo never silently drops a permission or grants a new one.
+pub const CAPABILITIES: &[&str] = &[
+    "wasi:args",
+    "wasi:env",
+    "wasi:clocks",
+    "wasi:random",
+    "wasi:stdout",
+    "wasi:stderr",
+    "wasi:data-dir",
+    "gantry:log",
+    "gantry:kv",
+    "gantry:sensor",
+];
+
+/// A validated container config.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ContainerConfig {
+    /// Container id: `[a-z0-9][a-z0-9-]*`, at most 63 characters; names the
+    /// container's update stream (sequence numbers are per container).
+    pub name: String,
+    /// Version shown to operators.
+    pub version: String,
+    /// Exported function to run (`_start` for a WASI command).
+    pub entry: String,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Granted capabilities, sorted, from [`CAPABILITIES`].
+    pub capabilities: Vec<String>,
+    /// Environment variables (needs `wasi:env`).
+    pub env: BTreeMap<String, String>,
+    /// Arguments (needs `wasi:args`).
+    pub args: Vec<String>,
+    /// Health check, if any.
+    pub health: Option<Health>,
+    /// Restart policy.
+    pub restart: Restart,
+}
+
+/// Resource limits.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Limits {
+    /// Linear memory ceiling in bytes.
+    pub memory_bytes: u64,
+    /// Share of one CPU the container may use, 1..=100.
+    pub cpu_percent: u8,
+    /// Wasm stack ceiling in bytes.
+    pub stack_bytes: u64,
+    /// Longest one invocation of the entry point may run, if bounded.
+    pub deadline_ms: Option<u64>,
+}
+
+/// How the runtime decides a container is healthy.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Health {
+    /// Export call or heartbeat.
+    pub kind: HealthKind,
+    /// Interval between checks.
+    pub interval_ms: u64,
+    /// How long one check may take.
+    pub timeout_ms: u64,
+    /// Consecutive failures that make the container unhealthy.
+    pub failure_threshold: u32,
+    /// How long a new version must stay healthy before it is confirmed.
+    pub probation_ms: u64,
+}
+
+/// The kind of health check.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum HealthKind {
+    /// Call this exported function; it returns 0 when healthy.
+    Export(String),
+    /// The container calls the host's heartbeat at least once per interval.
+    Heartbeat,
+}
+
+/// What to do when the container exits or traps.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Restart {
+    /// When to restart.
+    pub policy: RestartPolicy,
+    /// Restarts allowed before giving up (crash loop).
+    pub max_restarts: u32,
+    /// First back-off delay.
+    pub backoff_initial_ms: u64,
+    /// Back-off ceiling (doubling from the initial delay).
+    pub backoff_max_ms: u64,
+}
+
+/// When to restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum RestartPolicy {
+    /// Never.
+    Never,
+    /// After a trap or a non-zero exit.
+    OnFailure,
+    /// After any exit.
+    Always,
+}
+
+// ---- TOML side -----------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TomlConfig {
+    name: String,
+    version: String,
+    #[serde(default = "default_entry")]
+    entry: String,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    capabilities: Vec<String>,
+    #[serde(default)]
+    limits: TomlLimits,
+    health: Option<TomlHealth>,
+    #[serde(default)]
+    restart: TomlRestart,
+}
+
+fn default_entry() -> String {
+    "_start".into()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TomlLimits {
+    memory: Option<Size>,
+    stack: Option<Size>,
+    cpu_percent: Option<u8>,
+    deadline_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TomlHealth {
+    kind: String,
+    function: Option<String>,
+    interval_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+    failure_threshold: Option<u32>,
+    probation_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TomlRestart {
+    policy: Option<String>,
+    max_restarts: Option<u32>,
+    backoff_initial_ms: Option<u64>,
+    backoff_max_ms: Option<u64>,
+}
+
+fn cfg_err(msg: impl Into<String>) -> Error {
+    Error::Config(msg.into())
+}
+
+fn parse_size(s: &Size, what: &str) -> Result<u64, Error> {
+    match s {
+        Size::Bytes(b) => Ok(*b),
+        Size::Text(t) => {
+            let t = t.trim();
+            let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+            let (num, unit) = t.split_at(split);
+            let num: u64 = num.parse().map_err(|_| cfg_err(format!("{what}: {t:?} is not a size like \"16 MiB\"")))?;
+            let mult = match unit.trim() {
+                "" | "B" => 1,
+                "KiB" => 1 << 10,
+                "MiB" => 1 << 20,
+                "GiB" => 1 << 30,
+                u => return Err(cfg_err(format!("{what}: unknown unit {u:?} (use B, KiB, MiB or GiB)"))),
+            };
+            num.checked_mul(mult).ok_or_else(|| cfg_err(format!("{what}: too large")))
+        }
+    }
+}
+
+impl ContainerConfig {
+    /// Parses and validates the TOML form.
+    pub fn from_toml(text: &str) -> Result<Self, Error> {
+        let t: TomlConfig = toml::from_str(text).map_err(|e| cfg_err(e.to_string()))?;
+        let health = match t.health {
+            None => None,
+            Some(h) => Some(Health {
+                kind: match (h.kind.as_str(), h.function) {
+                    ("export", f) => HealthKind::Export(f.unwrap_or_else(|| "gantry_health".into())),
+                    ("heartbeat", None) => HealthKind::Heartbeat,
+                    ("heartbeat", Some(_)) => return Err(cfg_err("health: a heartbeat check takes no function")),
+                    (k, _) => return Err(cfg_err(format!("health.kind {k:?}: use \"export\" or \"heartbeat\""))),
+                },
+                interval_ms: h.interval_ms.unwrap_or(5_000),
+                timeout_ms: h.timeout_ms.unwrap_or(100),
+                failure_threshold: h.failure_threshold.unwrap_or(3),
+                probation_ms: h.probation_ms.unwrap_or(60_000),
+            }),
+        };
+        let policy = match t.restart.policy.as_deref().unwrap_or("on-failure") {
+            "never" => RestartPolicy::Never,
+            "on-failure" => RestartPolicy::OnFailure,
+            "always" => RestartPolicy::Always,
+            p => return Err(cfg_err(format!("restart.policy {p:?}: use \"never\", \"on-failure\" or \"always\""))),
+        };
+        let mut capabilities = t.capabilities;
+        capabilities.sort();
+        let config = ContainerConfig {
+            name: t.name,
+            version: t.version,
+            entry: t.entry,
+            limits: Limits {
+                memory_bytes: t.limits.memory.as_ref().map_or(Ok(16 << 20), |s| parse_size(s, "limits.memory"))?,
+                stack_bytes: t.limits.stack.as_ref().map_or(Ok(512 << 10), |s| parse_size(s, "limits.stack"))?,
+                cpu_percent: t.limits.cpu_percent.unwrap_or(100),
+                deadline_ms: t.limits.deadline_ms,
+            },
+            capabilities,
+            env: t.env,
+            args: t.args,
+            health,
+            restart: Restart {
+                policy,
+                max_restarts: t.restart.max_restarts.unwrap_or(5),
+                backoff_initial_ms: t.restart.backoff_initial_ms.unwrap_or(500),
+                backoff_max_ms: t.restart.backoff_max_ms.unwrap_or(30_000),
+            },
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every rule the TOML and CBOR forms share.
+    pub fn validate(&self) -> Result<(), Error> {
+        let n = &self.name;
+        let name_ok = !n.is_empty()
+            && n.len() <= 63
+            && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !n.starts_with('-');
+        if !name_ok {
+            return Err(cfg_err(format!("name {n:?}: use 1-63 of a-z, 0-9 and '-', not starting with '-'")));
+        }
+        if self.version.is_empty() || self.version.len() > 64 {
+            return Err(cfg_err("version must be 1-64 characters"));
+        }
+        if self.entry.is_empty() || self.entry.len() > 128 {
+            return Err(cfg_err("entry must be 1-128 characters"));
+        }
+        let l = &self.limits;
+        if l.memory_bytes < 64 << 10 || l.memory_bytes > 4 << 30 {
+            return Err(cfg_err("limits.memory must be between 64 KiB and 4 GiB"));
+        }
+        if l.stack_bytes < 16 << 10 || l.stack_bytes > 64 << 20 {
+            return Err(cfg_err("limits.stack must be between 16 KiB and 64 MiB"));
+        }
+        if !(1..=100).contains(&l.cpu_percent) {
+            return Err(cfg_err("limits.cpu_percent must be 1-100"));
+        }
+        if l.deadline_ms == Some(0) {
+            return Err(cfg_err("limits.deadline_ms must be positive"));
+        }
+        for w in self.capabilities.windows(2) {
+            if w[0] >= w[1] {
+                return Err(cfg_err(format!("capability {:?} listed twice or out of order", w[1])));
+            }
+        }
+        if let Some(c) = self.capabilities.iter().find(|c| !CAPABILITIES.contains(&c.as_str())) {
+            return Err(cfg_err(format!("unknown capability {c:?}; known: {}", CAPABILITIES.join(", "))));
+        }
+        let has = |c: &str| self.capabilities.iter().any(|x| x == c);
+        if !self.env.is_empty() && !has("wasi:env") {
+            return Err(cfg_err("env is set but capability \"wasi:env\" is not granted"));
+        }
+        if !self.args.is_empty() && !has("wasi:args") {
+            return Err(cfg_err("args are set but capability \"wasi:args\" is not granted"));
+        }
+        if self.env.len() > 64 || self.args.len() > 64 {
+            return Err(cfg_err("at most 64 env entries and 64 args"));
+        }
+        if let Some(h) = &self.health {
+            if h.interval_ms == 0 || h.timeout_ms == 0 || h.failure_threshold == 0 {
+                return Err(cfg_err("health: interval_ms, timeout_ms and failure_threshold must be positive"));
+            }
+            if let HealthKind::Export(f) = &h.kind {
+                if f.is_empty() || f.len() > 128 {
+                    return Err(cfg_err("health.function must be 1-128 characters"));
+                }
+            }
+        }
+        let r = &self.restart;
+        if r.backoff_initial_ms == 0 || r.backoff_max_ms < r.backoff_initial_ms {
+            return Err(cfg_err("restart: need 0 < backoff_initial_ms <= backoff_max_ms"));
+        }
+        Ok(())
+    }
+
+    /// The canonical CBOR form (see `docs/formats.md` for the CDDL).
+    pub fn to_cbor(&self) -> Vec<u8> {
+        let mut e = Encoder::new(Vec::new());
+        // Writing into a Vec cannot fail.
+        let _ = (|| -> Result<(), minicbor::encode::Error<core::convert::Infallible>> {
+            let optional = u64::from(!self.env.is_empty()) + u64::from(!self.args.is_empty()) + u64::from(self.health.is_some());
+            e.map(6 + optional)?;
+            e.u8(1)?.str(&self.name)?;
+            e.u8(2)?.str(&self.version)?;
+            e.u8(3)?.str(&self.entry)?;
+            let l = &self.limits;
+            e.u8(4)?.map(3 + u64::from(l.deadline_ms.is_some()))?;
+            e.u8(1)?.u64(l.memory_bytes)?.u8(2)?.u8(l.cpu_percent)?.u8(3)?.u64(l.stack_bytes)?;
+            if let Some(d) = l.deadline_ms {
+                e.u8(4)?.u64(d)?;
+            }
+            e.u8(5)?.array(self.capabilities.len() as u64)?;
+            for c in &self.capabilities {
+                e.str(c)?;
+            }
+            if !self.env.is_empty() {
+                // Deterministic order: shorter keys first, then bytewise.
+                let mut env: Vec<_> = self.env.iter().collect();
+                env.sort_by(|a, b| (a.0.len(), a.0).cmp(&(b.0.len(), b.0)));
+                e.u8(6)?.map(env.len() as u64)?;
+                for (k, v) in env {
+                    e.str(k)?.str(v)?;
+                }
+            }
+            if !self.args.is_empty() {
+                e.u8(7)?.array(self.args.len() as u64)?;
+                for a in &self.args {
+                    e.str(a)?;
+                }
+            }
+            if let Some(h) = &self.health {
+                let export = matches!(h.kind, HealthKind::Export(_));
+                e.u8(8)?.map(5 + u64::from(export))?;
+                e.u8(1)?.u8(u8::from(!export))?;
+                if let HealthKind::Export(f) = &h.kind {
+                    e.u8(2)?.str(f)?;
+                }
+                e.u8(3)?.u64(h.interval_ms)?.u8(4)?.u64(h.timeout_ms)?;
+                e.u8(5)?.u32(h.failure_threshold)?.u8(6)?.u64(h.probation_ms)?;
+            }
+            let r = &self.restart;
+            let policy = match r.policy {
+                RestartPolicy::Never => 0,
+                RestartPolicy::OnFailure => 1,
+                RestartPolicy::Always => 2,
+            };
+            e.u8(9)?.map(4)?.u8(1)?.u8(policy)?.u8(2)?.u32(r.max_restarts)?;
+            e.u8(3)?.u64(r.backoff_initial_ms)?.u8(4)?.u64(r.backoff_max_ms)?;
+            Ok(())
+        })();
+        e.into_writer()
+    }
+
+    /// Parses the canonical CBOR form strictly and validates it. Only the
+    /// exact deterministic encoding is accepted.
+    pub fn from_cbor(bytes: &[u8]) -> Result<Self, Error> {
+        if bytes.len() > MAX_CONFIG_LEN {
+            return Err(Error::LimitExceeded { what: "config size", limit: MAX_CONFIG_LEN });
+        }
+        let mut r = Reader::new(bytes);
+        let mut c = ContainerConfig {
+            name: String::new(),
+            version: String::new(),
+            entry: String::new(),
+            limits: Limits { memory_bytes: 0, cpu_percent: 0, stack_bytes: 0, deadline_ms: None },
+            capabilities: Vec::new(),
+            env: BTreeMap::new(),
+            args: Vec::new(),
+            health: None,
+            restart: Restart { policy: RestartPolicy::Never, max_restarts: 0, backoff_initial_ms: 0, backoff_max_ms: 0 },
+        };
+        let mut seen = 0u16;
+        let mut order = KeyOrder::new();
+        for _ in 0..r.map("config map")? {
+            let key = r.int_key(&mut order)?;
+            match key {
+                1 => c.name = r.str("name")?.to_owned(),
+                2 => c.version = r.str("version")?.to_owned(),
+                3 => c.entry = r.str("entry")?.to_owned(),
+                4 => {
+                    let mut o = KeyOrder::new();
+                    for _ in 0..r.map("limits")? {
+                        match r.int_key(&mut o)? {
+                            1 => c.limits.memory_bytes = r.u64("memory")?,
+                            2 => c.limits.cpu_percent = u8::try_from(r.u64("cpu")?).map_err(|_| Error::Invalid("cpu_percent"))?,
+                            3 => c.limits.stack_bytes = r.u64("stack")?,
+                            4 => c.limits.deadline_ms = Some(r.u64("deadline")?),
+                            _ => return Err(Error::Invalid("unknown limits member")),
+                        }
+                    }
+                }
+                5 => {
+                    for _ in 0..r.array("capabilities")? {
+                        c.capabilities.push(r.str("capability")?.to_owned());
+                    }
+                }
+                6 => {
+                    let mut o = KeyOrder::new();
+                    for _ in 0..r.map("env")? {
+                        let crate::cbor::Key::Text(k) = r.any_key(&mut o)? else {
+                            return Err(Error::Invalid("env key must be text"));
+                        };
+                        c.env.insert(k.to_owned(), r.str("env value")?.to_owned());
+                    }
+                }
+                7 => {
+                    for _ in 0..r.array("args")? {
+                        c.args.push(r.str("arg")?.to_owned());
+                    }
+                }
+                8 => c.health = Some(read_health(&mut r)?),
+                9 => c.restart = read_restart(&mut r)?,
+                _ => return Err(Error::Invalid("unknown config member")),
+            }
+            seen |= 1 << key;
+        }
+        r.finish("config")?;
+        let required = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 9);
+        if seen & required != required {
+            return Err(Error::Missing("required config member"));
+        }
+        c.validate()?;
+        if c.to_cbor() != bytes {
+            return Err(Error::NonCanonical { what: "config is not in its canonical encoding", offset: 0 });
+        }
+        Ok(c)
+    }
+}
+
+fn read_health(r: &mut Reader<'_>) -> Result<Health, Error> {
+    let mut o = KeyOrder::new();
+    let (mut kind, mut function) = (None, None);
+    let mut h = Health { kind: HealthKind::Heartbeat, interval_ms: 0, timeout_ms: 0, failure_threshold: 0, probation_ms: 0 };
+    for _ in 0..r.map("health")? {
+        match r.int_key(&mut o)? {
+            1 => kind = Some(r.u64("health kind")?),
+            2 => function = Some(r.str("health function")?.to_owned()),
+            3 => h.interval_ms = r.u64("interval")?,
+            4 => h.timeout_ms = r.u64("timeout")?,
+            5 => h.failure_threshold = u32::try_from(r.u64("failures")?).map_err(|_| Error::Invalid("failure_threshold"))?,
+            6 => h.probation_ms = r.u64("probation")?,
+            _ => return Err(Error::Invalid("unknown health member")),
+        }
+    }
+    h.kind = match (kind, function) {
+        (Some(0), Some(f)) => HealthKind::Export(f),
+        (Some(1), None) => HealthKind::Heartbeat,
+        _ => return Err(Error::Invalid("health kind")),
+    };
+    Ok(h)
+}
+
+fn read_restart(r: &mut Reader<'_>) -> Result<Restart, Error> {
+    let mut o = KeyOrder::new();
+    let mut x = Restart { policy: RestartPolicy::Never, max_restarts: 0, backoff_initial_ms: 0, backoff_max_ms: 0 };
+    for _ in 0..r.map("restart")? {
+        match r.int_key(&mut o)? {
+            1 => {
+                x.policy = match r.u64("restart policy")? {
+                    0 => RestartPolicy::Never,
+                    1 => RestartPolicy::OnFailure,
+                    2 => RestartPolicy::Always,
+                    _ => return Err(Error::Invalid("restart policy")),
+                }
+            }
+            2 => x.max_restarts = u32::try_from(r.u64("max restarts")?).map_err(|_| Error::Invalid("max_restarts"))?,
+            3 => x.backoff_initial_ms = r.u64("backoff")?,
+            4 => x.backoff_max_ms = r.u64("backoff max")?,
+            _ => return Err(Error::Invalid("unknown restart member")),
+        }
+    }
+    Ok(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+name = "sensor-filter"
+version = "1.4.2"
+args = ["--rate", "10"]
+capabilities = ["wasi:stdout", "wasi:args", "wasi:env", "gantry:sensor"]
+[env]
+LOG_LEVEL = "info"
+A = "b"
+[limits]
+memory = "16 MiB"
+stack = 65536
+cpu_percent = 25
+deadline_ms = 2000
+[health]
+kind = "export"
+function = "health"
+[restart]
+policy = "always"
+"#;
+
+    #[test]
+    fn toml_to_cbor_and_back() {
+        let c = ContainerConfig::from_toml(FULL).unwrap();
+        assert_eq!(c.limits.memory_bytes, 16 << 20);
+        assert_eq!(c.capabilities[0], "gantry:sensor");
+        let bytes = c.to_cbor();
+        assert_eq!(ContainerConfig::from_cbor(&bytes).unwrap(), c);
+        let minimal = ContainerConfig::from_toml("name = \"a\"\nversion = \"1\"\n").unwrap();
+        assert_eq!(ContainerConfig::from_cbor(&minimal.to_cbor()).unwrap(), minimal);
+    }
+
+    #[test]
+    fn refuses_mistakes() {
+        for (bad, why) in [
+            ("name = \"A\"\nversion = \"1\"", "name"),
+            ("name = \"a\"\nversion = \"1\"\ncapabilities = [\"wasi:network\"]", "unknown capability"),
+            ("name = \"a\"\nversion = \"1\"\nargs = [\"x\"]", "wasi:args"),
+            ("name = \"a\"\nversion = \"1\"\n[limits]\nmemory = \"1 TB\"", "unit"),
+            ("name = \"a\"\nversion = \"1\"\ncolour = 1", "unknown field"),
+            ("name = \"a\"\nversion = \"1\"\n[limits]\ncpu_percent = 0", "cpu_percent"),
+        ] {
+            let err = ContainerConfig::from_toml(bad).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn cbor_must_be_canonical_and_complete() {
+        let c = ContainerConfig::from_toml(FULL).unwrap();
+        let bytes = c.to_cbor();
+        for cut in 0..bytes.len() {
+            assert!(ContainerConfig::from_cbor(&bytes[..cut]).is_err());
+        }
+        // Same content, limits memory encoded as an 8-byte integer.
+        let mut long = bytes.clone();
+        let pos = long.windows(2).position(|w| w == [0x01, 0x1a]).unwrap();
+        long.splice(pos + 1..pos + 6, [0x1b, 0, 0, 0, 0, 0x01, 0, 0, 0]);
+        assert!(ContainerConfig::from_cbor(&long).is_err());
+    }
+}
