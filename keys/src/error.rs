@@ -45,12 +45,12 @@ pub enum KeyError {
     },
     /// File system error, with the path it concerns.
     #[cfg(feature = "std")]
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: String,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A key source failed to produce a signature (e.g. an HSM refused).
     #[cfg(feature = "std")]

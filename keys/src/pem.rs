@@ -73,7 +73,7 @@ pub fn read_public_key_file(path: &Path) -> Result<PublicKey, KeyError> {
 /// Reads a small file, refusing anything larger than a key file can be.
 pub(crate) fn read_bounded(path: &Path) -> Result<Vec<u8>, KeyError> {
     use std::io::Read;
-    let io = |source| KeyError::Io { path: path.display().to_string(), source };
+    let io = |error| KeyError::Io { path: path.display().to_string(), error };
     let file = std::fs::File::open(path).map_err(io)?;
     let mut bytes = Vec::new();
     file.take(MAX_KEY_FILE + 1).read_to_end(&mut bytes).map_err(io)?;

@@ -72,7 +72,7 @@ impl SigningKey {
     /// Writes the key as PKCS#8 PEM to a new file with mode 0600. Refuses to
     /// overwrite an existing file: losing a release key is worse than an error.
     pub fn write_pkcs8_file(&self, path: &Path) -> Result<(), KeyError> {
-        let io = |source| KeyError::Io { path: path.display().to_string(), source };
+        let io = |error| KeyError::Io { path: path.display().to_string(), error };
         let pem = self.to_pkcs8_pem()?;
         let mut file = std::fs::OpenOptions::new()
             .write(true)

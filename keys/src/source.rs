@@ -36,7 +36,7 @@ impl FileKeySource {
     /// Opens a private key file. Refuses files that group or others can
     /// access, as ssh does: a release key readable by every CI job is leaked.
     pub fn open(path: &Path) -> Result<Self, KeyError> {
-        let io = |source| KeyError::Io { path: path.display().to_string(), source };
+        let io = |error| KeyError::Io { path: path.display().to_string(), error };
         let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
         if mode & 0o077 != 0 {
             return Err(KeyError::InsecurePermissions { path: path.display().to_string(), mode: mode & 0o777 });

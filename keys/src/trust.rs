@@ -408,9 +408,30 @@ impl SignedTrustRoot {
     /// Verifies a provisioned (first) root: a threshold of its own root keys
     /// signed it and it has not expired at `now` (Unix seconds).
     pub fn verify_self_signed(&self, now: u64) -> Result<VerifiedTrustRoot, TrustError> {
-        self.check_signed_by(&self.root, "its own root")?;
+        let verified = self.verify_signatures_only()?;
         check_expiry(&self.root, now)?;
+        Ok(verified)
+    }
+
+    fn verify_signatures_only(&self) -> Result<VerifiedTrustRoot, TrustError> {
+        self.check_signed_by(&self.root, "its own root")?;
         Ok(VerifiedTrustRoot { root: self.root.clone(), bytes: self.to_bytes() })
+    }
+
+    /// Walks a chain of roots, oldest first: the first must be self-signed,
+    /// each next one a valid successor of the one before. Only the last one's
+    /// expiry is checked, so a device that slept through a rotation and holds
+    /// an expired root can still catch up.
+    pub fn verify_chain(chain: &[SignedTrustRoot], now: u64) -> Result<VerifiedTrustRoot, TrustError> {
+        let (first, rest) = chain.split_first().ok_or_else(|| TrustError::Malformed("empty chain".into()))?;
+        let Some((last, middle)) = rest.split_last() else {
+            return first.verify_self_signed(now);
+        };
+        let mut current = first.verify_signatures_only()?;
+        for next in middle {
+            current = current.verify_successor_signatures(next)?;
+        }
+        current.verify_successor(last, now)
     }
 }
 
@@ -459,12 +480,17 @@ impl VerifiedTrustRoot {
     /// of this root's root keys and of its own root keys signed it, and it has
     /// not expired at `now`. This root's own expiry does not matter here.
     pub fn verify_successor(&self, next: &SignedTrustRoot, now: u64) -> Result<VerifiedTrustRoot, TrustError> {
+        let verified = self.verify_successor_signatures(next)?;
+        check_expiry(&next.root, now)?;
+        Ok(verified)
+    }
+
+    fn verify_successor_signatures(&self, next: &SignedTrustRoot) -> Result<VerifiedTrustRoot, TrustError> {
         if next.root.version <= self.root.version {
             return Err(TrustError::VersionNotIncreasing { current: self.root.version, new: next.root.version });
         }
         next.check_signed_by(&self.root, "the previous root")?;
         next.check_signed_by(&next.root, "its own root")?;
-        check_expiry(&next.root, now)?;
         Ok(VerifiedTrustRoot { root: next.root.clone(), bytes: next.to_bytes() })
     }
 }

@@ -168,6 +168,40 @@ pub enum Error {
 }
 
 impl Error {
+    /// A stable, machine-readable name of the cause, for `--json` output,
+    /// logs and APIs (e.g. `signature-invalid`, `digest-mismatch`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Cbor { .. } | Error::TrailingBytes(_) | Error::Missing(_) | Error::Invalid(_) => "malformed",
+            Error::NonCanonical { .. } | Error::DuplicateKey { .. } => "non-canonical",
+            Error::TooDeep | Error::LimitExceeded { .. } => "limit-exceeded",
+            Error::WrongTag { .. } => "wrong-tag",
+            Error::Unsigned => "unsigned",
+            Error::UnsupportedAuthentication | Error::UnsupportedAlgorithm(_) | Error::UnsupportedDigest(_) => "unsupported-algorithm",
+            Error::UnknownCriticalHeader => "unknown-critical-header",
+            Error::AttachedPayload => "attached-payload",
+            Error::SignatureInvalid => "signature-invalid",
+            Error::UnknownSigner => "unknown-signer",
+            Error::ThresholdNotMet { .. } => "threshold-not-met",
+            Error::Key(KeyError::AlgorithmMismatch { .. }) => "algorithm-mismatch",
+            Error::Key(_) => "key-error",
+            Error::DigestMismatch | Error::SeverableMismatch(_) | Error::UnexpectedSeverable(_) => "digest-mismatch",
+            Error::UnsupportedManifestVersion(_) => "unsupported-manifest-version",
+            Error::SequenceTooLow { .. } => "sequence-too-low",
+            Error::WrongVendor => "wrong-vendor",
+            Error::WrongClass => "wrong-class",
+            Error::MissingIdentity(_) => "missing-identity",
+            Error::UnsupportedCommand(_) | Error::UnsupportedParameter(_) => "unsupported-command",
+            Error::ComponentIndex(_) | Error::MissingParameter { .. } | Error::SectionSevered(_) => "malformed",
+            Error::ConditionFailed { .. } => "condition-failed",
+            Error::DeviceFailed { .. } => "device-failed",
+            #[cfg(feature = "std")]
+            Error::Build(_) => "build-error",
+            #[cfg(feature = "std")]
+            Error::Config(_) => "invalid-config",
+        }
+    }
+
     pub(crate) fn cbor(expected: &'static str, offset: usize) -> Self {
         Error::Cbor { expected, offset }
     }

@@ -49,6 +49,8 @@ mod verify;
 pub mod build;
 #[cfg(feature = "std")]
 pub mod config;
+#[cfg(feature = "std")]
+pub mod inspect;
 
 pub use error::Error;
 pub use suit::envelope::{Digest, Envelope};

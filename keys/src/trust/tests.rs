@@ -109,6 +109,11 @@ fn rotation_needs_old_and_new_thresholds() {
     rogue.sign_with(&old_keys.root[1]).unwrap();
     assert!(matches!(old.verify_successor(&rogue, NOW), Err(TrustError::UnderSigned { which: "its own root", .. })));
 
+    // A device holding the expired old root catches up through the chain.
+    let chain = [SignedTrustRoot::from_bytes(old.to_bytes()).unwrap(), next.clone()];
+    assert_eq!(SignedTrustRoot::verify_chain(&chain, NOW + 500).unwrap().root().version, 2);
+    assert!(SignedTrustRoot::verify_chain(&[next.clone(), chain[0].clone()], NOW).is_err());
+
     // No going back.
     assert!(matches!(new.verify_successor(&next, NOW), Err(TrustError::VersionNotIncreasing { .. })));
 }

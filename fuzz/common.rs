@@ -1,0 +1,80 @@
+//! Shared by the fuzz targets: the trust anchors and a deterministic device.
+#![allow(dead_code)]
+
+use gantry_keys::PublicKey;
+use gantry_signing::{ComponentId, Image, Parameters, SuitDevice};
+
+/// The SUIT draft examples' ES256 public key (SEC1, uncompressed), from
+/// vectors/suit/suit-examples-es256-public.sec1.hex.
+pub const SUIT_ES256_SEC1_HEX: &str = "048496811aae0baaabd26157189eecda26beaa8bf11b6f3fe6e2b5659c85dbc0ad3b1f2a4b6c098131c0a36dacd1d78bd381dcdfb09c052db33991db7338b4a896";
+/// RFC 8032 §7.1 TEST 1 Ed25519 public key.
+pub const RFC8032_TEST1_HEX: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+pub fn p256_key() -> PublicKey {
+    PublicKey::p256_from_sec1(&unhex(SUIT_ES256_SEC1_HEX)).expect("SUIT example key")
+}
+
+pub fn ed25519_key() -> PublicKey {
+    PublicKey::ed25519_from_bytes(&unhex(RFC8032_TEST1_HEX)).expect("RFC 8032 key")
+}
+
+/// A device whose answers depend only on its inputs: vendor/class checks
+/// pass when the id's first byte is even, images exist for components whose
+/// encoding has an even length, slot checks compare with the slot parity,
+/// and actions fail after a fixed budget.
+#[derive(Default)]
+pub struct FuzzDevice {
+    pub actions: u32,
+}
+
+impl FuzzDevice {
+    fn act(&mut self) -> Result<(), ()> {
+        self.actions += 1;
+        if self.actions % 7 == 0 { Err(()) } else { Ok(()) }
+    }
+}
+
+impl SuitDevice for FuzzDevice {
+    fn check_vendor(&self, component: ComponentId<'_>, vendor_id: &[u8]) -> bool {
+        let _ = component.to_string();
+        vendor_id.first().is_none_or(|b| b % 2 == 0)
+    }
+
+    fn check_class(&self, component: ComponentId<'_>, class_id: &[u8]) -> bool {
+        let _ = component.segments().count();
+        class_id.len() % 2 == 0
+    }
+
+    fn image(&mut self, component: ComponentId<'_>, params: &Parameters<'_>) -> Option<Image> {
+        if component.raw().len() % 2 != 0 {
+            return None;
+        }
+        let sha256 = params.image_digest.and_then(|d| d.sha256()).unwrap_or([0; 32]);
+        Some(Image { sha256, size: params.image_size.unwrap_or(0) })
+    }
+
+    fn in_slot(&self, component: ComponentId<'_>, slot: u64) -> bool {
+        (component.raw().len() as u64 + slot) % 2 == 0
+    }
+
+    fn fetch(&mut self, _component: ComponentId<'_>, params: &Parameters<'_>) -> Result<(), ()> {
+        if params.uri.is_none() {
+            return Err(());
+        }
+        self.act()
+    }
+
+    fn copy(&mut self, _component: ComponentId<'_>, source: ComponentId<'_>, _params: &Parameters<'_>) -> Result<(), ()> {
+        let _ = source.to_string();
+        self.act()
+    }
+
+    fn invoke(&mut self, _component: ComponentId<'_>, params: &Parameters<'_>) -> Result<(), ()> {
+        let _ = params.invoke_args.map(<[u8]>::len);
+        self.act()
+    }
+}

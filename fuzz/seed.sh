@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Fills fuzz/corpus/<target>/ with seeds from the shared test vectors.
+# Needs python3 with cbor2; cose_key and trust_root seeds come from the
+# small `seedgen` program (stable toolchain). Corpus dirs are gitignored.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+vectors="${VECTORS:-$here/../../shared/vectors}"
+corpus="$here/corpus"
+mkdir -p "$corpus"/{envelope,verify,manifest,cose_sign1,cose_key,trust_root}
+
+# Envelopes: draft examples, libcsuit files, derived (Ed25519 + negative) vectors.
+envelopes=("$vectors"/suit/*.cbor "$vectors"/suit/libcsuit/*.suit "$vectors"/suit/derived/*.cbor)
+for f in "${envelopes[@]}"; do
+    [ -f "$f" ] || continue
+    cp "$f" "$corpus/envelope/"
+    cp "$f" "$corpus/verify/"
+done
+
+# Manifests (bstr content of envelope key 3), COSE_Sign1 blocks from the
+# authentication wrappers, and the COSE WG sign1 vectors' output.cbor.
+python3 - "$corpus" "$vectors" "${envelopes[@]}" <<'PY'
+import sys, os, glob, json, hashlib
+import cbor2
+corpus, vectors, files = sys.argv[1], sys.argv[2], sys.argv[3:]
+def put(target, data):
+    name = hashlib.sha1(data).hexdigest()
+    with open(os.path.join(corpus, target, name), "wb") as f:
+        f.write(data)
+for path in files:
+    try:
+        env = cbor2.loads(open(path, "rb").read())
+    except Exception as e:
+        print(f"skip {path}: {e}", file=sys.stderr)
+        continue
+    if isinstance(env, cbor2.CBORTag):
+        env = env.value
+    if not isinstance(env, dict):
+        continue
+    if isinstance(env.get(3), bytes):
+        put("manifest", env[3])
+    auth = env.get(2)
+    if isinstance(auth, bytes):
+        try:
+            wrapper = cbor2.loads(auth)
+        except Exception:
+            continue
+        for block in wrapper[1:] if isinstance(wrapper, list) else []:
+            if isinstance(block, bytes):
+                put("cose_sign1", block)
+for path in glob.glob(os.path.join(vectors, "cose", "**", "*.json"), recursive=True):
+    out = json.load(open(path)).get("output", {}).get("cbor")
+    if out:
+        put("cose_sign1", bytes.fromhex(out))
+PY
+
+# A few hand-made COSE_Keys, then real keys and signed trust roots.
+printf '\xa3\x01\x01\x20\x06\x21\x58\x20' > "$corpus/cose_key/okp-truncated"
+printf '\xa0' > "$corpus/cose_key/empty-map"
+printf '\xa0' > "$corpus/trust_root/empty-map"
+cargo run --quiet --release --manifest-path "$here/seedgen/Cargo.toml" -- \
+    "$corpus" "$vectors/suit/suit-examples-es256-private.pem"
+
+for t in "$corpus"/*/; do
+    printf '%-12s %3d seeds\n' "$(basename "$t")" "$(ls "$t" | wc -l)"
+done
