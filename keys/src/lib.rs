@@ -34,6 +34,8 @@ mod key_id;
 mod public;
 
 #[cfg(feature = "std")]
+pub mod cbor_vec;
+#[cfg(feature = "std")]
 mod pem;
 #[cfg(feature = "std")]
 mod private;

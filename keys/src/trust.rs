@@ -198,7 +198,7 @@ impl TrustRoot {
     /// The deterministic CBOR payload:
     /// `{1: version, 2: expires, 3: [* COSE_Key], 4: {role-name: {1: threshold, 2: [* kid]}}}`.
     pub fn encode(&self) -> Vec<u8> {
-        let mut e = Encoder::new(Vec::new());
+        let mut e = Encoder::new(crate::cbor_vec::VecWriter::default());
         // Writing into a Vec cannot fail.
         let _ = (|| -> Result<(), minicbor::encode::Error<core::convert::Infallible>> {
             e.map(4)?;
@@ -206,7 +206,7 @@ impl TrustRoot {
             e.u8(2)?.u64(self.expires)?;
             e.u8(3)?.array(self.keys.len() as u64)?;
             for key in self.keys.values() {
-                e.writer_mut().extend_from_slice(&key.to_cose_key());
+                e.writer_mut().0.extend_from_slice(&key.to_cose_key());
             }
             e.u8(4)?.map(Role::ALL.len() as u64)?;
             for role in Role::ALL {
@@ -218,7 +218,7 @@ impl TrustRoot {
             }
             Ok(())
         })();
-        e.into_writer()
+        e.into_writer().0
     }
 
     /// Parses the payload strictly: the exact members, in deterministic order.

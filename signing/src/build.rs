@@ -18,6 +18,7 @@
 
 use coset::iana::EnumI64 as _;
 use coset::{TaggedCborSerializable as _, iana};
+use gantry_keys::cbor_vec::VecWriter;
 use gantry_keys::{KeyId, KeySource};
 use minicbor::Encoder;
 use sha2::{Digest as _, Sha256};
@@ -80,11 +81,11 @@ fn check_blob_name(name: &str) -> Result<(), Error> {
 
 type EncResult = Result<(), minicbor::encode::Error<core::convert::Infallible>>;
 
-fn enc(f: impl FnOnce(&mut Encoder<Vec<u8>>) -> EncResult) -> Vec<u8> {
-    let mut e = Encoder::new(Vec::new());
+fn enc(f: impl FnOnce(&mut Encoder<VecWriter>) -> EncResult) -> Vec<u8> {
+    let mut e = Encoder::new(VecWriter::default());
     // Writing into a Vec cannot fail.
     let _ = f(&mut e);
-    e.into_writer()
+    e.into_writer().0
 }
 
 fn digest_bytes(sha256: &[u8; 32]) -> Vec<u8> {
@@ -187,7 +188,7 @@ impl ContainerRelease<'_> {
             e.tag(minicbor::data::Tag::new(TAG_ENVELOPE))?.map(3)?;
             e.i64(AUTHENTICATION_WRAPPER)?.bytes(&auth)?;
             e.i64(MANIFEST)?;
-            e.writer_mut().extend_from_slice(&wrapped_manifest);
+            e.writer_mut().0.extend_from_slice(&wrapped_manifest);
             e.str(CONFIG_PAYLOAD)?.bytes(&config)?;
             Ok(())
         }))
@@ -271,11 +272,11 @@ pub fn add_signature(envelope: &[u8], source: &dyn KeySource) -> Result<Vec<u8>,
         }
         e.map(members.len() as u64)?;
         for (key, raw_key, value) in &members {
-            e.writer_mut().extend_from_slice(raw_key);
+            e.writer_mut().0.extend_from_slice(raw_key);
             if *key == Key::Int(AUTHENTICATION_WRAPPER) {
                 e.bytes(&auth)?;
             } else {
-                e.writer_mut().extend_from_slice(value);
+                e.writer_mut().0.extend_from_slice(value);
             }
         }
         Ok(())

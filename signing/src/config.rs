@@ -350,7 +350,7 @@ impl ContainerConfig {
 
     /// The canonical CBOR form (see `docs/formats.md` for the CDDL).
     pub fn to_cbor(&self) -> Vec<u8> {
-        let mut e = Encoder::new(Vec::new());
+        let mut e = Encoder::new(gantry_keys::cbor_vec::VecWriter::default());
         // Writing into a Vec cannot fail.
         let _ = (|| -> Result<(), minicbor::encode::Error<core::convert::Infallible>> {
             let optional = u64::from(!self.env.is_empty()) + u64::from(!self.args.is_empty()) + u64::from(self.health.is_some());
@@ -403,7 +403,7 @@ impl ContainerConfig {
             e.u8(3)?.u64(r.backoff_initial_ms)?.u8(4)?.u64(r.backoff_max_ms)?;
             Ok(())
         })();
-        e.into_writer()
+        e.into_writer().0
     }
 
     /// Parses the canonical CBOR form strictly and validates it. Only the

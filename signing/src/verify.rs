@@ -153,6 +153,12 @@ pub fn verify<'a>(envelope: &'a [u8], policy: &Policy<'_>) -> Result<VerifiedMan
     if policy.anchors.len() > MAX_ANCHORS {
         return Err(Error::LimitExceeded { what: "trusted keys", limit: MAX_ANCHORS });
     }
+    // A key listed twice would let one signature count twice toward k.
+    for (i, a) in policy.anchors.iter().enumerate() {
+        if policy.anchors[..i].contains(a) {
+            return Err(Error::Invalid("policy: the same key is trusted twice"));
+        }
+    }
     let env = Envelope::parse(envelope)?;
     let (digest_bstr, signers) = check_signatures(env.auth, policy)?;
 
