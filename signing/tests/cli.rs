@@ -1,0 +1,183 @@
+//! `gantry-sign` as a release pipeline uses it: real files, real exit codes.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn gantry_sign(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gantry-sign")).current_dir(dir).args(args).output().expect("run gantry-sign")
+}
+
+/// Runs and asserts the exit code; returns stdout.
+fn ok(dir: &Path, args: &[&str]) -> String {
+    expect(dir, args, 0)
+}
+
+fn expect(dir: &Path, args: &[&str], code: i32) -> String {
+    let out = gantry_sign(dir, args);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "gantry-sign {args:?}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn json(dir: &Path, args: &[&str], code: i32) -> serde_json::Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&expect(dir, &all, code)).unwrap()
+}
+
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.wasm"), b"\0asm\x01\0\0\0 pretend module").unwrap();
+    std::fs::write(dir.path().join("model.bin"), vec![3u8; 5000]).unwrap();
+    std::fs::write(
+        dir.path().join("app.toml"),
+        "name = \"app\"\nversion = \"2.0.0\"\ncapabilities = [\"wasi:stdout\", \"gantry:sensor\"]\n[limits]\nmemory = \"8 MiB\"\n",
+    )
+    .unwrap();
+    dir
+}
+
+const CONTAINER: &[&str] =
+    &["container", "--module", "app.wasm", "--config", "app.toml", "--blob", "model=model.bin", "--vendor", "example.com", "--class", "gw"];
+
+#[test]
+fn release_pipeline_end_to_end() {
+    let dir = setup();
+    let d = dir.path();
+    let k1 = json(d, &["keygen", "--alg", "ed25519", "--out", "a"], 0);
+    let k2 = json(d, &["keygen", "--alg", "p256", "--out", "b", "--cose"], 0);
+    assert_eq!(std::fs::metadata(d.join("a.key")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(d.join("b.cose").exists());
+    // Never overwrite a key.
+    expect(d, &["keygen", "--alg", "ed25519", "--out", "a"], 2);
+
+    let mut args = CONTAINER.to_vec();
+    args.extend(["--sequence", "7", "--key", "a.key", "--out", "app.suit"]);
+    let report = json(d, &args, 0);
+    assert_eq!(report["components"].as_array().unwrap().len(), 3);
+    assert_eq!(report["container"]["name"], "app");
+    assert_eq!(report["signatures"][0]["key_id"], k1["key_id"]);
+    assert!(report["problems"].as_array().unwrap().is_empty());
+
+    // One signature is not enough for two-of-two; add the second.
+    let v = json(d, &["verify", "--key", "a.pub", "--key", "b.pub", "--threshold", "2", "app.suit"], 1);
+    assert_eq!(v["code"], "threshold-not-met");
+    ok(d, &["sign", "--key", "b.key", "--in", "app.suit", "--out", "app.suit"]);
+    let v = json(d, &["verify", "--key", "a.pub", "--key", "b.cose", "--threshold", "2", "app.suit"], 0);
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["sequence_number"], 7);
+    assert_eq!(v["signers"].as_array().unwrap().len(), 2);
+    assert_eq!(v["signers"][1], k2["key_id"]);
+    // Signing twice with the same key is refused.
+    expect(d, &["sign", "--key", "b.key", "--in", "app.suit", "--out", "again.suit"], 2);
+
+    let i = json(d, &["inspect", "app.suit"], 0);
+    assert_eq!(i["sequence_number"], 7);
+    assert_eq!(i["signatures"].as_array().unwrap().len(), 2);
+    let text = ok(d, &["inspect", "app.suit"]);
+    assert!(text.contains("[\"app\", \"blob\", \"model\"]"), "{text}");
+}
+
+#[test]
+fn refusals_have_exit_code_one_and_a_reason() {
+    let dir = setup();
+    let d = dir.path();
+    ok(d, &["keygen", "--alg", "p256", "--out", "k"]);
+    ok(d, &["keygen", "--alg", "p256", "--out", "other"]);
+    let mut args = CONTAINER.to_vec();
+    args.extend(["--sequence", "3", "--key", "k.key", "--out", "app.suit"]);
+    ok(d, &args);
+
+    assert_eq!(json(d, &["verify", "--key", "other.pub", "app.suit"], 1)["code"], "unknown-signer");
+    assert_eq!(json(d, &["verify", "--key", "k.pub", "--min-sequence", "4", "app.suit"], 1)["code"], "sequence-too-low");
+    assert_eq!(json(d, &["verify", "--key", "k.pub", "--vendor", "example.org", "app.suit"], 1)["code"], "wrong-vendor");
+    assert_eq!(json(d, &["verify", "--key", "k.pub", "--vendor", "example.com", "--class", "cam", "app.suit"], 1)["code"], "wrong-class");
+    ok(d, &["verify", "--key", "k.pub", "--min-sequence", "3", "--vendor", "example.com", "--class", "gw", "app.suit"]);
+
+    let bytes = std::fs::read(d.join("app.suit")).unwrap();
+    // The manifest's sequence number (key 2 in the manifest map) changed.
+    let mut t = bytes.clone();
+    let pos = t.windows(4).position(|w| w == [0xa6, 0x01, 0x01, 0x02]).unwrap();
+    t[pos + 4] = 0x09;
+    std::fs::write(d.join("tampered.suit"), &t).unwrap();
+    let out = gantry_sign(d, &["verify", "--key", "k.pub", "tampered.suit"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("digest mismatch"));
+    // The signature's last byte changed.
+    let mut t = bytes.clone();
+    let sig_end = t.windows(2).position(|w| w == [0x03, 0x59]).unwrap();
+    t[sig_end - 1] ^= 0x40;
+    std::fs::write(d.join("badsig.suit"), &t).unwrap();
+    assert_eq!(json(d, &["verify", "--key", "k.pub", "badsig.suit"], 1)["code"], "signature-invalid");
+    // Not CBOR at all.
+    std::fs::write(d.join("junk.suit"), b"hello").unwrap();
+    assert_eq!(json(d, &["verify", "--key", "k.pub", "junk.suit"], 1)["code"], "malformed");
+
+    // Usage and I/O errors are 2.
+    expect(d, &["verify", "--key", "missing.pub", "app.suit"], 2);
+    expect(d, &["verify", "app.suit"], 2);
+    expect(d, &["verify", "--key", "k.pub", "--threshold", "2", "app.suit"], 2);
+    std::fs::set_permissions(d.join("k.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = gantry_sign(d, &["sign", "--key", "k.key", "--in", "app.suit", "--out", "x.suit"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
+    // A bad config names the problem.
+    std::fs::write(d.join("bad.toml"), "name = \"App\"\nversion = \"1\"\n").unwrap();
+    let out = gantry_sign(d, &["container", "--module", "app.wasm", "--config", "bad.toml", "--vendor", "v", "--class", "c", "--sequence", "1", "--out", "o.suit"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("name \"App\""));
+}
+
+#[test]
+fn trust_root_lifecycle_and_rotation() {
+    let dir = setup();
+    let d = dir.path();
+    for k in ["r1", "r2", "r3", "rel", "srv", "rel2", "n1", "n2"] {
+        ok(d, &["keygen", "--alg", if k.starts_with('r') { "ed25519" } else { "p256" }, "--out", k]);
+    }
+    ok(d, &[
+        "trust", "create", "--root", "r1.pub", "--root", "r2.pub", "--root", "r3.pub", "--root-threshold", "2",
+        "--release", "rel.pub", "--server", "srv.pub", "--expires-in", "30d", "--out", "root.cbor",
+    ]);
+    let v = json(d, &["trust", "verify", "root.cbor"], 1);
+    assert!(v["error"].as_str().unwrap().contains("signed by 0 of the 2"));
+    ok(d, &["trust", "sign", "--key", "r1.key", "--in", "root.cbor", "--out", "root.cbor"]);
+    expect(d, &["trust", "verify", "root.cbor"], 1);
+    ok(d, &["trust", "sign", "--key", "r3.key", "--in", "root.cbor", "--out", "root.cbor"]);
+    ok(d, &["trust", "verify", "root.cbor"]);
+    // Expired when checked a year from now.
+    expect(d, &["trust", "verify", "--at", "2099-01-01T00:00:00Z", "root.cbor"], 1);
+    let shown = json(d, &["trust", "show", "root.cbor"], 0);
+    assert_eq!(shown["roles"]["root"]["threshold"], 2);
+    assert_eq!(shown["signatures"].as_array().unwrap().len(), 2);
+    assert_eq!(json(d, &["inspect", "root.cbor"], 0)["version"], 1);
+
+    let mut args = CONTAINER.to_vec();
+    args.extend(["--sequence", "1", "--key", "rel.key", "--out", "v1.suit"]);
+    ok(d, &args);
+    ok(d, &["verify", "--trust", "root.cbor", "v1.suit"]);
+
+    // Rotate: new root keys and a new release key.
+    ok(d, &["trust", "rotate", "--previous", "root.cbor", "--root", "n1.pub", "--root", "n2.pub", "--root-threshold", "2",
+        "--release", "rel2.pub", "--out", "root2.cbor"]);
+    ok(d, &["trust", "sign", "--key", "n1.key", "--key", "n2.key", "--in", "root2.cbor", "--out", "root2.cbor"]);
+    // Its own keys are not enough: the old root keys must approve.
+    let v = json(d, &["trust", "verify", "--previous", "root.cbor", "root2.cbor"], 1);
+    assert!(v["error"].as_str().unwrap().contains("previous root"), "{v}");
+    ok(d, &["trust", "sign", "--key", "r2.key", "--key", "r3.key", "--in", "root2.cbor", "--out", "root2.cbor"]);
+    ok(d, &["trust", "verify", "--previous", "root.cbor", "root2.cbor"]);
+
+    let mut args = CONTAINER.to_vec();
+    args.extend(["--sequence", "2", "--key", "rel2.key", "--out", "v2.suit"]);
+    ok(d, &args);
+    ok(d, &["verify", "--trust", "root.cbor", "--trust-update", "root2.cbor", "v2.suit"]);
+    // The retired release key no longer counts; the old root does not know the new one.
+    assert_eq!(json(d, &["verify", "--trust", "root.cbor", "--trust-update", "root2.cbor", "v1.suit"], 1)["code"], "unknown-signer");
+    expect(d, &["verify", "--trust", "root.cbor", "v2.suit"], 1);
+}
