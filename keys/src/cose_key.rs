@@ -75,7 +75,7 @@ pub fn decode_cose_key(bytes: &[u8]) -> Result<PublicKey, KeyError> {
         return Err(bad("too many members"));
     }
     let (mut kty, mut crv, mut alg) = (None, None, None);
-    let (mut kid, mut x, mut y): (Option<&[u8]>, Option<&[u8]>, Option<&[u8]>) = (None, None, None);
+    let (mut kid, mut x, mut y) = (None::<&[u8]>, None::<&[u8]>, None::<&[u8]>);
     for _ in 0..n {
         let label = d.i64().map_err(|_| bad("member label is not an integer"))?;
         let dup = match label {
@@ -84,7 +84,9 @@ pub fn decode_cose_key(bytes: &[u8]) -> Result<PublicKey, KeyError> {
             ALG => alg.replace(d.i64().map_err(|_| bad("alg is not an integer"))?).is_some(),
             KID => kid.replace(d.bytes().map_err(|_| bad("kid is not a byte string"))?).is_some(),
             X => x.replace(d.bytes().map_err(|_| bad("x is not a byte string"))?).is_some(),
-            Y => y.replace(d.bytes().map_err(|_| bad("y is not a byte string (compressed points are not supported)"))?).is_some(),
+            Y => y
+                .replace(d.bytes().map_err(|_| bad("y is not a byte string (compressed points are not supported)"))?)
+                .is_some(),
             D => return Err(bad("contains a private key (d)")),
             _ => return Err(bad("unsupported member")),
         };
@@ -114,10 +116,8 @@ pub fn decode_cose_key(bytes: &[u8]) -> Result<PublicKey, KeyError> {
             return Err(KeyError::AlgorithmMismatch { alg, key: key.key_type() });
         }
     }
-    if let Some(kid) = kid {
-        if kid != key.key_id().as_bytes() {
-            return Err(bad("kid is not the key's RFC 9679 thumbprint"));
-        }
+    if kid.is_some_and(|kid| kid != key.key_id().as_bytes()) {
+        return Err(bad("kid is not the key's RFC 9679 thumbprint"));
     }
     Ok(key)
 }
@@ -150,18 +150,21 @@ mod tests {
         let x = hex::decode("65eda5a12577c2bae829437fe338701a10aaa375e1bb5b5de108de439c08551d").unwrap();
         let y = hex::decode("1e52ed75701163f7f9e40ddf9f341b3dc9ba860af7e0ca7ca7e9eecd0084d19c").unwrap();
         let key = PublicKey::p256_from_xy(&x, &y).unwrap();
-        assert_eq!(
-            key.key_id().to_string(),
-            "496bd8afadf307e5b08c64b0421bf9dc01528a344a43bda88fadd1669da253ec"
-        );
+        assert_eq!(key.key_id().to_string(), "496bd8afadf307e5b08c64b0421bf9dc01528a344a43bda88fadd1669da253ec");
     }
 
     #[test]
     fn refuses_private_duplicate_and_mismatched_members() {
         // {1: 1, -1: 6, -4: h'00'}
-        assert!(matches!(decode_cose_key(&hex::decode("a30101200623410000").unwrap()), Err(KeyError::InvalidCoseKey(_))));
+        assert!(matches!(
+            decode_cose_key(&hex::decode("a30101200623410000").unwrap()),
+            Err(KeyError::InvalidCoseKey(_))
+        ));
         // {1: 1, 1: 1}
-        assert!(matches!(decode_cose_key(&hex::decode("a201010101").unwrap()), Err(KeyError::InvalidCoseKey("duplicate member"))));
+        assert!(matches!(
+            decode_cose_key(&hex::decode("a201010101").unwrap()),
+            Err(KeyError::InvalidCoseKey("duplicate member"))
+        ));
         // Ed25519 key with alg ES256 (-7 = 0x26)
         let mut m = hex::decode("a40101032620062158 20".replace(' ', "").as_str()).unwrap();
         m.extend(hex::decode(ED_PUB).unwrap());

@@ -63,10 +63,8 @@ pub fn read_public_key_file(path: &Path) -> Result<PublicKey, KeyError> {
     let what = path.display().to_string();
     match std::str::from_utf8(&bytes) {
         Ok(text) if text.contains("-----BEGIN") => read_public_key_pem(text, &what),
-        _ => decode_cose_key(&bytes).map_err(|e| KeyError::Pem {
-            what,
-            reason: format!("neither SPKI PEM nor a COSE_Key ({e})"),
-        }),
+        _ => decode_cose_key(&bytes)
+            .map_err(|e| KeyError::Pem { what, reason: format!("neither SPKI PEM nor a COSE_Key ({e})") }),
     }
 }
 

@@ -74,12 +74,7 @@ impl SigningKey {
     pub fn write_pkcs8_file(&self, path: &Path) -> Result<(), KeyError> {
         let io = |error| KeyError::Io { path: path.display().to_string(), error };
         let pem = self.to_pkcs8_pem()?;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io)?;
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io)?;
         // The umask cannot widen 0600, but a pre-set ACL default could; be explicit.
         file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(io)?;
         file.write_all(pem.as_bytes()).map_err(io)?;

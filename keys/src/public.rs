@@ -17,9 +17,7 @@ pub enum PublicKey {
 impl PublicKey {
     /// Ed25519 key from its 32-byte encoding (RFC 8032).
     pub fn ed25519_from_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
-        let arr: &[u8; 32] = bytes
-            .try_into()
-            .map_err(|_| KeyError::InvalidPublicKey(KeyType::Ed25519))?;
+        let arr: &[u8; 32] = bytes.try_into().map_err(|_| KeyError::InvalidPublicKey(KeyType::Ed25519))?;
         ed25519_dalek::VerifyingKey::from_bytes(arr)
             .map(PublicKey::Ed25519)
             .map_err(|_| KeyError::InvalidPublicKey(KeyType::Ed25519))
@@ -64,16 +62,16 @@ impl PublicKey {
         }
         match self {
             PublicKey::Ed25519(key) => {
-                let sig = ed25519_dalek::Signature::from_slice(signature)
-                    .map_err(|_| KeyError::MalformedSignature(alg))?;
+                let sig =
+                    ed25519_dalek::Signature::from_slice(signature).map_err(|_| KeyError::MalformedSignature(alg))?;
                 key.verify_strict(message, &sig).map_err(|_| KeyError::BadSignature)
             }
             PublicKey::P256(key) => {
                 if signature.len() != 64 {
                     return Err(KeyError::MalformedSignature(alg));
                 }
-                let sig = p256::ecdsa::Signature::from_slice(signature)
-                    .map_err(|_| KeyError::MalformedSignature(alg))?;
+                let sig =
+                    p256::ecdsa::Signature::from_slice(signature).map_err(|_| KeyError::MalformedSignature(alg))?;
                 key.verify(message, &sig).map_err(|_| KeyError::BadSignature)
             }
         }

@@ -42,10 +42,8 @@ impl FileKeySource {
             return Err(KeyError::InsecurePermissions { path: path.display().to_string(), mode: mode & 0o777 });
         }
         let bytes = zeroize::Zeroizing::new(pem::read_bounded(path)?);
-        let text = std::str::from_utf8(&bytes).map_err(|_| KeyError::Pem {
-            what: path.display().to_string(),
-            reason: "not a PEM text file".into(),
-        })?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| KeyError::Pem { what: path.display().to_string(), reason: "not a PEM text file".into() })?;
         let key = pem::read_private_key_pem(text, &path.display().to_string())?;
         Ok(Self::from_key(path.to_owned(), key))
     }

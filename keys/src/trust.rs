@@ -247,8 +247,8 @@ impl TrustRoot {
         for _ in 0..n {
             let start = d.position();
             d.skip().map_err(|_| m("truncated key"))?;
-            let key = decode_cose_key(&bytes[start..d.position()])
-                .map_err(|e| TrustError::Malformed(format!("key: {e}")))?;
+            let key =
+                decode_cose_key(&bytes[start..d.position()]).map_err(|e| TrustError::Malformed(format!("key: {e}")))?;
             if keys.insert(key.key_id(), key).is_some() {
                 return Err(m("duplicate key"));
             }
@@ -353,11 +353,7 @@ impl SignedTrustRoot {
 
     /// The signatures present, unverified.
     pub fn signatures(&self) -> Vec<TrustSignature> {
-        self.doc
-            .signatures
-            .iter()
-            .map(|s| TrustSignature { key_id: kid_of(s), algorithm: alg_of(s) })
-            .collect()
+        self.doc.signatures.iter().map(|s| TrustSignature { key_id: kid_of(s), algorithm: alg_of(s) }).collect()
     }
 
     /// Adds a signature by `source`. Any key may sign (the previous root's
@@ -367,8 +363,10 @@ impl SignedTrustRoot {
         if self.doc.signatures.iter().any(|s| kid_of(s) == Some(kid)) {
             return Err(TrustError::AlreadySigned(kid).into());
         }
-        let alg = iana::Algorithm::from_i64(source.algorithm().cose_id())
-            .ok_or_else(|| KeyError::SignFailed { source_name: source.describe(), reason: "algorithm unknown to coset".into() })?;
+        let alg = iana::Algorithm::from_i64(source.algorithm().cose_id()).ok_or_else(|| KeyError::SignFailed {
+            source_name: source.describe(),
+            reason: "algorithm unknown to coset".into(),
+        })?;
         let mut sig = coset::CoseSignatureBuilder::new()
             .protected(coset::HeaderBuilder::new().algorithm(alg).build())
             .unprotected(coset::HeaderBuilder::new().key_id(kid.as_bytes().to_vec()).build())

@@ -107,8 +107,18 @@ impl ContainerRelease<'_> {
         let name = self.config.name.as_bytes();
         let sha = |b: &[u8]| -> [u8; 32] { Sha256::digest(b).into() };
         let mut components = vec![
-            Component { id: vec![name, b"module"], sha256: sha(self.module), size: self.module.len() as u64, uri: String::new() },
-            Component { id: vec![name, b"config"], sha256: sha(&config), size: config.len() as u64, uri: CONFIG_PAYLOAD.into() },
+            Component {
+                id: vec![name, b"module"],
+                sha256: sha(self.module),
+                size: self.module.len() as u64,
+                uri: String::new(),
+            },
+            Component {
+                id: vec![name, b"config"],
+                sha256: sha(&config),
+                size: config.len() as u64,
+                uri: CONFIG_PAYLOAD.into(),
+            },
         ];
         components[0].uri = blob_uri(&components[0].sha256);
         let mut names = std::collections::BTreeSet::new();
@@ -118,7 +128,12 @@ impl ContainerRelease<'_> {
                 return Err(Error::Build(format!("blob {blob:?} given twice")));
             }
             let d = sha(bytes);
-            components.push(Component { id: vec![name, b"blob", blob.as_bytes()], sha256: d, size: bytes.len() as u64, uri: blob_uri(&d) });
+            components.push(Component {
+                id: vec![name, b"blob", blob.as_bytes()],
+                sha256: d,
+                size: bytes.len() as u64,
+                uri: blob_uri(&d),
+            });
         }
         if components.len() > crate::suit::manifest::MAX_COMPONENTS {
             return Err(Error::Build(format!("at most {} blobs", crate::suit::manifest::MAX_COMPONENTS - 2)));
@@ -199,10 +214,7 @@ impl ContainerRelease<'_> {
 pub fn signer_key_ids(envelope: &[u8]) -> Result<Vec<Option<KeyId>>, Error> {
     let env = Envelope::parse(envelope)?;
     let (_, blocks) = split_auth(env.authentication_wrapper())?;
-    blocks
-        .iter()
-        .map(|b| Sign1::parse(b, TagRule::Required).map(|s| s.key_id().and_then(KeyId::from_slice)))
-        .collect()
+    blocks.iter().map(|b| Sign1::parse(b, TagRule::Required).map(|s| s.key_id().and_then(KeyId::from_slice))).collect()
 }
 
 fn split_auth(auth: &[u8]) -> Result<(&[u8], Vec<&[u8]>), Error> {
@@ -321,7 +333,10 @@ mod tests {
         let m = verify(&two, &Policy::new(&anchors, 2).min_sequence(7)).unwrap();
         assert_eq!(m.sequence_number(), 7);
         assert_eq!(m.manifest().component_count(), 3);
-        assert_eq!(m.envelope().integrated_payload(CONFIG_PAYLOAD).map(|c| c.len()), Some(ContainerConfig::from_toml("name = \"demo\"\nversion = \"1.0\"\n").unwrap().to_cbor().len()));
+        assert_eq!(
+            m.envelope().integrated_payload(CONFIG_PAYLOAD).map(|c| c.len()),
+            Some(ContainerConfig::from_toml("name = \"demo\"\nversion = \"1.0\"\n").unwrap().to_cbor().len())
+        );
         assert!(m.section(Section::Install).unwrap().is_some());
         assert!(matches!(verify(&one, &Policy::new(&anchors, 2)), Err(Error::ThresholdNotMet { have: 1, need: 2 })));
         assert_eq!(signer_key_ids(&two).unwrap(), vec![Some(ed.key_id()), Some(p.key_id())]);
@@ -330,7 +345,10 @@ mod tests {
         let class = class_id_from_model(&vendor, "gateway");
         verify(&two, &Policy::new(&anchors, 1).identity(Some(&vendor), Some(&class))).unwrap();
         let other = class_id_from_model(&vendor, "camera");
-        assert!(matches!(verify(&two, &Policy::new(&anchors, 1).identity(Some(&vendor), Some(&other))), Err(Error::WrongClass)));
+        assert!(matches!(
+            verify(&two, &Policy::new(&anchors, 1).identity(Some(&vendor), Some(&other))),
+            Err(Error::WrongClass)
+        ));
     }
 
     #[test]

@@ -335,10 +335,10 @@ impl ContainerConfig {
             if h.interval_ms == 0 || h.timeout_ms == 0 || h.failure_threshold == 0 {
                 return Err(cfg_err("health: interval_ms, timeout_ms and failure_threshold must be positive"));
             }
-            if let HealthKind::Export(f) = &h.kind {
-                if f.is_empty() || f.len() > 128 {
-                    return Err(cfg_err("health.function must be 1-128 characters"));
-                }
+            if let HealthKind::Export(f) = &h.kind
+                && (f.is_empty() || f.len() > 128)
+            {
+                return Err(cfg_err("health.function must be 1-128 characters"));
             }
         }
         let r = &self.restart;
@@ -353,7 +353,8 @@ impl ContainerConfig {
         let mut e = Encoder::new(gantry_keys::cbor_vec::VecWriter::default());
         // Writing into a Vec cannot fail.
         let _ = (|| -> Result<(), minicbor::encode::Error<core::convert::Infallible>> {
-            let optional = u64::from(!self.env.is_empty()) + u64::from(!self.args.is_empty()) + u64::from(self.health.is_some());
+            let optional =
+                u64::from(!self.env.is_empty()) + u64::from(!self.args.is_empty()) + u64::from(self.health.is_some());
             e.map(6 + optional)?;
             e.u8(1)?.str(&self.name)?;
             e.u8(2)?.str(&self.version)?;
@@ -422,7 +423,12 @@ impl ContainerConfig {
             env: BTreeMap::new(),
             args: Vec::new(),
             health: None,
-            restart: Restart { policy: RestartPolicy::Never, max_restarts: 0, backoff_initial_ms: 0, backoff_max_ms: 0 },
+            restart: Restart {
+                policy: RestartPolicy::Never,
+                max_restarts: 0,
+                backoff_initial_ms: 0,
+                backoff_max_ms: 0,
+            },
         };
         let mut seen = 0u16;
         let mut order = KeyOrder::new();
@@ -437,7 +443,10 @@ impl ContainerConfig {
                     for _ in 0..r.map("limits")? {
                         match r.int_key(&mut o)? {
                             1 => c.limits.memory_bytes = r.u64("memory")?,
-                            2 => c.limits.cpu_percent = u8::try_from(r.u64("cpu")?).map_err(|_| Error::Invalid("cpu_percent"))?,
+                            2 => {
+                                c.limits.cpu_percent =
+                                    u8::try_from(r.u64("cpu")?).map_err(|_| Error::Invalid("cpu_percent"))?
+                            }
                             3 => c.limits.stack_bytes = r.u64("stack")?,
                             4 => c.limits.deadline_ms = Some(r.u64("deadline")?),
                             _ => return Err(Error::Invalid("unknown limits member")),
@@ -485,14 +494,18 @@ impl ContainerConfig {
 fn read_health(r: &mut Reader<'_>) -> Result<Health, Error> {
     let mut o = KeyOrder::new();
     let (mut kind, mut function) = (None, None);
-    let mut h = Health { kind: HealthKind::Heartbeat, interval_ms: 0, timeout_ms: 0, failure_threshold: 0, probation_ms: 0 };
+    let mut h =
+        Health { kind: HealthKind::Heartbeat, interval_ms: 0, timeout_ms: 0, failure_threshold: 0, probation_ms: 0 };
     for _ in 0..r.map("health")? {
         match r.int_key(&mut o)? {
             1 => kind = Some(r.u64("health kind")?),
             2 => function = Some(r.str("health function")?.to_owned()),
             3 => h.interval_ms = r.u64("interval")?,
             4 => h.timeout_ms = r.u64("timeout")?,
-            5 => h.failure_threshold = u32::try_from(r.u64("failures")?).map_err(|_| Error::Invalid("failure_threshold"))?,
+            5 => {
+                h.failure_threshold =
+                    u32::try_from(r.u64("failures")?).map_err(|_| Error::Invalid("failure_threshold"))?
+            }
             6 => h.probation_ms = r.u64("probation")?,
             _ => return Err(Error::Invalid("unknown health member")),
         }

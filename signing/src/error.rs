@@ -177,7 +177,9 @@ impl Error {
             Error::TooDeep | Error::LimitExceeded { .. } => "limit-exceeded",
             Error::WrongTag { .. } => "wrong-tag",
             Error::Unsigned => "unsigned",
-            Error::UnsupportedAuthentication | Error::UnsupportedAlgorithm(_) | Error::UnsupportedDigest(_) => "unsupported-algorithm",
+            Error::UnsupportedAuthentication | Error::UnsupportedAlgorithm(_) | Error::UnsupportedDigest(_) => {
+                "unsupported-algorithm"
+            }
             Error::UnknownCriticalHeader => "unknown-critical-header",
             Error::AttachedPayload => "attached-payload",
             Error::SignatureInvalid => "signature-invalid",

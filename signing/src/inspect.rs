@@ -94,7 +94,8 @@ pub fn inspect(envelope: &[u8]) -> Result<Inspection, Error> {
     for _ in 1..n {
         let block = r.bytes("authentication block")?;
         match Sign1::parse(block, TagRule::Required) {
-            Ok(s) => signatures.push(SignatureInfo { algorithm: s.algorithm().to_string(), key_id: s.key_id().map(hex::encode) }),
+            Ok(s) => signatures
+                .push(SignatureInfo { algorithm: s.algorithm().to_string(), key_id: s.key_id().map(hex::encode) }),
             Err(e) => signatures.push(SignatureInfo { algorithm: format!("unreadable: {e}"), key_id: None }),
         }
     }
@@ -155,9 +156,8 @@ pub fn inspect(envelope: &[u8]) -> Result<Inspection, Error> {
         let Some(uri) = c.uri.as_deref().filter(|u| u.starts_with('#')) else { continue };
         match integrated_payloads.iter().find(|p| p.name == uri) {
             None => problems.push(format!("component {} names integrated payload {uri}, which is missing", c.id)),
-            Some(p) if Some(&p.digest) != c.digest.as_ref() || Some(p.size as u64) != c.size => {
-                problems.push(format!("integrated payload {uri} does not match the digest and size of component {}", c.id))
-            }
+            Some(p) if Some(&p.digest) != c.digest.as_ref() || Some(p.size as u64) != c.size => problems
+                .push(format!("integrated payload {uri} does not match the digest and size of component {}", c.id)),
             Some(_) => {}
         }
     }
@@ -211,7 +211,11 @@ fn collect_parameters<'a>(
             DIR_SET_COMPONENT_INDEX => {
                 selected = match r.datatype()? {
                     minicbor::data::Type::Bool => {
-                        if r.bool("index")? { (1 << count) - 1 } else { 0 }
+                        if r.bool("index")? {
+                            (1 << count) - 1
+                        } else {
+                            0
+                        }
                     }
                     minicbor::data::Type::Array => {
                         let mut s = 0;

@@ -44,7 +44,6 @@ mod error;
 pub mod suit;
 mod verify;
 
-
 #[cfg(feature = "std")]
 pub mod build;
 #[cfg(feature = "std")]
@@ -54,6 +53,6 @@ pub mod inspect;
 
 pub use error::Error;
 pub use suit::envelope::{Digest, Envelope};
-pub use suit::interp::{Image, Parameters, SuitDevice};
+pub use suit::interp::{ActionFailed, Image, Parameters, SuitDevice};
 pub use suit::manifest::{ComponentId, Manifest, Member, Section};
 pub use verify::{MAX_ANCHORS, MAX_SIGNATURES, Policy, VerifiedManifest, verify};

@@ -19,7 +19,7 @@
 use gantry_keys::{KeyError, KeyId, PublicKey};
 
 use crate::Error;
-use crate::cbor::{Reader, KeyOrder};
+use crate::cbor::{KeyOrder, Reader};
 use crate::cose::{Sign1, TagRule};
 use crate::suit::envelope::{Digest, Envelope};
 use crate::suit::labels::*;

@@ -103,8 +103,14 @@ fn wrong_tags() {
     b[1] = 0x6c; // tag 108
     assert!(matches!(verify(&b, &policy), Err(Error::WrongTag { expected: 107, found: 108 })));
     // A COSE_Sign (98) where a COSE_Sign1 belongs, and a COSE_Mac0.
-    assert!(matches!(Sign1::parse(&[0xd8, 0x62, 0x84, 0x40, 0xa0, 0xf6, 0x40], TagRule::Required), Err(Error::WrongTag { expected: 18, found: 98 })));
-    assert!(matches!(Sign1::parse(&[0xd1, 0x84, 0x40, 0xa0, 0xf6, 0x40], TagRule::Required), Err(Error::UnsupportedAuthentication)));
+    assert!(matches!(
+        Sign1::parse(&[0xd8, 0x62, 0x84, 0x40, 0xa0, 0xf6, 0x40], TagRule::Required),
+        Err(Error::WrongTag { expected: 18, found: 98 })
+    ));
+    assert!(matches!(
+        Sign1::parse(&[0xd1, 0x84, 0x40, 0xa0, 0xf6, 0x40], TagRule::Required),
+        Err(Error::UnsupportedAuthentication)
+    ));
     assert!(matches!(Sign1::parse(&[0x84, 0x40, 0xa0, 0xf6, 0x40], TagRule::Required), Err(Error::Missing(_))));
 }
 
@@ -119,7 +125,10 @@ fn huge_length_claims_and_deep_nesting() {
     let eight_byte = [0xd8, 0x6b, 0xa1, 0x02, 0x5b, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
     assert!(matches!(verify(&eight_byte, &policy), Err(Error::Cbor { .. })));
     // An array claiming 2^32 elements, an array of 100,000 nested arrays.
-    assert!(matches!(verify(&[0xd8, 0x6b, 0xa1, 0x01, 0x9a, 0xff, 0xff, 0xff, 0xff], &policy), Err(Error::LimitExceeded { .. })));
+    assert!(matches!(
+        verify(&[0xd8, 0x6b, 0xa1, 0x01, 0x9a, 0xff, 0xff, 0xff, 0xff], &policy),
+        Err(Error::LimitExceeded { .. })
+    ));
     let mut deep = vec![0xd8, 0x6b, 0xa1, 0x01];
     deep.extend(std::iter::repeat_n(0x81, 100_000));
     deep.push(0x00);
@@ -156,8 +165,14 @@ fn duplicate_and_non_canonical_keys() {
     verify(&ok, &policy).unwrap();
     // ...but not reordered, duplicated, or with a non-minimal key.
     assert!(matches!(verify(&build(&[(&[0x03], manifest), (&[0x02], &a)]), &policy), Err(Error::NonCanonical { .. })));
-    assert!(matches!(verify(&build(&[(&[0x02], &a), (&[0x02], &a), (&[0x03], manifest)]), &policy), Err(Error::DuplicateKey { .. })));
-    assert!(matches!(verify(&build(&[(&[0x18, 0x02], &a), (&[0x03], manifest)]), &policy), Err(Error::NonCanonical { .. })));
+    assert!(matches!(
+        verify(&build(&[(&[0x02], &a), (&[0x02], &a), (&[0x03], manifest)]), &policy),
+        Err(Error::DuplicateKey { .. })
+    ));
+    assert!(matches!(
+        verify(&build(&[(&[0x18, 0x02], &a), (&[0x03], manifest)]), &policy),
+        Err(Error::NonCanonical { .. })
+    ));
 }
 
 fn replace(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
@@ -192,7 +207,12 @@ fn algorithm_must_match_the_key_and_crit_must_be_understood() {
         d.bytes().unwrap().to_vec()
     };
     let block = coset::CoseSign1Builder::new()
-        .protected(coset::HeaderBuilder::new().algorithm(coset::iana::Algorithm::EdDSA).add_critical(coset::iana::HeaderParameter::Iv).build())
+        .protected(
+            coset::HeaderBuilder::new()
+                .algorithm(coset::iana::Algorithm::EdDSA)
+                .add_critical(coset::iana::HeaderParameter::Iv)
+                .build(),
+        )
         .create_detached_signature(&digest, b"", |m| ed.sign(m).unwrap())
         .build();
     let block = coset::TaggedCborSerializable::to_tagged_vec(block).unwrap();
@@ -236,5 +256,6 @@ fn rollback_identity_and_thresholds() {
     let vendor = vendor_id_from_domain("example.com");
     let other = vendor_id_from_domain("example.org");
     assert!(matches!(verify(&one, &Policy::new(&anchors, 1).identity(Some(&other), None)), Err(Error::WrongVendor)));
-    verify(&one, &Policy::new(&anchors, 1).identity(Some(&vendor), Some(&class_id_from_model(&vendor, "board")))).unwrap();
+    verify(&one, &Policy::new(&anchors, 1).identity(Some(&vendor), Some(&class_id_from_model(&vendor, "board"))))
+        .unwrap();
 }

@@ -43,8 +43,19 @@ fn setup() -> tempfile::TempDir {
     dir
 }
 
-const CONTAINER: &[&str] =
-    &["container", "--module", "app.wasm", "--config", "app.toml", "--blob", "model=model.bin", "--vendor", "example.com", "--class", "gw"];
+const CONTAINER: &[&str] = &[
+    "container",
+    "--module",
+    "app.wasm",
+    "--config",
+    "app.toml",
+    "--blob",
+    "model=model.bin",
+    "--vendor",
+    "example.com",
+    "--class",
+    "gw",
+];
 
 #[test]
 fn release_pipeline_end_to_end() {
@@ -95,9 +106,18 @@ fn refusals_have_exit_code_one_and_a_reason() {
     ok(d, &args);
 
     assert_eq!(json(d, &["verify", "--key", "other.pub", "app.suit"], 1)["code"], "unknown-signer");
-    assert_eq!(json(d, &["verify", "--key", "k.pub", "--min-sequence", "4", "app.suit"], 1)["code"], "sequence-too-low");
-    assert_eq!(json(d, &["verify", "--key", "k.pub", "--vendor", "example.org", "app.suit"], 1)["code"], "wrong-vendor");
-    assert_eq!(json(d, &["verify", "--key", "k.pub", "--vendor", "example.com", "--class", "cam", "app.suit"], 1)["code"], "wrong-class");
+    assert_eq!(
+        json(d, &["verify", "--key", "k.pub", "--min-sequence", "4", "app.suit"], 1)["code"],
+        "sequence-too-low"
+    );
+    assert_eq!(
+        json(d, &["verify", "--key", "k.pub", "--vendor", "example.org", "app.suit"], 1)["code"],
+        "wrong-vendor"
+    );
+    assert_eq!(
+        json(d, &["verify", "--key", "k.pub", "--vendor", "example.com", "--class", "cam", "app.suit"], 1)["code"],
+        "wrong-class"
+    );
     ok(d, &["verify", "--key", "k.pub", "--min-sequence", "3", "--vendor", "example.com", "--class", "gw", "app.suit"]);
 
     let bytes = std::fs::read(d.join("app.suit")).unwrap();
@@ -129,7 +149,24 @@ fn refusals_have_exit_code_one_and_a_reason() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
     // A bad config names the problem.
     std::fs::write(d.join("bad.toml"), "name = \"App\"\nversion = \"1\"\n").unwrap();
-    let out = gantry_sign(d, &["container", "--module", "app.wasm", "--config", "bad.toml", "--vendor", "v", "--class", "c", "--sequence", "1", "--out", "o.suit"]);
+    let out = gantry_sign(
+        d,
+        &[
+            "container",
+            "--module",
+            "app.wasm",
+            "--config",
+            "bad.toml",
+            "--vendor",
+            "v",
+            "--class",
+            "c",
+            "--sequence",
+            "1",
+            "--out",
+            "o.suit",
+        ],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("name \"App\""));
 }
@@ -141,10 +178,29 @@ fn trust_root_lifecycle_and_rotation() {
     for k in ["r1", "r2", "r3", "rel", "srv", "rel2", "n1", "n2"] {
         ok(d, &["keygen", "--alg", if k.starts_with('r') { "ed25519" } else { "p256" }, "--out", k]);
     }
-    ok(d, &[
-        "trust", "create", "--root", "r1.pub", "--root", "r2.pub", "--root", "r3.pub", "--root-threshold", "2",
-        "--release", "rel.pub", "--server", "srv.pub", "--expires-in", "30d", "--out", "root.cbor",
-    ]);
+    ok(
+        d,
+        &[
+            "trust",
+            "create",
+            "--root",
+            "r1.pub",
+            "--root",
+            "r2.pub",
+            "--root",
+            "r3.pub",
+            "--root-threshold",
+            "2",
+            "--release",
+            "rel.pub",
+            "--server",
+            "srv.pub",
+            "--expires-in",
+            "30d",
+            "--out",
+            "root.cbor",
+        ],
+    );
     let v = json(d, &["trust", "verify", "root.cbor"], 1);
     assert!(v["error"].as_str().unwrap().contains("signed by 0 of the 2"));
     ok(d, &["trust", "sign", "--key", "r1.key", "--in", "root.cbor", "--out", "root.cbor"]);
@@ -164,8 +220,25 @@ fn trust_root_lifecycle_and_rotation() {
     ok(d, &["verify", "--trust", "root.cbor", "v1.suit"]);
 
     // Rotate: new root keys and a new release key.
-    ok(d, &["trust", "rotate", "--previous", "root.cbor", "--root", "n1.pub", "--root", "n2.pub", "--root-threshold", "2",
-        "--release", "rel2.pub", "--out", "root2.cbor"]);
+    ok(
+        d,
+        &[
+            "trust",
+            "rotate",
+            "--previous",
+            "root.cbor",
+            "--root",
+            "n1.pub",
+            "--root",
+            "n2.pub",
+            "--root-threshold",
+            "2",
+            "--release",
+            "rel2.pub",
+            "--out",
+            "root2.cbor",
+        ],
+    );
     ok(d, &["trust", "sign", "--key", "n1.key", "--key", "n2.key", "--in", "root2.cbor", "--out", "root2.cbor"]);
     // Its own keys are not enough: the old root keys must approve.
     let v = json(d, &["trust", "verify", "--previous", "root.cbor", "root2.cbor"], 1);
@@ -178,6 +251,9 @@ fn trust_root_lifecycle_and_rotation() {
     ok(d, &args);
     ok(d, &["verify", "--trust", "root.cbor", "--trust-update", "root2.cbor", "v2.suit"]);
     // The retired release key no longer counts; the old root does not know the new one.
-    assert_eq!(json(d, &["verify", "--trust", "root.cbor", "--trust-update", "root2.cbor", "v1.suit"], 1)["code"], "unknown-signer");
+    assert_eq!(
+        json(d, &["verify", "--trust", "root.cbor", "--trust-update", "root2.cbor", "v1.suit"], 1)["code"],
+        "unknown-signer"
+    );
     expect(d, &["verify", "--trust", "root.cbor", "v2.suit"], 1);
 }

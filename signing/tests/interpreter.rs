@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use gantry_signing::{ComponentId, Error, Image, Parameters, Policy, Section, SuitDevice, verify};
+use gantry_signing::{ActionFailed, ComponentId, Error, Image, Parameters, Policy, Section, SuitDevice, verify};
 
 const VENDOR: &str = "fa6b4a53d5ad5fdfbe9de663e4d41ffe";
 const CLASS: &str = "1492af1425695e48bf429b2d51f2ab45";
@@ -57,20 +57,20 @@ impl SuitDevice for TestDevice {
     fn in_slot(&self, _: ComponentId<'_>, slot: u64) -> bool {
         slot == self.slot
     }
-    fn fetch(&mut self, c: ComponentId<'_>, p: &Parameters<'_>) -> Result<(), ()> {
+    fn fetch(&mut self, c: ComponentId<'_>, p: &Parameters<'_>) -> Result<(), ActionFailed> {
         let uri = p.uri.unwrap();
         self.log.push(format!("fetch {c} {uri}"));
-        let img = *self.served.get(uri).ok_or(())?;
+        let img = *self.served.get(uri).ok_or(ActionFailed)?;
         self.storage.insert(c.to_string(), img);
         Ok(())
     }
-    fn copy(&mut self, c: ComponentId<'_>, src: ComponentId<'_>, _: &Parameters<'_>) -> Result<(), ()> {
+    fn copy(&mut self, c: ComponentId<'_>, src: ComponentId<'_>, _: &Parameters<'_>) -> Result<(), ActionFailed> {
         self.log.push(format!("copy {src} -> {c}"));
-        let img = *self.storage.get(&src.to_string()).ok_or(())?;
+        let img = *self.storage.get(&src.to_string()).ok_or(ActionFailed)?;
         self.storage.insert(c.to_string(), img);
         Ok(())
     }
-    fn invoke(&mut self, c: ComponentId<'_>, _: &Parameters<'_>) -> Result<(), ()> {
+    fn invoke(&mut self, c: ComponentId<'_>, _: &Parameters<'_>) -> Result<(), ActionFailed> {
         self.log.push(format!("invoke {c}"));
         Ok(())
     }
@@ -92,7 +92,10 @@ fn example0_secure_boot() {
     let m = verify(&bytes, &Policy::new(&key, 1)).unwrap();
     let mut dev = TestDevice::new();
     // Nothing installed: the image does not match.
-    assert!(matches!(m.run(Section::Validate, &mut dev), Err(Error::ConditionFailed { condition: "image-match", component: 0 })));
+    assert!(matches!(
+        m.run(Section::Validate, &mut dev),
+        Err(Error::ConditionFailed { condition: "image-match", component: 0 })
+    ));
     dev.storage.insert("[h'00']".into(), image(D1, 34768));
     m.run(Section::Validate, &mut dev).unwrap();
     m.run(Section::Invoke, &mut dev).unwrap();
@@ -103,7 +106,10 @@ fn example0_secure_boot() {
     // Another device class stops at the shared sequence.
     let mut other = TestDevice::new();
     other.class[0] ^= 1;
-    assert!(matches!(m.run(Section::Invoke, &mut other), Err(Error::ConditionFailed { condition: "class-identifier", .. })));
+    assert!(matches!(
+        m.run(Section::Invoke, &mut other),
+        Err(Error::ConditionFailed { condition: "class-identifier", .. })
+    ));
     assert!(other.log.is_empty());
 }
 
@@ -174,8 +180,14 @@ fn example4_load_from_external_storage() {
     m.run(Section::Validate, &mut dev).unwrap();
     // Load copies the (compressed, in the draft) image to RAM; our test copy
     // keeps the digest, so the load's image-match on D2 fails as it must.
-    assert!(matches!(m.run(Section::Load, &mut dev), Err(Error::ConditionFailed { condition: "image-match", component: 2 })));
-    assert_eq!(dev.log, ["fetch [h'02'] http://example.com/file.bin", "copy [h'02'] -> [h'00']", "copy [h'00'] -> [h'01']"]);
+    assert!(matches!(
+        m.run(Section::Load, &mut dev),
+        Err(Error::ConditionFailed { condition: "image-match", component: 2 })
+    ));
+    assert_eq!(
+        dev.log,
+        ["fetch [h'02'] http://example.com/file.bin", "copy [h'02'] -> [h'00']", "copy [h'00'] -> [h'01']"]
+    );
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::cell::Cell;
 use gantry_keys::{FileKeySource, KeySource as _, KeyType, SigningKey};
 use gantry_signing::build::{ContainerRelease, add_signature, class_id_from_model, vendor_id_from_domain};
 use gantry_signing::config::ContainerConfig;
-use gantry_signing::{ComponentId, Image, Parameters, Policy, Section, SuitDevice, verify};
+use gantry_signing::{ActionFailed, ComponentId, Image, Parameters, Policy, Section, SuitDevice, verify};
 
 struct Counting;
 
@@ -55,13 +55,13 @@ impl SuitDevice for NullDevice {
     fn in_slot(&self, _: ComponentId<'_>, _: u64) -> bool {
         true
     }
-    fn fetch(&mut self, _: ComponentId<'_>, _: &Parameters<'_>) -> Result<(), ()> {
+    fn fetch(&mut self, _: ComponentId<'_>, _: &Parameters<'_>) -> Result<(), ActionFailed> {
         Ok(())
     }
-    fn copy(&mut self, _: ComponentId<'_>, _: ComponentId<'_>, _: &Parameters<'_>) -> Result<(), ()> {
+    fn copy(&mut self, _: ComponentId<'_>, _: ComponentId<'_>, _: &Parameters<'_>) -> Result<(), ActionFailed> {
         Ok(())
     }
-    fn invoke(&mut self, _: ComponentId<'_>, _: &Parameters<'_>) -> Result<(), ()> {
+    fn invoke(&mut self, _: ComponentId<'_>, _: &Parameters<'_>) -> Result<(), ActionFailed> {
         Ok(())
     }
 }
@@ -86,7 +86,12 @@ fn verify_and_run_allocate_nothing() {
     let anchors = [ed.public_key().clone(), p.public_key().clone()];
     let mut deep = vec![0xd8, 0x6b, 0xa1, 0x01];
     deep.extend(std::iter::repeat_n(0x81, 10_000));
-    let hostile: [&[u8]; 4] = [&signed[..signed.len() / 2], &[0xd8, 0x6b, 0xa1, 0x02, 0x5b, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], &deep, &[0xff; 64]];
+    let hostile: [&[u8]; 4] = [
+        &signed[..signed.len() / 2],
+        &[0xd8, 0x6b, 0xa1, 0x02, 0x5b, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+        &deep,
+        &[0xff; 64],
+    ];
 
     let n = allocations_during(|| {
         let policy = Policy::new(&anchors, 2).min_sequence(9).identity(Some(&vendor), None);

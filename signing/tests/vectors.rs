@@ -57,8 +57,14 @@ fn libcsuit_files_authenticate() {
             // refusing what Gantry does not implement (dependencies) is fine.
             _ => match result {
                 Ok(_) => full += 1,
-                Err(e @ (Error::SignatureInvalid | Error::UnknownSigner | Error::DigestMismatch | Error::Key(_)
-                | Error::ThresholdNotMet { .. } | Error::Unsigned)) => panic!("{name}: authentication failed: {e}"),
+                Err(
+                    e @ (Error::SignatureInvalid
+                    | Error::UnknownSigner
+                    | Error::DigestMismatch
+                    | Error::Key(_)
+                    | Error::ThresholdNotMet { .. }
+                    | Error::Unsigned),
+                ) => panic!("{name}: authentication failed: {e}"),
                 Err(e) => eprintln!("{name}: authenticated, then refused: {e}"),
             },
         }

@@ -126,11 +126,19 @@ fn duplicate_signer_and_bad_policies_are_refused() {
     assert!(matches!(doc.sign_with(&k.root[0]), Err(KeyError::Trust(TrustError::AlreadySigned(_)))));
 
     let pk = k.release.public_key().clone();
-    let too_high = TrustRoot::new(1, NOW, &[(Role::Root, vec![pk.clone()], 2), (Role::Release, vec![pk.clone()], 1), (Role::Server, vec![pk.clone()], 1)]);
+    let too_high = TrustRoot::new(
+        1,
+        NOW,
+        &[(Role::Root, vec![pk.clone()], 2), (Role::Release, vec![pk.clone()], 1), (Role::Server, vec![pk.clone()], 1)],
+    );
     assert!(matches!(too_high, Err(TrustError::InvalidPolicy(_))));
     let missing = TrustRoot::new(1, NOW, &[(Role::Root, vec![pk.clone()], 1)]);
     assert!(matches!(missing, Err(TrustError::InvalidPolicy(_))));
-    let zero = TrustRoot::new(1, NOW, &[(Role::Root, vec![pk.clone()], 0), (Role::Release, vec![pk.clone()], 1), (Role::Server, vec![pk], 1)]);
+    let zero = TrustRoot::new(
+        1,
+        NOW,
+        &[(Role::Root, vec![pk.clone()], 0), (Role::Release, vec![pk.clone()], 1), (Role::Server, vec![pk], 1)],
+    );
     assert!(matches!(zero, Err(TrustError::InvalidPolicy(_))));
 }
 

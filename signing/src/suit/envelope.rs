@@ -123,15 +123,16 @@ impl<'a> Envelope<'a> {
         let mut r = Reader::new(self.bytes);
         let n = r.maybe_tag().and_then(|_| r.map("envelope")).unwrap_or(0);
         let mut order = KeyOrder::new();
-        (0..n).map_while(move |_| {
-            let key = r.any_key(&mut order).ok()?;
-            r.skip().ok()?;
-            Some(key)
-        })
-        .filter_map(|k| match k {
-            Key::Text(t) => Some(t),
-            Key::Int(_) => None,
-        })
+        (0..n)
+            .map_while(move |_| {
+                let key = r.any_key(&mut order).ok()?;
+                r.skip().ok()?;
+                Some(key)
+            })
+            .filter_map(|k| match k {
+                Key::Text(t) => Some(t),
+                Key::Int(_) => None,
+            })
     }
 }
 

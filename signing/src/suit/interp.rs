@@ -48,8 +48,14 @@ pub struct Image {
     pub size: u64,
 }
 
+/// A device could not carry out a directive (fetch, copy, invoke); the
+/// section stops with [`Error::DeviceFailed`]. The device keeps its own
+/// record of why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActionFailed;
+
 /// The device the interpreter acts on. Conditions ask, directives act; a
-/// directive returning `Err(())` aborts the section with
+/// directive returning [`ActionFailed`] aborts the section with
 /// [`Error::DeviceFailed`].
 pub trait SuitDevice {
     /// Whether `vendor_id` is this device's vendor for `component`.
@@ -62,11 +68,16 @@ pub trait SuitDevice {
     /// Whether the component is in (will be written to) `slot`.
     fn in_slot(&self, component: ComponentId<'_>, slot: u64) -> bool;
     /// Fetches the payload at `params.uri` into the component.
-    fn fetch(&mut self, component: ComponentId<'_>, params: &Parameters<'_>) -> Result<(), ()>;
+    fn fetch(&mut self, component: ComponentId<'_>, params: &Parameters<'_>) -> Result<(), ActionFailed>;
     /// Copies `source` into `component`.
-    fn copy(&mut self, component: ComponentId<'_>, source: ComponentId<'_>, params: &Parameters<'_>) -> Result<(), ()>;
+    fn copy(
+        &mut self,
+        component: ComponentId<'_>,
+        source: ComponentId<'_>,
+        params: &Parameters<'_>,
+    ) -> Result<(), ActionFailed>;
     /// Hands control to the component.
-    fn invoke(&mut self, component: ComponentId<'_>, params: &Parameters<'_>) -> Result<(), ()>;
+    fn invoke(&mut self, component: ComponentId<'_>, params: &Parameters<'_>) -> Result<(), ActionFailed>;
 }
 
 impl<'a> VerifiedManifest<'a> {
@@ -126,7 +137,10 @@ impl<'a, D: SuitDevice> Interpreter<'a, '_, D> {
                 DIR_SET_COMPONENT_INDEX => self.set_index(&mut r)?,
                 DIR_OVERRIDE_PARAMETERS => self.override_parameters(&mut r)?,
                 DIR_TRY_EACH => self.try_each(&mut r, depth)?,
-                COND_VENDOR_IDENTIFIER | COND_CLASS_IDENTIFIER | COND_IMAGE_MATCH | COND_COMPONENT_SLOT
+                COND_VENDOR_IDENTIFIER
+                | COND_CLASS_IDENTIFIER
+                | COND_IMAGE_MATCH
+                | COND_COMPONENT_SLOT
                 | COND_ABORT => {
                     r.u64("reporting policy")?;
                     for i in self.selection() {
@@ -146,7 +160,8 @@ impl<'a, D: SuitDevice> Interpreter<'a, '_, D> {
     }
 
     fn set_index(&mut self, r: &mut Reader<'a>) -> Result<(), Error> {
-        let check = |i: u64, count: usize| if (i as usize) < count { Ok(1u32 << i) } else { Err(Error::ComponentIndex(i)) };
+        let check =
+            |i: u64, count: usize| if (i as usize) < count { Ok(1u32 << i) } else { Err(Error::ComponentIndex(i)) };
         self.selected = match r.datatype()? {
             minicbor::data::Type::Bool => {
                 if !r.bool("component index")? {
@@ -268,13 +283,15 @@ impl<'a, D: SuitDevice> Interpreter<'a, '_, D> {
                 ("fetch", self.device.fetch(id, &p))
             }
             DIR_COPY => {
-                let src = p.source_component.ok_or(Error::MissingParameter { command: "copy", parameter: "source-component" })?;
+                let src = p
+                    .source_component
+                    .ok_or(Error::MissingParameter { command: "copy", parameter: "source-component" })?;
                 let src = self.id(usize::try_from(src).map_err(|_| Error::ComponentIndex(src))?)?;
                 ("copy", self.device.copy(id, src, &p))
             }
             _ => ("invoke", self.device.invoke(id, &p)),
         };
-        result.map_err(|()| Error::DeviceFailed { action, component: i })
+        result.map_err(|ActionFailed| Error::DeviceFailed { action, component: i })
     }
 }
 

@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use gantry_keys::{FileKeySource, KeySource as _, KeyType, SigningKey};
-use gantry_signing::build::{ContainerRelease, add_signature, class_id_from_model, signer_key_ids, vendor_id_from_domain};
+use gantry_signing::build::{
+    ContainerRelease, add_signature, class_id_from_model, signer_key_ids, vendor_id_from_domain,
+};
 use gantry_signing::config::ContainerConfig;
 use gantry_signing::inspect::{Inspection, inspect};
 use gantry_signing::{Policy, verify};
@@ -52,7 +54,8 @@ fn keygen(alg: Alg, out: &Path, cose: bool, json: bool) -> Result<()> {
         Alg::P256 => KeyType::P256,
     });
     let public = key.public_key();
-    let (key_path, pub_path, cose_path) = (with_suffix(out, ".key"), with_suffix(out, ".pub"), with_suffix(out, ".cose"));
+    let (key_path, pub_path, cose_path) =
+        (with_suffix(out, ".key"), with_suffix(out, ".pub"), with_suffix(out, ".cose"));
     for p in [&key_path, &pub_path].into_iter().chain(cose.then_some(&cose_path)) {
         anyhow::ensure!(!p.exists(), "{} exists; refusing to overwrite a key", p.display());
     }
@@ -91,7 +94,8 @@ fn resolve_vendor(domain: Option<&str>, id: Option<&str>) -> Result<Option<[u8; 
 fn resolve_class(vendor: Option<&[u8; 16]>, model: Option<&str>, id: Option<&str>) -> Result<Option<[u8; 16]>> {
     Ok(match (model, id) {
         (Some(m), _) => {
-            let vendor = vendor.context("--class needs --vendor or --vendor-id (the class id is derived from the vendor id)")?;
+            let vendor =
+                vendor.context("--class needs --vendor or --vendor-id (the class id is derived from the vendor id)")?;
             Some(class_id_from_model(vendor, m))
         }
         (None, Some(h)) => Some(parse_id(h, "--class-id")?),
@@ -121,11 +125,19 @@ fn container(
         blob_data.push((name.to_owned(), bytes));
     }
     let blob_refs: Vec<(String, &[u8])> = blob_data.iter().map(|(n, b)| (n.clone(), &b[..])).collect();
-    let vendor = resolve_vendor(identity.vendor.as_deref(), identity.vendor_id.as_deref())?.context("--vendor or --vendor-id is required")?;
+    let vendor = resolve_vendor(identity.vendor.as_deref(), identity.vendor_id.as_deref())?
+        .context("--vendor or --vendor-id is required")?;
     let class = resolve_class(Some(&vendor), identity.class.as_deref(), identity.class_id.as_deref())?
         .context("--class or --class-id is required")?;
-    let mut envelope = ContainerRelease { config: &config, module: &module_bytes, blobs: &blob_refs, sequence, vendor_id: vendor, class_id: class }
-        .build_unsigned()?;
+    let mut envelope = ContainerRelease {
+        config: &config,
+        module: &module_bytes,
+        blobs: &blob_refs,
+        sequence,
+        vendor_id: vendor,
+        class_id: class,
+    }
+    .build_unsigned()?;
     for k in keys {
         let source = FileKeySource::open(k)?;
         envelope = add_signature(&envelope, &source).with_context(|| format!("signing with {}", k.display()))?;
@@ -148,7 +160,8 @@ fn sign(keys: &[PathBuf], input: &Path, out: &Path, json: bool) -> Result<()> {
     let mut envelope = read_document(input)?;
     for k in keys {
         let source = FileKeySource::open(k)?;
-        envelope = add_signature(&envelope, &source).with_context(|| format!("signing {} with {}", input.display(), k.display()))?;
+        envelope = add_signature(&envelope, &source)
+            .with_context(|| format!("signing {} with {}", input.display(), k.display()))?;
         if !json {
             eprintln!("signed with {} ({})", source.key_id(), source.algorithm());
         }
@@ -221,7 +234,11 @@ fn print_inspection(r: &Inspection, json: bool) {
         println!("container {} {}", c.name, c.version);
     }
     println!("sequence    {}", r.sequence_number);
-    println!("manifest    {}{}", r.manifest_digest, if r.digest_matches { "" } else { "  (DOES NOT MATCH the signed digest)" });
+    println!(
+        "manifest    {}{}",
+        r.manifest_digest,
+        if r.digest_matches { "" } else { "  (DOES NOT MATCH the signed digest)" }
+    );
     if let Some(v) = &r.vendor_id {
         println!("vendor id   {v}");
     }

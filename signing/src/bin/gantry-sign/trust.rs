@@ -51,7 +51,8 @@ fn expiry(expires: Option<&str>, expires_in: &str) -> Result<u64> {
     match expires {
         Some(t) => parse_time(t),
         None => {
-            let d = humantime::parse_duration(expires_in).with_context(|| format!("--expires-in {expires_in:?}: use e.g. 365d"))?;
+            let d = humantime::parse_duration(expires_in)
+                .with_context(|| format!("--expires-in {expires_in:?}: use e.g. 365d"))?;
             Ok(now_or(None)? + d.as_secs())
         }
     }
@@ -66,7 +67,8 @@ fn describe(root: &TrustRoot, doc: &SignedTrustRoot) -> serde_json::Value {
             (r.name().to_owned(), json!({"threshold": p.threshold, "keys": keys}))
         })
         .collect();
-    let keys: Vec<_> = root.keys.iter().map(|(id, k)| json!({"key_id": id.to_string(), "type": k.key_type().name()})).collect();
+    let keys: Vec<_> =
+        root.keys.iter().map(|(id, k)| json!({"key_id": id.to_string(), "type": k.key_type().name()})).collect();
     let sigs: Vec<_> = doc
         .signatures()
         .iter()
@@ -98,7 +100,11 @@ fn print_root(json: bool, value: &serde_json::Value) {
     let sigs = value["signatures"].as_array().map(Vec::len).unwrap_or(0);
     println!("  signatures: {sigs} (unverified here; use `trust verify`)");
     for s in value["signatures"].as_array().into_iter().flatten() {
-        println!("    {} {}", s["key_id"].as_str().unwrap_or("(no key id)"), s["algorithm"].as_str().unwrap_or("(unsupported)"));
+        println!(
+            "    {} {}",
+            s["key_id"].as_str().unwrap_or("(no key id)"),
+            s["algorithm"].as_str().unwrap_or("(unsupported)")
+        );
     }
 }
 
@@ -208,7 +214,11 @@ pub(crate) fn run(cmd: TrustCommand, json: bool) -> Result<()> {
                         value["valid"] = json!(true);
                         println!("{value}");
                     } else {
-                        println!("valid: trust root version {}, expires {}", v.root().version, format_time(v.root().expires));
+                        println!(
+                            "valid: trust root version {}, expires {}",
+                            v.root().version,
+                            format_time(v.root().expires)
+                        );
                     }
                 }
                 Err(e) => {
