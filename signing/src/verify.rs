@@ -205,10 +205,18 @@ fn check_signatures<'a>(auth: &'a [u8], policy: &Policy<'_>) -> Result<(&'a [u8]
     if n - 1 > MAX_SIGNATURES {
         return Err(Error::LimitExceeded { what: "signatures", limit: MAX_SIGNATURES });
     }
-    let (mut signers, mut bad, mut unknown, mut mismatch) = (0u32, false, false, None);
+    let (mut signers, mut bad, mut unknown, mut mismatch, mut unsupported) = (0u32, false, false, None, None);
     for _ in 1..n {
         let block = r.bytes("authentication block bstr")?;
-        let sig = Sign1::parse(block, TagRule::Required)?;
+        // A signature in an algorithm this verifier lacks (a future one, next
+        // to a classic one) cannot count, but must not veto the others.
+        let sig = match Sign1::parse(block, TagRule::Required) {
+            Err(Error::UnsupportedAlgorithm(a)) => {
+                unsupported = Some(a);
+                continue;
+            }
+            other => other?,
+        };
         if !sig.algorithm_is_protected() {
             return Err(Error::Invalid("algorithm must be in the protected header"));
         }
@@ -243,10 +251,11 @@ fn check_signatures<'a>(auth: &'a [u8], policy: &Policy<'_>) -> Result<(&'a [u8]
     if have >= policy.threshold {
         return Ok((digest_bstr, signers));
     }
-    Err(match (have, bad, mismatch, unknown) {
-        (0, true, _, _) => Error::SignatureInvalid,
-        (0, false, Some(m), _) => Error::Key(m),
-        (0, false, None, _) => Error::UnknownSigner,
+    Err(match (have, bad, mismatch, unknown, unsupported) {
+        (0, true, ..) => Error::SignatureInvalid,
+        (0, false, Some(m), ..) => Error::Key(m),
+        (0, false, None, false, Some(alg)) => Error::UnsupportedAlgorithm(alg),
+        (0, false, None, ..) => Error::UnknownSigner,
         _ => Error::ThresholdNotMet { have, need: policy.threshold },
     })
 }

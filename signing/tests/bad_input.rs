@@ -1,6 +1,7 @@
 //! Hostile and broken input: every case is a typed error, never a panic.
 //! (Bounded memory is shown in `no_alloc.rs`: verification allocates nothing.)
 
+use gantry_keys::cbor_vec::VecWriter;
 use gantry_keys::{FileKeySource, KeySource as _, KeyType, SigningKey};
 use gantry_signing::build::{ContainerRelease, add_signature, class_id_from_model, vendor_id_from_domain};
 use gantry_signing::config::ContainerConfig;
@@ -175,6 +176,53 @@ fn duplicate_and_non_canonical_keys() {
     ));
 }
 
+/// The signed digest (auth-wrapper element 0) of an envelope.
+fn signed_digest(envelope: &[u8]) -> Vec<u8> {
+    let env = Envelope::parse(envelope).unwrap();
+    let mut d = minicbor::Decoder::new(env.authentication_wrapper());
+    d.array().unwrap();
+    d.bytes().unwrap().to_vec()
+}
+
+/// A COSE_Sign1 over the envelope's digest with `protected`, signed by `key`.
+fn sign1(envelope: &[u8], protected: coset::Header, key: &FileKeySource) -> Vec<u8> {
+    let block = coset::CoseSign1Builder::new()
+        .protected(protected)
+        .create_detached_signature(&signed_digest(envelope), b"", |m| key.sign(m).unwrap())
+        .build();
+    coset::TaggedCborSerializable::to_tagged_vec(block).unwrap()
+}
+
+/// The envelope with its authentication blocks replaced by `blocks`.
+fn with_blocks(envelope: &[u8], blocks: &[Vec<u8>]) -> Vec<u8> {
+    let env = Envelope::parse(envelope).unwrap();
+    let mut a = minicbor::Encoder::new(VecWriter::default());
+    a.array(1 + blocks.len() as u64).unwrap().bytes(&signed_digest(envelope)).unwrap();
+    for b in blocks {
+        a.bytes(b).unwrap();
+    }
+    let mut e = minicbor::Encoder::new(VecWriter::default());
+    e.tag(minicbor::data::Tag::new(107)).unwrap().map(3).unwrap();
+    e.u8(2).unwrap().bytes(&a.into_writer().0).unwrap().u8(3).unwrap();
+    e.writer_mut().0.extend_from_slice(env.manifest().wrapped);
+    e.str("#config").unwrap().bytes(env.integrated_payload("#config").unwrap()).unwrap();
+    e.into_writer().0
+}
+
+#[test]
+fn a_signature_in_an_unknown_algorithm_does_not_veto_a_valid_one() {
+    let ed = key(KeyType::Ed25519);
+    let anchors = [ed.public_key().clone()];
+    let unsigned = release(2);
+    let alg = |a| coset::HeaderBuilder::new().algorithm(a).build();
+    // ES384 is not in Gantry's set: the block is skipped, not fatal.
+    let future = sign1(&unsigned, alg(coset::iana::Algorithm::ES384), &ed);
+    let good = sign1(&unsigned, alg(coset::iana::Algorithm::EdDSA), &ed);
+    verify(&with_blocks(&unsigned, &[future.clone(), good]), &Policy::new(&anchors, 1)).unwrap();
+    let alone = with_blocks(&unsigned, &[future]);
+    assert!(matches!(verify(&alone, &Policy::new(&anchors, 1)), Err(Error::UnsupportedAlgorithm(-35))));
+}
+
 fn replace(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
     let pos = hay.windows(needle.len()).position(|w| w == needle).expect("needle");
     let mut v = hay[..pos].to_vec();
@@ -200,33 +248,11 @@ fn algorithm_must_match_the_key_and_crit_must_be_understood() {
     // A correctly signed block whose protected header marks IV (5) critical:
     // a parameter this verifier does not process, so it must refuse.
     let unsigned = release(1);
-    let env = Envelope::parse(&unsigned).unwrap();
-    let digest = {
-        let mut d = minicbor::Decoder::new(env.authentication_wrapper());
-        d.array().unwrap();
-        d.bytes().unwrap().to_vec()
-    };
-    let block = coset::CoseSign1Builder::new()
-        .protected(
-            coset::HeaderBuilder::new()
-                .algorithm(coset::iana::Algorithm::EdDSA)
-                .add_critical(coset::iana::HeaderParameter::Iv)
-                .build(),
-        )
-        .create_detached_signature(&digest, b"", |m| ed.sign(m).unwrap())
+    let crit_header = coset::HeaderBuilder::new()
+        .algorithm(coset::iana::Algorithm::EdDSA)
+        .add_critical(coset::iana::HeaderParameter::Iv)
         .build();
-    let block = coset::TaggedCborSerializable::to_tagged_vec(block).unwrap();
-    let mut e = minicbor::Encoder::new(gantry_keys::cbor_vec::VecWriter::default());
-    e.tag(minicbor::data::Tag::new(107)).unwrap().map(3).unwrap();
-    let auth = {
-        let mut a = minicbor::Encoder::new(gantry_keys::cbor_vec::VecWriter::default());
-        a.array(2).unwrap().bytes(&digest).unwrap().bytes(&block).unwrap();
-        a.into_writer().0
-    };
-    e.u8(2).unwrap().bytes(&auth).unwrap().u8(3).unwrap();
-    e.writer_mut().0.extend_from_slice(env.manifest().wrapped);
-    e.str("#config").unwrap().bytes(env.integrated_payload("#config").unwrap()).unwrap();
-    let crit = e.into_writer().0;
+    let crit = with_blocks(&unsigned, &[sign1(&unsigned, crit_header, &ed)]);
     assert!(matches!(verify(&crit, &Policy::new(&anchors, 1)), Err(Error::UnknownCriticalHeader)));
 }
 
