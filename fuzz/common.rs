@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use gantry_keys::PublicKey;
-use gantry_signing::{ComponentId, Image, Parameters, SuitDevice};
+use gantry_signing::{ActionFailed, ComponentId, Image, Parameters, SuitDevice};
 
 /// The SUIT draft examples' ES256 public key (SEC1, uncompressed), from
 /// vectors/suit/suit-examples-es256-public.sec1.hex.
@@ -32,9 +32,9 @@ pub struct FuzzDevice {
 }
 
 impl FuzzDevice {
-    fn act(&mut self) -> Result<(), ()> {
+    fn act(&mut self) -> Result<(), ActionFailed> {
         self.actions += 1;
-        if self.actions % 7 == 0 { Err(()) } else { Ok(()) }
+        if self.actions % 7 == 0 { Err(ActionFailed) } else { Ok(()) }
     }
 }
 
@@ -61,19 +61,19 @@ impl SuitDevice for FuzzDevice {
         (component.raw().len() as u64 + slot) % 2 == 0
     }
 
-    fn fetch(&mut self, _component: ComponentId<'_>, params: &Parameters<'_>) -> Result<(), ()> {
+    fn fetch(&mut self, _component: ComponentId<'_>, params: &Parameters<'_>) -> Result<(), ActionFailed> {
         if params.uri.is_none() {
-            return Err(());
+            return Err(ActionFailed);
         }
         self.act()
     }
 
-    fn copy(&mut self, _component: ComponentId<'_>, source: ComponentId<'_>, _params: &Parameters<'_>) -> Result<(), ()> {
+    fn copy(&mut self, _component: ComponentId<'_>, source: ComponentId<'_>, _params: &Parameters<'_>) -> Result<(), ActionFailed> {
         let _ = source.to_string();
         self.act()
     }
 
-    fn invoke(&mut self, _component: ComponentId<'_>, params: &Parameters<'_>) -> Result<(), ()> {
+    fn invoke(&mut self, _component: ComponentId<'_>, params: &Parameters<'_>) -> Result<(), ActionFailed> {
         let _ = params.invoke_args.map(<[u8]>::len);
         self.act()
     }
