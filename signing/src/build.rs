@@ -139,75 +139,122 @@ impl ContainerRelease<'_> {
             return Err(Error::Build(format!("at most {} blobs", crate::suit::manifest::MAX_COMPONENTS - 2)));
         }
 
-        let shared = enc(|e| {
-            e.array(8 + 4 * components.len() as u64)?;
-            e.i64(DIR_SET_COMPONENT_INDEX)?.bool(true)?;
-            e.i64(DIR_OVERRIDE_PARAMETERS)?.map(2)?;
-            e.i64(PARAM_VENDOR_ID)?.bytes(&self.vendor_id)?.i64(PARAM_CLASS_ID)?.bytes(&self.class_id)?;
-            e.i64(COND_VENDOR_IDENTIFIER)?.u8(15)?.i64(COND_CLASS_IDENTIFIER)?.u8(15)?;
-            for (i, c) in components.iter().enumerate() {
-                e.i64(DIR_SET_COMPONENT_INDEX)?.u64(i as u64)?;
-                e.i64(DIR_OVERRIDE_PARAMETERS)?.map(2)?;
-                e.i64(PARAM_IMAGE_DIGEST)?.bytes(&digest_bytes(&c.sha256))?;
-                e.i64(PARAM_IMAGE_SIZE)?.u64(c.size)?;
-            }
-            Ok(())
-        });
-        let common = enc(|e| {
-            e.map(2)?.i64(COMPONENTS)?.array(components.len() as u64)?;
-            for c in &components {
-                e.array(c.id.len() as u64)?;
-                for seg in &c.id {
-                    e.bytes(seg)?;
-                }
-            }
-            e.i64(SHARED_SEQUENCE)?.bytes(&shared)?;
-            Ok(())
-        });
-        let validate = enc(|e| {
-            e.array(4)?.i64(DIR_SET_COMPONENT_INDEX)?.bool(true)?.i64(COND_IMAGE_MATCH)?.u8(15)?;
-            Ok(())
-        });
-        let invoke = enc(|e| {
-            e.array(4)?.i64(DIR_SET_COMPONENT_INDEX)?.u8(0)?.i64(DIR_INVOKE)?.u8(15)?;
-            Ok(())
-        });
-        let install = enc(|e| {
-            e.array(8 * components.len() as u64)?;
-            for (i, c) in components.iter().enumerate() {
-                e.i64(DIR_SET_COMPONENT_INDEX)?.u64(i as u64)?;
-                e.i64(DIR_OVERRIDE_PARAMETERS)?.map(1)?.i64(PARAM_URI)?.str(&c.uri)?;
-                e.i64(DIR_FETCH)?.u8(15)?.i64(COND_IMAGE_MATCH)?.u8(15)?;
-            }
-            Ok(())
-        });
-        let manifest = enc(|e| {
-            e.map(6)?;
-            e.i64(MANIFEST_VERSION)?.u8(1)?;
-            e.i64(SEQUENCE_NUMBER)?.u64(self.sequence)?;
-            e.i64(COMMON)?.bytes(&common)?;
-            e.i64(VALIDATE)?.bytes(&validate)?;
-            e.i64(INVOKE)?.bytes(&invoke)?;
-            e.i64(INSTALL)?.bytes(&install)?;
-            Ok(())
-        });
-        let wrapped_manifest = enc(|e| {
-            e.bytes(&manifest)?;
-            Ok(())
-        });
-        let auth = enc(|e| {
-            e.array(1)?.bytes(&digest_bytes(&sha(&wrapped_manifest)))?;
-            Ok(())
-        });
-        Ok(enc(|e| {
-            e.tag(minicbor::data::Tag::new(TAG_ENVELOPE))?.map(3)?;
-            e.i64(AUTHENTICATION_WRAPPER)?.bytes(&auth)?;
-            e.i64(MANIFEST)?;
-            e.writer_mut().0.extend_from_slice(&wrapped_manifest);
-            e.str(CONFIG_PAYLOAD)?.bytes(&config)?;
-            Ok(())
-        }))
+        Ok(envelope(&components, &self.vendor_id, &self.class_id, self.sequence, Some((CONFIG_PAYLOAD, &config))))
     }
+}
+
+/// A runtime firmware release: one component, `["firmware"]`, whose image the
+/// bootloader checks against the manifest before every boot.
+#[derive(Clone, Debug)]
+pub struct FirmwareRelease<'a> {
+    /// The firmware image as it runs from the ACTIVE slot.
+    pub image: &'a [u8],
+    /// Sequence number in the device's firmware stream (the bootloader's
+    /// anti-rollback counter).
+    pub sequence: u64,
+    /// Vendor id the device must have.
+    pub vendor_id: [u8; 16],
+    /// Class id the device must have.
+    pub class_id: [u8; 16],
+}
+
+/// Component id of a runtime firmware image.
+pub const FIRMWARE_COMPONENT: &[u8] = b"firmware";
+
+impl FirmwareRelease<'_> {
+    /// Builds the unsigned envelope (digest only); add signatures with
+    /// [`add_signature`].
+    pub fn build_unsigned(&self) -> Result<Vec<u8>, Error> {
+        if self.image.is_empty() {
+            return Err(Error::Build("the firmware image is empty".into()));
+        }
+        let sha256: [u8; 32] = Sha256::digest(self.image).into();
+        let component =
+            Component { id: vec![FIRMWARE_COMPONENT], sha256, size: self.image.len() as u64, uri: blob_uri(&sha256) };
+        Ok(envelope(&[component], &self.vendor_id, &self.class_id, self.sequence, None))
+    }
+}
+
+/// Encodes the envelope: the shared sequence sets identity, digest and size
+/// of every component; validate checks every image; install fetches them;
+/// invoke starts component 0.
+fn envelope(
+    components: &[Component<'_>],
+    vendor_id: &[u8; 16],
+    class_id: &[u8; 16],
+    sequence: u64,
+    integrated: Option<(&str, &[u8])>,
+) -> Vec<u8> {
+    let shared = enc(|e| {
+        e.array(8 + 4 * components.len() as u64)?;
+        e.i64(DIR_SET_COMPONENT_INDEX)?.bool(true)?;
+        e.i64(DIR_OVERRIDE_PARAMETERS)?.map(2)?;
+        e.i64(PARAM_VENDOR_ID)?.bytes(vendor_id)?.i64(PARAM_CLASS_ID)?.bytes(class_id)?;
+        e.i64(COND_VENDOR_IDENTIFIER)?.u8(15)?.i64(COND_CLASS_IDENTIFIER)?.u8(15)?;
+        for (i, c) in components.iter().enumerate() {
+            e.i64(DIR_SET_COMPONENT_INDEX)?.u64(i as u64)?;
+            e.i64(DIR_OVERRIDE_PARAMETERS)?.map(2)?;
+            e.i64(PARAM_IMAGE_DIGEST)?.bytes(&digest_bytes(&c.sha256))?;
+            e.i64(PARAM_IMAGE_SIZE)?.u64(c.size)?;
+        }
+        Ok(())
+    });
+    let common = enc(|e| {
+        e.map(2)?.i64(COMPONENTS)?.array(components.len() as u64)?;
+        for c in components {
+            e.array(c.id.len() as u64)?;
+            for seg in &c.id {
+                e.bytes(seg)?;
+            }
+        }
+        e.i64(SHARED_SEQUENCE)?.bytes(&shared)?;
+        Ok(())
+    });
+    let validate = enc(|e| {
+        e.array(4)?.i64(DIR_SET_COMPONENT_INDEX)?.bool(true)?.i64(COND_IMAGE_MATCH)?.u8(15)?;
+        Ok(())
+    });
+    let invoke = enc(|e| {
+        e.array(4)?.i64(DIR_SET_COMPONENT_INDEX)?.u8(0)?.i64(DIR_INVOKE)?.u8(15)?;
+        Ok(())
+    });
+    let install = enc(|e| {
+        e.array(8 * components.len() as u64)?;
+        for (i, c) in components.iter().enumerate() {
+            e.i64(DIR_SET_COMPONENT_INDEX)?.u64(i as u64)?;
+            e.i64(DIR_OVERRIDE_PARAMETERS)?.map(1)?.i64(PARAM_URI)?.str(&c.uri)?;
+            e.i64(DIR_FETCH)?.u8(15)?.i64(COND_IMAGE_MATCH)?.u8(15)?;
+        }
+        Ok(())
+    });
+    let manifest = enc(|e| {
+        e.map(6)?;
+        e.i64(MANIFEST_VERSION)?.u8(1)?;
+        e.i64(SEQUENCE_NUMBER)?.u64(sequence)?;
+        e.i64(COMMON)?.bytes(&common)?;
+        e.i64(VALIDATE)?.bytes(&validate)?;
+        e.i64(INVOKE)?.bytes(&invoke)?;
+        e.i64(INSTALL)?.bytes(&install)?;
+        Ok(())
+    });
+    let wrapped_manifest = enc(|e| {
+        e.bytes(&manifest)?;
+        Ok(())
+    });
+    let auth = enc(|e| {
+        e.array(1)?.bytes(&digest_bytes(&Sha256::digest(&wrapped_manifest).into()))?;
+        Ok(())
+    });
+    enc(|e| {
+        e.tag(minicbor::data::Tag::new(TAG_ENVELOPE))?.map(if integrated.is_some() { 3 } else { 2 })?;
+        e.i64(AUTHENTICATION_WRAPPER)?.bytes(&auth)?;
+        e.i64(MANIFEST)?;
+        e.writer_mut().0.extend_from_slice(&wrapped_manifest);
+        if let Some((name, bytes)) = integrated {
+            e.str(name)?.bytes(bytes)?;
+        }
+        Ok(())
+    })
 }
 
 /// The key ids named by the signatures already in `envelope`.

@@ -1,0 +1,8 @@
+//! Test tooling every crate can use: a NOR flash simulator with power-cut
+//! injection, and the power-cut sweep of the boot path.
+
+mod flash;
+mod rng;
+
+pub use flash::{Cut, CutModel, FlashStats, SimError, SimFlash};
+pub use rng::SplitMix64;
