@@ -158,9 +158,6 @@ pub struct FirmwareRelease<'a> {
     pub class_id: [u8; 16],
 }
 
-/// Component id of a runtime firmware image.
-pub const FIRMWARE_COMPONENT: &[u8] = b"firmware";
-
 impl FirmwareRelease<'_> {
     /// Builds the unsigned envelope (digest only); add signatures with
     /// [`add_signature`].
@@ -170,7 +167,7 @@ impl FirmwareRelease<'_> {
         }
         let sha256: [u8; 32] = Sha256::digest(self.image).into();
         let component =
-            Component { id: vec![FIRMWARE_COMPONENT], sha256, size: self.image.len() as u64, uri: blob_uri(&sha256) };
+            Component { id: vec![crate::FIRMWARE_COMPONENT], sha256, size: self.image.len() as u64, uri: blob_uri(&sha256) };
         Ok(envelope(&[component], &self.vendor_id, &self.class_id, self.sequence, None))
     }
 }

@@ -24,7 +24,11 @@
 //! sequence number, then vendor/class ids; the manifest is not interpreted
 //! before its digest is authenticated. A [`VerifiedManifest`] can only come
 //! out of [`verify()`], and only a verified manifest can be run by the SUIT
-//! interpreter ([`suit::interp`]).
+//! interpreter ([`suit::interp`]). The signatures cover the manifest only:
+//! an integrated payload (such as a container's `#config`) is handed out by
+//! [`VerifiedManifest::integrated_payload`] once its SHA-256 digest and size
+//! match those signed for the component that names it
+//! ([`suit::integrated`]).
 //!
 //! **Never**: accept an unsigned envelope, let an algorithm choose the key
 //! type, honour an unknown critical header, or offer a "skip verification"
@@ -52,7 +56,12 @@ pub mod config;
 pub mod inspect;
 
 pub use error::Error;
+
+/// Component id (one segment) of a runtime firmware image, which the
+/// bootloader checks before every boot.
+pub const FIRMWARE_COMPONENT: &[u8] = b"firmware";
 pub use suit::envelope::{Digest, Envelope};
+pub use suit::integrated::IntegratedPayload;
 pub use suit::interp::{ActionFailed, Image, Parameters, SuitDevice};
 pub use suit::manifest::{ComponentId, Manifest, Member, Section};
 pub use verify::{MAX_ANCHORS, MAX_SIGNATURES, Policy, VerifiedManifest, verify};

@@ -1,0 +1,265 @@
+//! The boot decision. Each boot:
+//!
+//! 1. finishes any STATE erase the journal says was interrupted;
+//! 2. reads where embassy-boot stands and acts:
+//!    - swap requested: verify the update in DFU (if configured); refuse it
+//!      (back to boot) if it fails, otherwise let embassy-boot swap;
+//!    - swapping / reverting: let embassy-boot finish;
+//!    - swapped (trial): revert if the trial boots are used up or ACTIVE
+//!      does not verify, otherwise hand over as a trial boot;
+//!    - boot: verify ACTIVE and hand over, or stop in recovery;
+//! 3. records the boot (counters, journal) in one atomic map write and
+//!    returns the measured [`BootRecord`].
+//!
+//! Nothing unverified is ever handed over: every path that returns
+//! [`BootOutcome::Boot`] went through [`verify_slot`] on ACTIVE in this boot.
+
+use embassy_boot::{BootLoader, BootLoaderConfig};
+use embedded_storage::nor_flash::{ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash};
+
+use crate::check::{BootConfig, verify_slot};
+use crate::embassy_state::{self, BOOT_MAGIC, REVERT_MAGIC, SwapState};
+use crate::error::{BootError, ImageError, Reason, StoreError};
+use crate::layout::check_sizes;
+use crate::record::{BootRecord, Slot};
+use crate::store::{BootState, Store};
+
+/// Caller-provided buffers: the bootloader allocates nothing.
+pub struct Workspace<'w> {
+    /// Page-copy buffer for embassy-boot: its length must divide the page
+    /// size and be a multiple of every partition's write size; aligned as
+    /// the flash driver needs.
+    pub page: &'w mut [u8],
+    /// Receives the envelope; its length is the largest envelope accepted.
+    pub envelope: &'w mut [u8],
+}
+
+/// What to do after [`Bootloader::boot`].
+#[derive(Debug)]
+pub enum BootOutcome {
+    /// Jump to ACTIVE, handing over this record.
+    Boot(BootRecord),
+    /// Nothing verifiable is left to boot: stay in recovery (e.g. wait for
+    /// a serial or USB download) and report why.
+    Recovery(ImageError),
+}
+
+/// Gantry's bootloader over embassy-boot's ACTIVE, DFU and STATE partitions
+/// and its own boot key-value map.
+pub struct Bootloader<'c, A: NorFlash, D: NorFlash, S: NorFlash, K: NorFlash> {
+    config: BootConfig<'c>,
+    active: A,
+    dfu: D,
+    state: S,
+    store: Store<K>,
+}
+
+/// Upper bound of steps in one boot: request, swap, verify, revert, verify.
+const MAX_STEPS: usize = 8;
+
+impl<'c, A: NorFlash, D: NorFlash, S: NorFlash, K: NorFlash> Bootloader<'c, A, D, S, K> {
+    /// Checks the partition rules and opens the boot state map.
+    pub fn new(config: BootConfig<'c>, active: A, dfu: D, state: S, boot_kv: K) -> Result<Self, BootError> {
+        let page = A::ERASE_SIZE.max(D::ERASE_SIZE) as u32;
+        check_sizes(
+            active.capacity() as u32,
+            dfu.capacity() as u32,
+            page,
+            state.capacity() as u32,
+            S::ERASE_SIZE as u32,
+            S::WRITE_SIZE as u32,
+            boot_kv.capacity() as u32,
+            K::ERASE_SIZE as u32,
+        )?;
+        Ok(Bootloader { config, active, dfu, state, store: Store::new(boot_kv)? })
+    }
+
+    fn page_size() -> usize {
+        A::ERASE_SIZE.max(D::ERASE_SIZE)
+    }
+
+    fn active_pages(&self) -> usize {
+        self.active.capacity() / Self::page_size()
+    }
+
+    /// Decides what to boot, doing whatever swap, revert or repair that takes.
+    pub fn boot(&mut self, ws: &mut Workspace<'_>) -> Result<BootOutcome, BootError> {
+        let n = ws.page.len();
+        let writes = [A::WRITE_SIZE, D::WRITE_SIZE, S::WRITE_SIZE];
+        if n == 0 || Self::page_size() % n != 0 || writes.iter().any(|&w| n < w || n % w != 0) {
+            return Err(BootError::Buffer("page buffer must divide the page size and hold whole words"));
+        }
+        let mut st = self.store.load()?;
+        if let Some(magic) = st.pending_magic {
+            embassy_state::force_magic(&mut self.state, magic, ws.page).map_err(BootError::flash)?;
+            st.pending_magic = None;
+            self.store.save(&st)?;
+        }
+        let limit = self.active.capacity();
+        let pages = self.active_pages();
+        for _ in 0..MAX_STEPS {
+            let swap = embassy_state::read(&mut self.state, pages, ws.page).map_err(BootError::flash)?;
+            match swap {
+                SwapState::Boot | SwapState::DfuDetach => {
+                    st.trial_boots = 0;
+                    return match self.verify_active(&st, ws) {
+                        Ok(m) => self.hand_over(st, m, false),
+                        Err(e) => Ok(BootOutcome::Recovery(e)),
+                    };
+                }
+                SwapState::SwapRequested => {
+                    if self.config.check_update_before_swap {
+                        let min = st.security_counter;
+                        if let Err(e) = verify_slot(&mut self.dfu, limit, &self.config, min, ws.envelope, ws.page) {
+                            self.refuse(&mut st, e.reason(), ws.page)?;
+                            continue;
+                        }
+                    }
+                    self.run_embassy(&mut st, ws.page)?;
+                }
+                SwapState::Swapping => self.run_embassy(&mut st, ws.page)?,
+                SwapState::Swapped => {
+                    if st.trial_boots >= self.config.max_trial_boots {
+                        st.last_failure = Some(Reason::TrialExpired);
+                        self.run_embassy(&mut st, ws.page)?;
+                        continue;
+                    }
+                    match self.verify_active(&st, ws) {
+                        Ok(m) => {
+                            st.trial_boots += 1;
+                            return self.hand_over(st, m, true);
+                        }
+                        Err(e) => {
+                            // Revert at once: never wait for a trial of an unverified image.
+                            st.last_failure = Some(e.reason());
+                            self.run_embassy(&mut st, ws.page)?;
+                        }
+                    }
+                }
+                SwapState::Reverting => self.run_embassy(&mut st, ws.page)?,
+            }
+        }
+        Err(BootError::NoProgress)
+    }
+
+    fn verify_active(&mut self, st: &BootState, ws: &mut Workspace<'_>) -> Result<crate::Measurement, ImageError> {
+        let limit = self.active.capacity();
+        verify_slot(&mut self.active, limit, &self.config, st.security_counter, ws.envelope, ws.page)
+    }
+
+    /// Cancels a requested swap: journal, then rewrite STATE to boot.
+    fn refuse(&mut self, st: &mut BootState, reason: Reason, word: &mut [u8]) -> Result<(), BootError> {
+        st.last_failure = Some(reason);
+        st.pending_magic = Some(BOOT_MAGIC);
+        self.store.save(st)?;
+        embassy_state::force_magic(&mut self.state, BOOT_MAGIC, word).map_err(BootError::flash)?;
+        st.pending_magic = None;
+        self.store.save(st)?;
+        Ok(())
+    }
+
+    /// Lets embassy-boot swap or revert. Its STATE goes through a guard that
+    /// journals the final erase of a revert before it starts.
+    fn run_embassy(&mut self, st: &mut BootState, page: &mut [u8]) -> Result<(), BootError> {
+        let mut guard = JournaledState { state: &mut self.state, store: &mut self.store, st, journaled: None };
+        let mut embassy =
+            BootLoader::new(BootLoaderConfig { active: &mut self.active, dfu: &mut self.dfu, state: &mut guard });
+        let result = embassy.prepare_boot(page);
+        let journal_error = guard.journaled.and_then(Result::err);
+        let was_journaled = guard.journaled.is_some();
+        match result {
+            Ok(_) => {
+                if was_journaled {
+                    st.pending_magic = None;
+                    self.store.save(st)?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(journal_error.map_or(BootError::Embassy(e), BootError::Store)),
+        }
+    }
+
+    fn hand_over(&mut self, mut st: BootState, m: crate::Measurement, trial: bool) -> Result<BootOutcome, BootError> {
+        st.boot_count = st.boot_count.saturating_add(1);
+        self.store.save(&st)?;
+        let generation = if trial { st.generation.wrapping_add(1) } else { st.generation };
+        Ok(BootOutcome::Boot(BootRecord {
+            manifest_digest: m.manifest_digest,
+            image_digest: m.image_digest,
+            sequence: m.sequence,
+            image_size: m.image_size,
+            boot_count: st.boot_count,
+            slot: Slot::of(generation),
+            trial,
+            trial_boots: st.trial_boots,
+            security_counter: st.security_counter,
+            last_failure: st.last_failure,
+        }))
+    }
+
+    /// Gives the partitions back (e.g. to hand them to the runtime).
+    pub fn into_parts(self) -> (A, D, S) {
+        (self.active, self.dfu, self.state)
+    }
+}
+
+/// embassy-boot's STATE, with every erase journaled first: an erase of
+/// STATE by `prepare_boot` is always the end of a revert, so the journal
+/// says "finish with the revert magic".
+struct JournaledState<'a, S: NorFlash, K: NorFlash> {
+    state: &'a mut S,
+    store: &'a mut Store<K>,
+    st: &'a mut BootState,
+    journaled: Option<Result<(), StoreError>>,
+}
+
+#[derive(Debug)]
+enum GuardError<E> {
+    Flash(E),
+    Journal(StoreError),
+}
+
+impl<E: NorFlashError> NorFlashError for GuardError<E> {
+    fn kind(&self) -> NorFlashErrorKind {
+        match self {
+            GuardError::Flash(e) => e.kind(),
+            GuardError::Journal(StoreError::Flash(k)) => *k,
+            GuardError::Journal(_) => NorFlashErrorKind::Other,
+        }
+    }
+}
+
+impl<S: NorFlash, K: NorFlash> ErrorType for JournaledState<'_, S, K> {
+    type Error = GuardError<S::Error>;
+}
+
+impl<S: NorFlash, K: NorFlash> ReadNorFlash for JournaledState<'_, S, K> {
+    const READ_SIZE: usize = S::READ_SIZE;
+
+    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
+        self.state.read(offset, bytes).map_err(GuardError::Flash)
+    }
+
+    fn capacity(&self) -> usize {
+        self.state.capacity()
+    }
+}
+
+impl<S: NorFlash, K: NorFlash> NorFlash for JournaledState<'_, S, K> {
+    const WRITE_SIZE: usize = S::WRITE_SIZE;
+    const ERASE_SIZE: usize = S::ERASE_SIZE;
+
+    fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
+        if self.journaled.is_none() {
+            self.st.pending_magic = Some(REVERT_MAGIC);
+            let saved = self.store.save(self.st);
+            self.journaled = Some(saved);
+            saved.map_err(GuardError::Journal)?;
+        }
+        self.state.erase(from, to).map_err(GuardError::Flash)
+    }
+
+    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
+        self.state.write(offset, bytes).map_err(GuardError::Flash)
+    }
+}
