@@ -40,14 +40,18 @@ use minicbor::Encoder;
 use serde::Deserialize;
 
 use crate::Error;
+use crate::VerifiedManifest;
+use crate::build::CONFIG_PAYLOAD;
 use crate::cbor::{KeyOrder, Reader};
 
 /// Largest encoded config accepted.
 pub const MAX_CONFIG_LEN: usize = 64 * 1024;
 
-/// Every capability a config may grant. A module importing anything not
-/// granted is refused at install; a config naming anything else is refused
-/// here, so a typo never silently drops a permission or grants a new one.
+/// Every capability a config may grant. A config naming anything else is
+/// refused here, so a typo never silently drops a permission or grants a new
+/// one. This crate does not look inside the module: refusing, at install, a
+/// module that imports a capability its config does not grant is the device
+/// runtime's job and is not implemented yet.
 pub const CAPABILITIES: &[&str] = &[
     "wasi:args",
     "wasi:env",
@@ -405,6 +409,32 @@ impl ContainerConfig {
             Ok(())
         })();
         e.into_writer().0
+    }
+
+    /// The config a verified container release carries, or `None` if it
+    /// carries none: the integrated payload `#config`, checked against the
+    /// digest and size signed for its component
+    /// ([`VerifiedManifest::integrated_payload`]), parsed with
+    /// [`from_cbor`](Self::from_cbor), and refused unless that component is
+    /// `[name, "config"]` and every component is named after the container
+    /// (the layout [`crate::build`] produces), so one container's release
+    /// cannot carry another's config or payloads.
+    pub fn from_verified(manifest: &VerifiedManifest<'_>) -> Result<Option<Self>, Error> {
+        let Some(payload) = manifest.integrated_payload(CONFIG_PAYLOAD)? else { return Ok(None) };
+        let config = Self::from_cbor(payload.bytes)?;
+        let name = config.name.as_bytes();
+        let m = manifest.manifest();
+        if let Some(other) = m.components().find(|id| id.segments().next() != Some(name)) {
+            return Err(cfg_err(format!("component {other} does not belong to container {:?}", config.name)));
+        }
+        match m.component(payload.component) {
+            Some(id) if id.segments().eq([name, b"config"]) => Ok(Some(config)),
+            id => Err(cfg_err(format!(
+                "{CONFIG_PAYLOAD} belongs to component {}, not [{:?}, \"config\"]",
+                id.map_or_else(|| payload.component.to_string(), |id| id.to_string()),
+                config.name
+            ))),
+        }
     }
 
     /// Parses the canonical CBOR form strictly and validates it. Only the

@@ -127,6 +127,9 @@ pub enum Error {
     /// A SUIT parameter this interpreter does not implement.
     #[error("unsupported SUIT parameter {0}")]
     UnsupportedParameter(i64),
+    /// The manifest declares no components (SUIT requires at least one).
+    #[error("manifest declares no components; at least one is required")]
+    NoComponents,
     /// A component index outside the manifest's component list.
     #[error("component index {0} out of range")]
     ComponentIndex(u64),
@@ -149,6 +152,23 @@ pub enum Error {
     /// The section asked for is severed and its member was not supplied.
     #[error("section {0} is severed and not present in the envelope")]
     SectionSevered(&'static str),
+    /// An integrated payload does not hash to, or is not as long as, the
+    /// image digest and size signed for the component whose URI names it.
+    #[error("integrated payload of component {component} does not match the digest and size signed for it")]
+    PayloadMismatch {
+        /// Index of the component.
+        component: usize,
+    },
+    /// A component's URI names an integrated payload the envelope does not carry.
+    #[error("component {component} names an integrated payload that is not in the envelope")]
+    PayloadMissing {
+        /// Index of the component.
+        component: usize,
+    },
+    /// An integrated payload no component's URI names: no signed digest
+    /// covers it, so its bytes are not authenticated.
+    #[error("integrated payload is not named by any component, so no signed digest covers it")]
+    PayloadUnreferenced,
     /// The device refused or failed an action (fetch, copy, invoke).
     #[error("device failed to {action} component {component}")]
     DeviceFailed {
@@ -194,7 +214,13 @@ impl Error {
             Error::WrongClass => "wrong-class",
             Error::MissingIdentity(_) => "missing-identity",
             Error::UnsupportedCommand(_) | Error::UnsupportedParameter(_) => "unsupported-command",
-            Error::ComponentIndex(_) | Error::MissingParameter { .. } | Error::SectionSevered(_) => "malformed",
+            Error::NoComponents
+            | Error::ComponentIndex(_)
+            | Error::MissingParameter { .. }
+            | Error::SectionSevered(_) => "malformed",
+            Error::PayloadMismatch { .. } | Error::PayloadMissing { .. } | Error::PayloadUnreferenced => {
+                "payload-mismatch"
+            }
             Error::ConditionFailed { .. } => "condition-failed",
             Error::DeviceFailed { .. } => "device-failed",
             #[cfg(feature = "std")]

@@ -78,7 +78,10 @@ pub struct VerifiedManifest<'a> {
 }
 
 impl<'a> VerifiedManifest<'a> {
-    /// The envelope it came from.
+    /// The envelope it came from. Its members outside the manifest are not
+    /// covered by the signatures: read integrated payloads through
+    /// [`integrated_payload`](Self::integrated_payload), which checks them
+    /// against the digest and size signed for their component.
     pub fn envelope(&self) -> &Envelope<'a> {
         &self.envelope
     }

@@ -3,11 +3,13 @@
 
 use gantry_keys::cbor_vec::VecWriter;
 use gantry_keys::{FileKeySource, KeySource as _, KeyType, SigningKey};
-use gantry_signing::build::{ContainerRelease, add_signature, class_id_from_model, vendor_id_from_domain};
+use gantry_signing::build::{
+    CONFIG_PAYLOAD, ContainerRelease, add_signature, class_id_from_model, vendor_id_from_domain,
+};
 use gantry_signing::config::ContainerConfig;
 use gantry_signing::cose::{Sign1, TagRule};
 use gantry_signing::inspect::inspect;
-use gantry_signing::{Envelope, Error, Policy, verify};
+use gantry_signing::{Envelope, Error, IntegratedPayload, Policy, verify};
 
 fn key(t: KeyType) -> FileKeySource {
     FileKeySource::from_key("mem".into(), SigningKey::generate(t))
@@ -59,8 +61,8 @@ fn truncations_and_bit_flips_never_verify() {
                 Err(_) => refused += 1,
                 // A flip in the integrated config is not a SUIT signature
                 // matter: verify() passes and the config's signed digest
-                // (checked on install, and by inspect) catches it.
-                Ok(_) if inspect(&b).map(|r| !r.problems.is_empty()).unwrap_or(true) => refused += 1,
+                // and size catch it before anyone reads the config.
+                Ok(m) if m.check_integrated_payloads().is_err() => refused += 1,
                 // A flip in the unprotected header (e.g. the kid label) is
                 // not integrity-protected by COSE, and changes nothing that is
                 // installed: the same manifest, signed by the same key.
@@ -284,4 +286,89 @@ fn rollback_identity_and_thresholds() {
     assert!(matches!(verify(&one, &Policy::new(&anchors, 1).identity(Some(&other), None)), Err(Error::WrongVendor)));
     verify(&one, &Policy::new(&anchors, 1).identity(Some(&vendor), Some(&class_id_from_model(&vendor, "board"))))
         .unwrap();
+}
+
+/// The envelope with its integrated payloads replaced by `payloads`, given
+/// in deterministic key order.
+fn with_payloads(envelope: &[u8], payloads: &[(&str, &[u8])]) -> Vec<u8> {
+    let env = Envelope::parse(envelope).unwrap();
+    let mut e = minicbor::Encoder::new(VecWriter::default());
+    e.tag(minicbor::data::Tag::new(107)).unwrap().map(2 + payloads.len() as u64).unwrap();
+    e.u8(2).unwrap().bytes(env.authentication_wrapper()).unwrap().u8(3).unwrap();
+    e.writer_mut().0.extend_from_slice(env.manifest().wrapped);
+    for (name, bytes) in payloads {
+        e.str(name).unwrap().bytes(bytes).unwrap();
+    }
+    e.into_writer().0
+}
+
+#[test]
+fn integrated_payloads_are_checked_against_their_signed_component() {
+    let k = key(KeyType::Ed25519);
+    let anchors = [k.public_key().clone()];
+    let policy = Policy::new(&anchors, 1);
+    let signed = add_signature(&release(1), &k).unwrap();
+    let config = Envelope::parse(&signed).unwrap().integrated_payload(CONFIG_PAYLOAD).unwrap().to_vec();
+
+    // As built: the config comes back, from component 1, ["bad", "config"].
+    let m = verify(&signed, &policy).unwrap();
+    assert_eq!(m.integrated_payload(CONFIG_PAYLOAD).unwrap(), Some(IntegratedPayload { component: 1, bytes: &config }));
+    m.check_integrated_payloads().unwrap();
+    assert_eq!(m.integrated_payload("#absent").unwrap(), None);
+    assert_eq!(ContainerConfig::from_verified(&m).unwrap().unwrap().name, "bad");
+
+    // Another valid config in place of the signed one. The signatures cover
+    // the manifest only, so verify() passes and the envelope hands out the
+    // new bytes; the checked accessor refuses them.
+    let granted = "name = \"bad\"\nversion = \"1\"\ncapabilities = [\"gantry:kv\"]\n";
+    let other = ContainerConfig::from_toml(granted).unwrap().to_cbor();
+    let swapped = with_payloads(&signed, &[(CONFIG_PAYLOAD, &other)]);
+    let m = verify(&swapped, &policy).unwrap();
+    assert_eq!(m.envelope().integrated_payload(CONFIG_PAYLOAD), Some(&other[..]));
+    let err = m.integrated_payload(CONFIG_PAYLOAD).unwrap_err();
+    assert!(matches!(err, Error::PayloadMismatch { component: 1 }), "{err}");
+    assert_eq!(err.code(), "payload-mismatch");
+    assert!(matches!(m.check_integrated_payloads(), Err(Error::PayloadMismatch { component: 1 })));
+    assert!(matches!(ContainerConfig::from_verified(&m), Err(Error::PayloadMismatch { component: 1 })));
+
+    // Same length, one byte different: the digest catches it.
+    let mut flipped = config.clone();
+    *flipped.last_mut().unwrap() ^= 0x01;
+    let flipped = with_payloads(&signed, &[(CONFIG_PAYLOAD, &flipped)]);
+    let m = verify(&flipped, &policy).unwrap();
+    assert!(matches!(m.integrated_payload(CONFIG_PAYLOAD), Err(Error::PayloadMismatch { component: 1 })));
+
+    // Left out, while the component still names it.
+    let removed = with_payloads(&signed, &[]);
+    let m = verify(&removed, &policy).unwrap();
+    assert!(matches!(m.integrated_payload(CONFIG_PAYLOAD), Err(Error::PayloadMissing { component: 1 })));
+    assert!(matches!(m.check_integrated_payloads(), Err(Error::PayloadMissing { component: 1 })));
+
+    // A payload no component names: no signed digest covers it.
+    let extra = with_payloads(&signed, &[("#extra", b"not signed"), (CONFIG_PAYLOAD, &config)]);
+    let m = verify(&extra, &policy).unwrap();
+    assert!(matches!(m.integrated_payload("#extra"), Err(Error::PayloadUnreferenced)));
+    assert!(matches!(m.check_integrated_payloads(), Err(Error::PayloadUnreferenced)));
+    assert!(m.integrated_payload(CONFIG_PAYLOAD).unwrap().is_some());
+}
+
+#[test]
+fn a_container_config_belongs_to_its_own_components() {
+    use sha2::Digest as _;
+    let k = key(KeyType::Ed25519);
+    let anchors = [k.public_key().clone()];
+    let unsigned = release(1);
+    // Rename the module component ["bad", "module"] to ["bid", "module"] and
+    // re-seal the digest, as a signer of another container could.
+    let renamed = replace(&unsigned, b"\x43bad\x46module", b"\x43bid\x46module");
+    let old = sha2::Sha256::digest(Envelope::parse(&unsigned).unwrap().manifest().wrapped);
+    let new = sha2::Sha256::digest(Envelope::parse(&renamed).unwrap().manifest().wrapped);
+    let resealed = add_signature(&replace(&renamed, &old, &new), &k).unwrap();
+    let m = verify(&resealed, &Policy::new(&anchors, 1)).unwrap();
+    // The config itself is intact...
+    assert!(m.integrated_payload(CONFIG_PAYLOAD).unwrap().is_some());
+    // ...but the release is not one container's.
+    let err = ContainerConfig::from_verified(&m).unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err}");
+    assert!(err.to_string().contains("[\"bid\", \"module\"] does not belong to container \"bad\""), "{err}");
 }

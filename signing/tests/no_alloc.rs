@@ -1,13 +1,15 @@
-//! Verification allocates nothing: with a counting global allocator, verify()
-//! and the interpreter run on valid and hostile envelopes without a single
-//! heap allocation. This is what "bounded memory" means for the no_std core:
+//! Verification allocates nothing: with a counting global allocator, verify(),
+//! the integrated-payload checks and the interpreter run on valid and hostile
+//! envelopes without a single heap allocation. This is what "bounded memory" means for the no_std core:
 //! its only memory is a fixed stack frame, whatever the input claims.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use gantry_keys::{FileKeySource, KeySource as _, KeyType, SigningKey};
-use gantry_signing::build::{ContainerRelease, add_signature, class_id_from_model, vendor_id_from_domain};
+use gantry_signing::build::{
+    CONFIG_PAYLOAD, ContainerRelease, add_signature, class_id_from_model, vendor_id_from_domain,
+};
 use gantry_signing::config::ContainerConfig;
 use gantry_signing::{ActionFailed, ComponentId, Image, Parameters, Policy, Section, SuitDevice, verify};
 
@@ -99,6 +101,8 @@ fn verify_and_run_allocate_nothing() {
         for s in [Section::Install, Section::Validate, Section::Invoke] {
             m.run(s, &mut NullDevice).unwrap();
         }
+        assert!(m.integrated_payload(CONFIG_PAYLOAD).unwrap().is_some());
+        m.check_integrated_payloads().unwrap();
         for h in hostile {
             assert!(verify(h, &policy).is_err());
         }

@@ -101,7 +101,10 @@ impl<'a> Envelope<'a> {
         SEVERABLE.contains(&key).then(|| self.severable[severable_slot(key)]).flatten()
     }
 
-    /// The integrated payload named `name` (e.g. `#config`).
+    /// The integrated payload named `name` (e.g. `#config`), **unchecked**:
+    /// these bytes are not covered by any signature. After verification, use
+    /// [`VerifiedManifest::integrated_payload`](crate::VerifiedManifest::integrated_payload),
+    /// which checks them against the digest and size signed for their component.
     pub fn integrated_payload(&self, name: &str) -> Option<&'a [u8]> {
         // The envelope parsed once already, so this re-scan cannot fail
         // differently; any error just means "absent".

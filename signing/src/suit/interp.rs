@@ -160,24 +160,7 @@ impl<'a, D: SuitDevice> Interpreter<'a, '_, D> {
     }
 
     fn set_index(&mut self, r: &mut Reader<'a>) -> Result<(), Error> {
-        let check =
-            |i: u64, count: usize| if (i as usize) < count { Ok(1u32 << i) } else { Err(Error::ComponentIndex(i)) };
-        self.selected = match r.datatype()? {
-            minicbor::data::Type::Bool => {
-                if !r.bool("component index")? {
-                    return Err(Error::Invalid("component index false"));
-                }
-                (1u32 << self.count) - 1
-            }
-            minicbor::data::Type::Array => {
-                let mut set = 0;
-                for _ in 0..r.array("component indices")? {
-                    set |= check(r.u64("component index")?, self.count)?;
-                }
-                set
-            }
-            _ => check(r.u64("component index")?, self.count)?,
-        };
+        self.selected = read_component_selection(r, self.count)?;
         Ok(())
     }
 
@@ -293,6 +276,28 @@ impl<'a, D: SuitDevice> Interpreter<'a, '_, D> {
         };
         result.map_err(|ActionFailed| Error::DeviceFailed { action, component: i })
     }
+}
+
+/// Reads the argument of set-component-index (an index, an array of
+/// indices, or `true` for all) as a bit set over `count` components.
+pub(crate) fn read_component_selection(r: &mut Reader<'_>, count: usize) -> Result<u32, Error> {
+    let check = |i: u64| if i < count as u64 { Ok(1u32 << i) } else { Err(Error::ComponentIndex(i)) };
+    Ok(match r.datatype()? {
+        minicbor::data::Type::Bool => {
+            if !r.bool("component index")? {
+                return Err(Error::Invalid("component index false"));
+            }
+            (1u32 << count) - 1
+        }
+        minicbor::data::Type::Array => {
+            let mut set = 0;
+            for _ in 0..r.array("component indices")? {
+                set |= check(r.u64("component index")?)?;
+            }
+            set
+        }
+        _ => check(r.u64("component index")?)?,
+    })
 }
 
 fn condition_name(cmd: i64) -> &'static str {

@@ -122,7 +122,10 @@ impl<'a> Manifest<'a> {
                 COMPONENTS => {
                     let start = r.position();
                     let count = r.array("components array")?;
-                    if count == 0 || count as usize > MAX_COMPONENTS {
+                    if count == 0 {
+                        return Err(Error::NoComponents);
+                    }
+                    if count as usize > MAX_COMPONENTS {
                         return Err(Error::LimitExceeded { what: "components", limit: MAX_COMPONENTS });
                     }
                     for _ in 0..count {
@@ -140,7 +143,7 @@ impl<'a> Manifest<'a> {
         }
         r.finish("common")?;
         if self.component_count == 0 {
-            return Err(Error::Missing("components"));
+            return Err(Error::NoComponents);
         }
         Ok(())
     }
@@ -241,5 +244,54 @@ impl fmt::Display for ComponentId<'_> {
 impl fmt::Debug for ComponentId<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ComponentId({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes `{1: 1, 2: 0, 3: << {2: [[h'00'] × n]} >>}` into `buf`, or with
+    /// `n` = `None`, a common without components; returns its length.
+    fn manifest(buf: &mut [u8; 96], n: Option<u8>) -> usize {
+        let mut len = 0;
+        let mut put = |bytes: &[u8]| {
+            buf[len..len + bytes.len()].copy_from_slice(bytes);
+            len += bytes.len();
+        };
+        match n {
+            Some(n) => {
+                put(&[0xa3, 0x01, 0x01, 0x02, 0x00, 0x03, 0x58, 3 + 3 * n, 0xa1, 0x02, 0x80 + n]);
+                for _ in 0..n {
+                    put(&[0x81, 0x41, 0x00]);
+                }
+            }
+            // common = {4: h'80'}: a shared sequence and nothing else.
+            None => put(&[0xa3, 0x01, 0x01, 0x02, 0x00, 0x03, 0x44, 0xa1, 0x04, 0x41, 0x80]),
+        }
+        len
+    }
+
+    #[test]
+    fn no_components_is_its_own_refusal_not_a_limit() {
+        let mut buf = [0; 96];
+        let len = manifest(&mut buf, Some(1));
+        assert_eq!(Manifest::parse(&buf[..len]).unwrap().component_count(), 1);
+        for n in [Some(0), None] {
+            let len = manifest(&mut buf, n);
+            let err = Manifest::parse(&buf[..len]).unwrap_err();
+            assert!(matches!(err, Error::NoComponents), "{err}");
+        }
+        let len = manifest(&mut buf, Some(MAX_COMPONENTS as u8 + 1));
+        assert!(matches!(Manifest::parse(&buf[..len]), Err(Error::LimitExceeded { what: "components", .. })));
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn no_components_says_so() {
+        let mut buf = [0; 96];
+        let len = manifest(&mut buf, Some(0));
+        let err = Manifest::parse(&buf[..len]).unwrap_err();
+        assert_eq!(err.to_string(), "manifest declares no components; at least one is required");
     }
 }

@@ -2,6 +2,7 @@
 //! command interpreter for the subset Gantry uses.
 
 pub mod envelope;
+pub mod integrated;
 pub mod interp;
 pub mod labels;
 pub mod manifest;
