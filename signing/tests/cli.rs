@@ -135,6 +135,14 @@ fn refusals_have_exit_code_one_and_a_reason() {
     t[sig_end - 1] ^= 0x40;
     std::fs::write(d.join("badsig.suit"), &t).unwrap();
     assert_eq!(json(d, &["verify", "--key", "k.pub", "badsig.suit"], 1)["code"], "signature-invalid");
+    // The integrated config changed (its last byte): the signatures cover the
+    // manifest only, so it is the config's signed digest that refuses it.
+    let mut t = bytes.clone();
+    *t.last_mut().unwrap() ^= 0x01;
+    std::fs::write(d.join("config.suit"), &t).unwrap();
+    let v = json(d, &["verify", "--key", "k.pub", "config.suit"], 1);
+    assert_eq!(v["code"], "payload-mismatch");
+    assert_eq!(v["error"], "integrated payload of component 1 does not match the digest and size signed for it");
     // Not CBOR at all.
     std::fs::write(d.join("junk.suit"), b"hello").unwrap();
     assert_eq!(json(d, &["verify", "--key", "k.pub", "junk.suit"], 1)["code"], "malformed");
@@ -202,7 +210,9 @@ fn trust_root_lifecycle_and_rotation() {
         ],
     );
     let v = json(d, &["trust", "verify", "root.cbor"], 1);
-    assert!(v["error"].as_str().unwrap().contains("signed by 0 of the 2"));
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["code"], "trust-root-under-signed");
+    assert_eq!(v["error"], "trust root version 1 is signed by 0 of its own root keys, but needs 2");
     ok(d, &["trust", "sign", "--key", "r1.key", "--in", "root.cbor", "--out", "root.cbor"]);
     expect(d, &["trust", "verify", "root.cbor"], 1);
     ok(d, &["trust", "sign", "--key", "r3.key", "--in", "root.cbor", "--out", "root.cbor"]);
@@ -242,7 +252,8 @@ fn trust_root_lifecycle_and_rotation() {
     ok(d, &["trust", "sign", "--key", "n1.key", "--key", "n2.key", "--in", "root2.cbor", "--out", "root2.cbor"]);
     // Its own keys are not enough: the old root keys must approve.
     let v = json(d, &["trust", "verify", "--previous", "root.cbor", "root2.cbor"], 1);
-    assert!(v["error"].as_str().unwrap().contains("previous root"), "{v}");
+    assert_eq!(v["code"], "trust-root-under-signed");
+    assert_eq!(v["error"], "trust root version 2 is signed by 0 of the previous root keys, but needs 2", "{v}");
     ok(d, &["trust", "sign", "--key", "r2.key", "--key", "r3.key", "--in", "root2.cbor", "--out", "root2.cbor"]);
     ok(d, &["trust", "verify", "--previous", "root.cbor", "root2.cbor"]);
 
@@ -256,4 +267,146 @@ fn trust_root_lifecycle_and_rotation() {
         "unknown-signer"
     );
     expect(d, &["verify", "--trust", "root.cbor", "v2.suit"], 1);
+}
+
+/// Keys r1, r2 and rel; `root.cbor` needing both root keys, signed by `signers`.
+fn root_signed_by(d: &Path, signers: &[&str]) {
+    for k in ["r1", "r2", "rel"] {
+        ok(d, &["keygen", "--alg", "ed25519", "--out", k]);
+    }
+    ok(
+        d,
+        &[
+            "trust",
+            "create",
+            "--root",
+            "r1.pub",
+            "--root",
+            "r2.pub",
+            "--root-threshold",
+            "2",
+            "--release",
+            "rel.pub",
+            "--server",
+            "rel.pub",
+            "--expires",
+            "2030-01-01T00:00:00Z",
+            "--out",
+            "root.cbor",
+        ],
+    );
+    for s in signers {
+        ok(d, &["trust", "sign", "--key", &format!("{s}.key"), "--in", "root.cbor", "--out", "root.cbor"]);
+    }
+    let mut args = CONTAINER.to_vec();
+    args.extend(["--sequence", "1", "--key", "rel.key", "--out", "app.suit"]);
+    ok(d, &args);
+}
+
+#[test]
+fn verify_json_answers_when_the_trust_root_is_refused() {
+    let dir = setup();
+    let d = dir.path();
+    root_signed_by(d, &["r1"]);
+    let v = json(d, &["verify", "--trust", "root.cbor", "--at", "2029-01-01T00:00:00Z", "app.suit"], 1);
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["code"], "trust-root-under-signed");
+    assert_eq!(v["error"], "trust root version 1 is signed by 1 of its own root keys, but needs 2");
+
+    ok(d, &["trust", "sign", "--key", "r2.key", "--in", "root.cbor", "--out", "root.cbor"]);
+    let v = json(d, &["verify", "--trust", "root.cbor", "--at", "2029-01-01T00:00:00Z", "app.suit"], 0);
+    assert_eq!(v["valid"], true);
+    let v = json(d, &["verify", "--trust", "root.cbor", "--at", "2031-01-01T00:00:00Z", "app.suit"], 1);
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["code"], "trust-root-expired");
+    // Seconds for scripts, RFC 3339 for people.
+    assert_eq!(v["expires"], 1_893_456_000);
+    assert_eq!(v["checked_at"], 1_924_992_000);
+    assert_eq!(
+        v["error"],
+        "trust root version 1 expired at 2030-01-01T00:00:00Z (checked at 2031-01-01T00:00:00Z); a newer root is needed"
+    );
+    let trust = json(d, &["trust", "verify", "--at", "2031-01-01T00:00:00Z", "root.cbor"], 1);
+    assert_eq!(trust["code"], "trust-root-expired");
+    assert_eq!(trust["expires"], json(d, &["trust", "show", "root.cbor"], 0)["expires"]);
+
+    std::fs::write(d.join("junk.cbor"), b"\xd8\x62junk").unwrap();
+    let v = json(d, &["verify", "--trust", "junk.cbor", "app.suit"], 1);
+    assert_eq!(v["code"], "trust-root-malformed");
+    assert_eq!(json(d, &["trust", "verify", "junk.cbor"], 1)["code"], "trust-root-malformed");
+    // Usage and I/O errors still print no JSON.
+    assert_eq!(expect(d, &["--json", "verify", "--trust", "missing.cbor", "app.suit"], 2), "");
+}
+
+#[test]
+fn trust_root_expiry_reads_as_rfc3339() {
+    let dir = setup();
+    let d = dir.path();
+    root_signed_by(d, &["r1", "r2"]);
+    let out = gantry_sign(d, &["trust", "verify", "--at", "2031-01-01T00:00:00Z", "root.cbor"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("expired at 2030-01-01T00:00:00Z (checked at 2031-01-01T00:00:00Z)"), "{stderr}");
+    assert!(!stderr.contains("1893456000"), "{stderr}");
+    let out = gantry_sign(d, &["verify", "--trust", "root.cbor", "--at", "2031-01-01T00:00:00Z", "app.suit"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expired at 2030-01-01T00:00:00Z"));
+    assert!(ok(d, &["trust", "show", "root.cbor"]).contains("expires 2030-01-01T00:00:00Z"));
+    assert!(
+        ok(d, &["trust", "verify", "--at", "2029-01-01T00:00:00Z", "root.cbor"])
+            .contains("expires 2030-01-01T00:00:00Z")
+    );
+}
+
+#[test]
+fn at_needs_trust_and_is_refused_with_key() {
+    let dir = setup();
+    let d = dir.path();
+    root_signed_by(d, &["r1", "r2"]);
+    // --at alone does not stand in for --key or --trust.
+    let out = gantry_sign(d, &["verify", "--at", "2029-01-01T00:00:00Z", "app.suit"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("required arguments were not provided") && stderr.contains("--trust"), "{stderr}");
+    // Keys given with --key do not expire: --at with them is a mistake, not ignored.
+    let out = gantry_sign(d, &["verify", "--key", "rel.pub", "--at", "2029-01-01T00:00:00Z", "app.suit"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+    // --threshold and --trust-update do not stand in either.
+    expect(d, &["verify", "--threshold", "1", "app.suit"], 2);
+    expect(d, &["verify", "--trust-update", "root.cbor", "app.suit"], 2);
+    ok(d, &["verify", "--trust", "root.cbor", "--at", "2029-01-01T00:00:00Z", "app.suit"]);
+    ok(d, &["verify", "--key", "rel.pub", "app.suit"]);
+}
+
+#[test]
+fn a_reader_that_closes_early_is_not_a_crash() {
+    let dir = setup();
+    let d = dir.path();
+    ok(d, &["keygen", "--alg", "ed25519", "--out", "k"]);
+    ok(d, &["keygen", "--alg", "ed25519", "--out", "other"]);
+    let mut args = CONTAINER.to_vec();
+    args.extend(["--sequence", "1", "--key", "k.key", "--out", "app.suit"]);
+    ok(d, &args);
+    // Exit codes are the command's own: the refusal is still 1.
+    for (args, code) in [
+        (&["--json", "inspect", "app.suit"][..], 0),
+        (&["inspect", "app.suit"][..], 0),
+        (&["--json", "verify", "--key", "k.pub", "app.suit"][..], 0),
+        (&["--json", "verify", "--key", "other.pub", "app.suit"][..], 1),
+        (&["trust", "--help"][..], 0),
+    ] {
+        // A pipe whose reader is gone before the first write: every write fails with EPIPE.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_gantry-sign"))
+            .current_dir(d)
+            .args(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+    }
 }

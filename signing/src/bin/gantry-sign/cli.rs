@@ -98,8 +98,11 @@ pub(crate) enum Command {
     },
     /// Verify an envelope: signatures, then digest, then sequence, then vendor/class.
     ///
-    /// Exit 0 if valid, 1 if not (the reason on stderr: e.g. signature
-    /// invalid, digest mismatch, sequence too low), 2 on usage or I/O errors.
+    /// Needs the trusted keys: --key (repeatable, with --threshold) or
+    /// --trust (with --trust-update and --at). Exit 0 if valid, 1 if not (the
+    /// reason on stderr: e.g. signature invalid, digest mismatch, sequence too
+    /// low, trust root expired; with --json also a {"valid": false, "code": ...}
+    /// object on stdout), 2 on usage or I/O errors.
     Verify {
         #[command(flatten)]
         trust: TrustArgs,
@@ -171,23 +174,32 @@ pub(crate) struct OptionalIdentity {
 
 /// Which keys to trust.
 #[derive(Args, Debug)]
-#[group(required = true, multiple = true)]
 pub(crate) struct TrustArgs {
-    /// Trust this public key (SPKI PEM or COSE_Key; repeatable).
-    #[arg(long, value_name = "PUB.pem", conflicts_with = "trust")]
-    pub(crate) key: Vec<PathBuf>,
+    #[command(flatten)]
+    pub(crate) source: TrustSource,
     /// With --key: how many of the keys must have signed.
     #[arg(long, value_name = "K", default_value_t = 1, requires = "key")]
     pub(crate) threshold: usize,
-    /// Trust the `release` role of this trust root (verified first).
-    #[arg(long, value_name = "ROOT")]
-    pub(crate) trust: Option<PathBuf>,
     /// Newer trust roots to rotate to from --trust, oldest first.
     #[arg(long, value_name = "ROOT", requires = "trust")]
     pub(crate) trust_update: Vec<PathBuf>,
-    /// Check expiry at this time (RFC 3339) instead of now.
-    #[arg(long, value_name = "TIME")]
+    /// With --trust: check the trust root's expiry at this time (RFC 3339)
+    /// instead of now. Keys given with --key do not expire.
+    #[arg(long, value_name = "TIME", requires = "trust", conflicts_with = "key")]
     pub(crate) at: Option<String>,
+}
+
+/// Where the trusted keys come from: exactly one of --key or --trust. Only
+/// these two satisfy the requirement; the options that refine them do not.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+pub(crate) struct TrustSource {
+    /// Trust this public key (SPKI PEM or COSE_Key; repeatable).
+    #[arg(long, value_name = "PUB.pem")]
+    pub(crate) key: Vec<PathBuf>,
+    /// Trust the `release` role of this trust root (verified first).
+    #[arg(long, value_name = "ROOT")]
+    pub(crate) trust: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -278,7 +290,8 @@ pub(crate) enum TrustCommand {
     /// Verify a trust root: self-signed by a threshold of its root keys and not
     /// expired; with --previous, also a valid rotation from that root.
     ///
-    /// Exit 0 if valid, 1 if not.
+    /// Exit 0 if valid, 1 if not (with --json, a {"valid": false, "code": ...}
+    /// object on stdout).
     Verify {
         /// The root in force before this one (repeatable: a chain, oldest first).
         #[arg(long, value_name = "ROOT")]

@@ -9,12 +9,13 @@ use gantry_signing::build::{
 };
 use gantry_signing::config::ContainerConfig;
 use gantry_signing::inspect::{Inspection, inspect};
-use gantry_signing::{Policy, verify};
+use gantry_signing::{Policy, VerifiedManifest, verify};
 use serde_json::json;
 
-use crate::Invalid;
 use crate::cli::{Alg, Cli, Command, Identity, OptionalIdentity};
 use crate::files::{read_document, write_atomic};
+use crate::output::{errln, outln};
+use crate::{Invalid, print_refusal};
 
 pub(crate) fn run(cli: Cli) -> Result<()> {
     let json = cli.json;
@@ -25,7 +26,9 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         }
         Command::Sign { key, input, out } => sign(&key, &input, &out, json),
         Command::Verify { trust, min_sequence, identity, file } => {
-            let (anchors, threshold) = crate::trust::anchors(&trust)?;
+            // A refused trust root is a refusal of the envelope too: with
+            // --json it gets the same {"valid": false, "code", ...} answer.
+            let (anchors, threshold) = print_refusal(json, crate::trust::anchors(&trust))?;
             verify_cmd(&anchors, threshold, min_sequence, &identity, &file, json)
         }
         Command::Trust(cmd) => crate::trust::run(cmd, json),
@@ -35,9 +38,8 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
             if bytes.starts_with(&[0xd8, 0x62]) {
                 return crate::trust::show_bytes(&bytes, json);
             }
-            let report = inspect(&bytes).map_err(|e| Invalid(format!("{}: {e}", file.display())))?;
-            print_inspection(&report, json);
-            Ok(())
+            let report = inspect(&bytes).map_err(|e| Invalid::new(e.code(), format!("{}: {e}", file.display())))?;
+            print_inspection(&report, json)
         }
     }
 }
@@ -66,14 +68,14 @@ fn keygen(alg: Alg, out: &Path, cose: bool, json: bool) -> Result<()> {
     }
     let id = public.key_id().to_string();
     if json {
-        println!(
+        outln!(
             "{}",
             json!({"key_id": id, "algorithm": key.algorithm().to_string(), "private_key": key_path, "public_key": pub_path,
                    "cose_key": cose.then_some(&cose_path)})
-        );
+        )?;
     } else {
-        println!("{id}");
-        eprintln!("wrote {} (private, mode 0600) and {}", key_path.display(), pub_path.display());
+        outln!("{id}")?;
+        errln!("wrote {} (private, mode 0600) and {}", key_path.display(), pub_path.display());
     }
     Ok(())
 }
@@ -145,15 +147,14 @@ fn container(
     write_atomic(out, &envelope)?;
     let report = inspect(&envelope)?;
     if !json {
-        eprintln!(
+        errln!(
             "wrote {} ({} bytes, {}); ship the module and blobs as the URIs below",
             out.display(),
             envelope.len(),
             if keys.is_empty() { "unsigned".to_owned() } else { format!("{} signature(s)", keys.len()) }
         );
     }
-    print_inspection(&report, json);
-    Ok(())
+    print_inspection(&report, json)
 }
 
 fn sign(keys: &[PathBuf], input: &Path, out: &Path, json: bool) -> Result<()> {
@@ -163,15 +164,15 @@ fn sign(keys: &[PathBuf], input: &Path, out: &Path, json: bool) -> Result<()> {
         envelope = add_signature(&envelope, &source)
             .with_context(|| format!("signing {} with {}", input.display(), k.display()))?;
         if !json {
-            eprintln!("signed with {} ({})", source.key_id(), source.algorithm());
+            errln!("signed with {} ({})", source.key_id(), source.algorithm());
         }
     }
     write_atomic(out, &envelope)?;
     let signers: Vec<_> = signer_key_ids(&envelope)?.into_iter().map(|k| k.map(|k| k.to_string())).collect();
     if json {
-        println!("{}", json!({"out": out, "signers": signers}));
+        outln!("{}", json!({"out": out, "signers": signers}))?;
     } else {
-        println!("{}: {} signature(s)", out.display(), signers.len());
+        outln!("{}: {} signature(s)", out.display(), signers.len())?;
     }
     Ok(())
 }
@@ -190,83 +191,80 @@ fn verify_cmd(
     let policy = Policy::new(anchors, threshold)
         .min_sequence(min_sequence)
         .identity(vendor.as_ref().map(|v| &v[..]), class.as_ref().map(|c| &c[..]));
-    let fail = |code: &str, msg: String| -> Result<()> {
-        if json {
-            println!("{}", json!({"valid": false, "code": code, "error": msg}));
-        }
-        Err(Invalid(msg).into())
-    };
-    let verified = match verify(&bytes, &policy) {
-        Ok(v) => v,
-        Err(e) => return fail(e.code(), e.to_string()),
-    };
-    // What SUIT verification alone does not cover for a Gantry container:
-    // the integrated config must match its signed digest and parse.
-    let report = match inspect(&bytes) {
-        Ok(r) => r,
-        Err(e) => return fail(e.code(), e.to_string()),
-    };
-    if let Some(problem) = report.problems.first() {
-        return fail("payload-mismatch", problem.clone());
-    }
+    let (verified, config) = print_refusal(json, check_envelope(&bytes, &policy))?;
     let signers: Vec<String> = verified.signer_indices().map(|i| anchors[i].key_id().to_string()).collect();
     if json {
-        println!(
+        outln!(
             "{}",
             json!({"valid": true, "sequence_number": verified.sequence_number(), "manifest_digest": hex::encode(verified.digest()),
-                   "signers": signers, "container": report.container.as_ref().map(|c| &c.name)})
-        );
+                   "signers": signers, "container": config.as_ref().map(|c| &c.name)})
+        )?;
     } else {
-        println!("valid: sequence {}, manifest {}", verified.sequence_number(), hex::encode(verified.digest()));
+        outln!("valid: sequence {}, manifest {}", verified.sequence_number(), hex::encode(verified.digest()))?;
         for s in &signers {
-            println!("  signed by {s}");
+            outln!("  signed by {s}")?;
         }
     }
     Ok(())
 }
 
-fn print_inspection(r: &Inspection, json: bool) {
+/// Verifies the envelope, then what SUIT verification alone does not cover
+/// for a Gantry container: every integrated payload matches the digest and
+/// size signed for its component, and the `#config` parses and belongs to
+/// this container. Any refusal is an [`Invalid`]: the library's code for
+/// the envelope, `payload-mismatch` for whatever refuses its payloads.
+fn check_envelope<'a>(bytes: &'a [u8], policy: &Policy<'_>) -> Result<(VerifiedManifest<'a>, Option<ContainerConfig>)> {
+    let verified = verify(bytes, policy).map_err(|e| Invalid::new(e.code(), e.to_string()))?;
+    // One code for the payload step, whatever the cause (digest, size, a
+    // config that does not parse or names another container), as documented.
+    let payloads = |e: gantry_signing::Error| Invalid::new("payload-mismatch", e.to_string());
+    verified.check_integrated_payloads().map_err(payloads)?;
+    let config = ContainerConfig::from_verified(&verified).map_err(payloads)?;
+    Ok((verified, config))
+}
+
+fn print_inspection(r: &Inspection, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string(r).unwrap_or_default());
-        return;
+        return outln!("{}", serde_json::to_string(r)?);
     }
     if let Some(c) = &r.container {
-        println!("container {} {}", c.name, c.version);
+        outln!("container {} {}", c.name, c.version)?;
     }
-    println!("sequence    {}", r.sequence_number);
-    println!(
+    outln!("sequence    {}", r.sequence_number)?;
+    outln!(
         "manifest    {}{}",
         r.manifest_digest,
         if r.digest_matches { "" } else { "  (DOES NOT MATCH the signed digest)" }
-    );
+    )?;
     if let Some(v) = &r.vendor_id {
-        println!("vendor id   {v}");
+        outln!("vendor id   {v}")?;
     }
     if let Some(c) = &r.class_id {
-        println!("class id    {c}");
+        outln!("class id    {c}")?;
     }
-    println!("components");
+    outln!("components")?;
     for c in &r.components {
-        println!("  {} {}", c.index, c.id);
+        outln!("  {} {}", c.index, c.id)?;
         if let Some(d) = &c.digest {
-            println!("      sha256 {d}");
+            outln!("      sha256 {d}")?;
         }
         if let Some(s) = c.size {
-            println!("      size   {s}");
+            outln!("      size   {s}")?;
         }
         if let Some(u) = &c.uri {
-            println!("      uri    {u}");
+            outln!("      uri    {u}")?;
         }
     }
     if r.signatures.is_empty() {
-        println!("signatures  none (unsigned)");
+        outln!("signatures  none (unsigned)")?;
     } else {
-        println!("signatures  (not verified by inspect)");
+        outln!("signatures  (not verified by inspect)")?;
         for s in &r.signatures {
-            println!("  {} {}", s.key_id.as_deref().unwrap_or("(no key id)"), s.algorithm);
+            outln!("  {} {}", s.key_id.as_deref().unwrap_or("(no key id)"), s.algorithm)?;
         }
     }
     for p in &r.problems {
-        println!("PROBLEM: {p}");
+        outln!("PROBLEM: {p}")?;
     }
+    Ok(())
 }

@@ -3,13 +3,49 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
-use gantry_keys::trust::{Role, SignedTrustRoot, TrustRoot, VerifiedTrustRoot};
+use gantry_keys::trust::{Role, SignedTrustRoot, TrustError, TrustRoot, VerifiedTrustRoot};
 use gantry_keys::{FileKeySource, PublicKey, read_public_key_file};
 use serde_json::json;
 
-use crate::Invalid;
 use crate::cli::{TrustArgs, TrustCommand};
 use crate::files::{format_time, now_or, parse_time, read_document, write_atomic};
+use crate::output::{errln, outln};
+use crate::{Invalid, print_refusal};
+
+/// A refused trust root as a refusal the CLI reports (exit 1): a stable
+/// `trust-root-…` code, the reason in words with times in RFC 3339, and for
+/// an expired root the times in Unix seconds for `--json`.
+pub(crate) fn refusal(e: &TrustError) -> Invalid {
+    match e {
+        TrustError::Expired { version, expires, now } => Invalid::new(
+            "trust-root-expired",
+            format!(
+                "trust root version {version} expired at {} (checked at {}); a newer root is needed",
+                format_time(*expires),
+                format_time(*now)
+            ),
+        )
+        .with("expires", *expires)
+        .with("checked_at", *now),
+        // gantry-keys names the key set as "its own root" / "the previous
+        // root", which does not read well inside its own sentence.
+        TrustError::UnderSigned { version, which, have, need } => {
+            let keys = match *which {
+                "its own root" => "its own root keys".to_owned(),
+                "the previous root" => "the previous root keys".to_owned(),
+                other => format!("the {other} keys"),
+            };
+            Invalid::new(
+                "trust-root-under-signed",
+                format!("trust root version {version} is signed by {have} of {keys}, but needs {need}"),
+            )
+        }
+        TrustError::Malformed(_) => Invalid::new("trust-root-malformed", e.to_string()),
+        TrustError::InvalidPolicy(_) => Invalid::new("trust-root-invalid-policy", e.to_string()),
+        TrustError::VersionNotIncreasing { .. } => Invalid::new("trust-root-version-not-increasing", e.to_string()),
+        _ => Invalid::new("trust-root-invalid", e.to_string()),
+    }
+}
 
 pub(crate) fn load_public_keys(paths: &[PathBuf]) -> Result<Vec<PublicKey>> {
     paths.iter().map(|p| read_public_key_file(p).map_err(anyhow::Error::from)).collect()
@@ -18,27 +54,38 @@ pub(crate) fn load_public_keys(paths: &[PathBuf]) -> Result<Vec<PublicKey>> {
 pub(crate) fn load_root(path: &Path) -> Result<SignedTrustRoot> {
     let bytes = read_document(path)?;
     // A malformed root is a refusal (exit 1), like a badly signed one.
-    SignedTrustRoot::from_bytes(&bytes).map_err(|e| Invalid(format!("{}: {e}", path.display())).into())
+    SignedTrustRoot::from_bytes(&bytes).map_err(|e| {
+        let refused = refusal(&e);
+        Invalid { message: format!("{}: {}", path.display(), refused.message), ..refused }.into()
+    })
+}
+
+/// Loads and verifies a chain of trust roots, oldest first; returns the
+/// verified newest root and its document (for its signatures).
+fn verify_files<'p>(
+    paths: impl IntoIterator<Item = &'p Path>,
+    at: Option<&str>,
+) -> Result<(VerifiedTrustRoot, SignedTrustRoot)> {
+    let mut chain = paths.into_iter().map(load_root).collect::<Result<Vec<_>>>()?;
+    let now = now_or(at)?;
+    let verified = SignedTrustRoot::verify_chain(&chain, now).map_err(|e| refusal(&e))?;
+    let newest = chain.pop().context("no trust root")?;
+    Ok((verified, newest))
 }
 
 /// The verified trust root from `--trust` and `--trust-update`.
 pub(crate) fn verified_root(trust: &Path, updates: &[PathBuf], at: Option<&str>) -> Result<VerifiedTrustRoot> {
-    let mut chain = vec![load_root(trust)?];
-    for u in updates {
-        chain.push(load_root(u)?);
-    }
-    let now = now_or(at)?;
-    SignedTrustRoot::verify_chain(&chain, now).map_err(|e| Invalid(format!("trust root: {e}")).into())
+    verify_files(std::iter::once(trust).chain(updates.iter().map(PathBuf::as_path)), at).map(|(v, _)| v)
 }
 
 /// The anchors and threshold a `verify` uses.
 pub(crate) fn anchors(args: &TrustArgs) -> Result<(Vec<PublicKey>, usize)> {
-    if let Some(root) = &args.trust {
+    if let Some(root) = &args.source.trust {
         let v = verified_root(root, &args.trust_update, args.at.as_deref())?;
         let policy = v.root().policy(Role::Release);
         return Ok((v.root().role_keys(Role::Release), policy.threshold as usize));
     }
-    let keys = load_public_keys(&args.key)?;
+    let keys = load_public_keys(&args.source.key)?;
     anyhow::ensure!(
         (1..=keys.len()).contains(&args.threshold),
         "--threshold must be between 1 and the number of --key options ({})",
@@ -84,28 +131,28 @@ fn describe(root: &TrustRoot, doc: &SignedTrustRoot) -> serde_json::Value {
     })
 }
 
-fn print_root(json: bool, value: &serde_json::Value) {
+fn print_root(json: bool, value: &serde_json::Value) -> Result<()> {
     if json {
-        println!("{value}");
-        return;
+        return outln!("{value}");
     }
-    println!("trust root version {}, expires {}", value["version"], value["expires_rfc3339"].as_str().unwrap_or("?"));
+    outln!("trust root version {}, expires {}", value["version"], value["expires_rfc3339"].as_str().unwrap_or("?"))?;
     for role in ["root", "release", "server"] {
         let r = &value["roles"][role];
-        println!("  {role}: {} of", r["threshold"]);
+        outln!("  {role}: {} of", r["threshold"])?;
         for k in r["keys"].as_array().into_iter().flatten() {
-            println!("    {}", k.as_str().unwrap_or("?"));
+            outln!("    {}", k.as_str().unwrap_or("?"))?;
         }
     }
     let sigs = value["signatures"].as_array().map(Vec::len).unwrap_or(0);
-    println!("  signatures: {sigs} (unverified here; use `trust verify`)");
+    outln!("  signatures: {sigs} (unverified here; use `trust verify`)")?;
     for s in value["signatures"].as_array().into_iter().flatten() {
-        println!(
+        outln!(
             "    {} {}",
             s["key_id"].as_str().unwrap_or("(no key id)"),
             s["algorithm"].as_str().unwrap_or("(unsupported)")
-        );
+        )?;
     }
+    Ok(())
 }
 
 fn roles_from(
@@ -152,9 +199,9 @@ pub(crate) fn run(cmd: TrustCommand, json: bool) -> Result<()> {
             write_atomic(&out, &doc.to_bytes())?;
             let value = describe(doc.unverified_content(), &doc);
             if !json {
-                eprintln!("wrote {} (unsigned: sign it with `gantry-sign trust sign`)", out.display());
+                errln!("wrote {} (unsigned: sign it with `gantry-sign trust sign`)", out.display());
             }
-            print_root(json, &value);
+            print_root(json, &value)?;
         }
         TrustCommand::Rotate {
             previous,
@@ -182,14 +229,14 @@ pub(crate) fn run(cmd: TrustCommand, json: bool) -> Result<()> {
             let doc = SignedTrustRoot::new(content)?;
             write_atomic(&out, &doc.to_bytes())?;
             if !json {
-                eprintln!(
+                errln!(
                     "wrote {} (unsigned: it needs {} signatures from the previous root keys and {} from its own)",
                     out.display(),
                     base.policy(Role::Root).threshold,
                     doc.unverified_content().policy(Role::Root).threshold
                 );
             }
-            print_root(json, &describe(doc.unverified_content(), &doc));
+            print_root(json, &describe(doc.unverified_content(), &doc))?;
         }
         TrustCommand::Sign { key, input, out } => {
             let mut doc = load_root(&input)?;
@@ -198,40 +245,22 @@ pub(crate) fn run(cmd: TrustCommand, json: bool) -> Result<()> {
                 doc.sign_with(&source).with_context(|| format!("signing with {}", k.display()))?;
             }
             write_atomic(&out, &doc.to_bytes())?;
-            print_root(json, &describe(doc.unverified_content(), &doc));
+            print_root(json, &describe(doc.unverified_content(), &doc))?;
         }
         TrustCommand::Verify { previous, at, file } => {
-            let mut chain = Vec::new();
-            for p in previous.iter().chain(std::iter::once(&file)) {
-                chain.push(load_root(p)?);
-            }
-            let now = now_or(at.as_deref())?;
-            let doc = chain.last().cloned().context("no trust root")?;
-            match SignedTrustRoot::verify_chain(&chain, now) {
-                Ok(v) => {
-                    if json {
-                        let mut value = describe(v.root(), &doc);
-                        value["valid"] = json!(true);
-                        println!("{value}");
-                    } else {
-                        println!(
-                            "valid: trust root version {}, expires {}",
-                            v.root().version,
-                            format_time(v.root().expires)
-                        );
-                    }
-                }
-                Err(e) => {
-                    if json {
-                        println!("{}", json!({"valid": false, "error": e.to_string()}));
-                    }
-                    return Err(Invalid(e.to_string()).into());
-                }
+            let paths = previous.iter().chain(std::iter::once(&file)).map(PathBuf::as_path);
+            let (v, doc) = print_refusal(json, verify_files(paths, at.as_deref()))?;
+            if json {
+                let mut value = describe(v.root(), &doc);
+                value["valid"] = json!(true);
+                outln!("{value}")?;
+            } else {
+                outln!("valid: trust root version {}, expires {}", v.root().version, format_time(v.root().expires))?;
             }
         }
         TrustCommand::Show { file } => {
             let doc = load_root(&file)?;
-            print_root(json, &describe(doc.unverified_content(), &doc));
+            print_root(json, &describe(doc.unverified_content(), &doc))?;
         }
     }
     Ok(())
@@ -239,7 +268,6 @@ pub(crate) fn run(cmd: TrustCommand, json: bool) -> Result<()> {
 
 /// `inspect` on a trust root.
 pub(crate) fn show_bytes(bytes: &[u8], json: bool) -> Result<()> {
-    let doc = SignedTrustRoot::from_bytes(bytes).map_err(|e| Invalid(e.to_string()))?;
-    print_root(json, &describe(doc.unverified_content(), &doc));
-    Ok(())
+    let doc = SignedTrustRoot::from_bytes(bytes).map_err(|e| refusal(&e))?;
+    print_root(json, &describe(doc.unverified_content(), &doc))
 }
