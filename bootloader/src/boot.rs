@@ -54,6 +54,9 @@ pub struct Bootloader<'c, A: NorFlash, D: NorFlash, S: NorFlash, K: NorFlash> {
     store: Store<K>,
 }
 
+/// Largest write size whose marks the STATE guard makes idempotent.
+const MAX_MARK: usize = 32;
+
 /// Upper bound of steps in one boot: request, swap, verify, revert, verify.
 const MAX_STEPS: usize = 8;
 
@@ -86,7 +89,7 @@ impl<'c, A: NorFlash, D: NorFlash, S: NorFlash, K: NorFlash> Bootloader<'c, A, D
     pub fn boot(&mut self, ws: &mut Workspace<'_>) -> Result<BootOutcome, BootError> {
         let n = ws.page.len();
         let writes = [A::WRITE_SIZE, D::WRITE_SIZE, S::WRITE_SIZE];
-        if n == 0 || Self::page_size() % n != 0 || writes.iter().any(|&w| n < w || n % w != 0) {
+        if n == 0 || Self::page_size() % n != 0 || writes.iter().any(|&w| n < w || !n.is_multiple_of(w)) {
             return Err(BootError::Buffer("page buffer must divide the page size and hold whole words"));
         }
         let mut st = self.store.load()?;
@@ -203,9 +206,17 @@ impl<'c, A: NorFlash, D: NorFlash, S: NorFlash, K: NorFlash> Bootloader<'c, A, D
     }
 }
 
-/// embassy-boot's STATE, with every erase journaled first: an erase of
-/// STATE by `prepare_boot` is always the end of a revert, so the journal
-/// says "finish with the revert magic".
+/// embassy-boot's STATE as `prepare_boot` sees it, made safe in two ways:
+///
+/// - every erase is journaled first: an erase of STATE by `prepare_boot` is
+///   always the end of a revert, so the journal says "finish with the revert
+///   magic";
+/// - marks are idempotent: a progress or progress-valid word with any bit
+///   programmed reads as fully programmed, and writing it again is skipped.
+///   A mark is written only after the step it records is complete, so a torn
+///   mark still means "done"; embassy-boot would read it as not done and
+///   program the word again, which flash with per-word ECC refuses, leaving
+///   the device unable to boot.
 struct JournaledState<'a, S: NorFlash, K: NorFlash> {
     state: &'a mut S,
     store: &'a mut Store<K>,
@@ -237,7 +248,16 @@ impl<S: NorFlash, K: NorFlash> ReadNorFlash for JournaledState<'_, S, K> {
     const READ_SIZE: usize = S::READ_SIZE;
 
     fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
-        self.state.read(offset, bytes).map_err(GuardError::Flash)
+        self.state.read(offset, bytes).map_err(GuardError::Flash)?;
+        let w = S::WRITE_SIZE;
+        if offset as usize >= w && (offset as usize).is_multiple_of(w) {
+            for word in bytes.chunks_mut(w) {
+                if word.iter().any(|&b| b != embassy_state::ERASED) {
+                    word.fill(0);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn capacity(&self) -> usize {
@@ -260,6 +280,14 @@ impl<S: NorFlash, K: NorFlash> NorFlash for JournaledState<'_, S, K> {
     }
 
     fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
+        let w = S::WRITE_SIZE;
+        if offset as usize >= w && bytes.len() == w && w <= MAX_MARK {
+            let mut current = [0u8; MAX_MARK];
+            self.state.read(offset, &mut current[..w]).map_err(GuardError::Flash)?;
+            if current[..w].iter().any(|&b| b != embassy_state::ERASED) {
+                return Ok(());
+            }
+        }
         self.state.write(offset, bytes).map_err(GuardError::Flash)
     }
 }

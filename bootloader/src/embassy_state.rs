@@ -4,7 +4,10 @@
 //! swap requested, `0xC0` reverted, `0xE0` DFU detach, anything else boot);
 //! word 1 is 0xFF while the progress words are valid; words 2.. are progress
 //! marks, one per page copy, `2N` for a swap and `2N` for a revert of an
-//! N-page ACTIVE. A mark counts as done when none of its bytes is `0xFF`.
+//! N-page ACTIVE. embassy-boot counts a mark as done when none of its bytes
+//! is `0xFF`; Gantry counts it done when any bit is programmed (a torn mark
+//! is written only after its step completed) and shows embassy-boot the
+//! same view (see `boot::JournaledState`).
 //!
 //! embassy-boot rewrites the magic by erasing the whole partition. A power
 //! cut during that erase can leave a swap magic over half-erased progress
@@ -19,7 +22,7 @@ pub(crate) const SWAP_MAGIC: u8 = 0xF0;
 pub(crate) const BOOT_MAGIC: u8 = 0xD0;
 pub(crate) const REVERT_MAGIC: u8 = 0xC0;
 const DFU_DETACH_MAGIC: u8 = 0xE0;
-const ERASED: u8 = 0xFF;
+pub(crate) const ERASED: u8 = 0xFF;
 
 /// Where embassy-boot's swap machinery stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,7 +59,7 @@ pub(crate) fn read<S: NorFlash>(state: &mut S, active_pages: usize, word: &mut [
     let mut progress = max_index;
     for index in 0..max_index {
         state.read(((2 + index) * w) as u32, word)?;
-        if word.contains(&ERASED) {
+        if all(word, ERASED) {
             progress = index;
             break;
         }

@@ -140,7 +140,7 @@ impl Layout {
     /// The smallest valid layout for an ACTIVE slot of `active_pages` pages,
     /// packed from `start`, with a two-page key-value map.
     pub fn packed(start: u32, active_pages: u32, page: u32, write: u32) -> Result<Layout, LayoutError> {
-        if page == 0 || write == 0 || page % write != 0 {
+        if page == 0 || write == 0 || !page.is_multiple_of(write) {
             return Err(LayoutError::Geometry { page, write });
         }
         let region = |offset: u32, size: u32| Region { offset, size };
@@ -156,7 +156,11 @@ impl Layout {
 
     /// Bytes from the start of the flash to the end of the last partition.
     pub fn end(&self) -> u64 {
-        [self.active, self.dfu, self.state, self.boot_kv].iter().map(|r| r.offset as u64 + r.size as u64).max().unwrap_or(0)
+        [self.active, self.dfu, self.state, self.boot_kv]
+            .iter()
+            .map(|r| r.offset as u64 + r.size as u64)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Checks every rule for a flash of `capacity` bytes with `page`-byte
@@ -168,7 +172,7 @@ impl Layout {
             (Partition::State, self.state),
             (Partition::BootKv, self.boot_kv),
         ];
-        if page == 0 || write == 0 || page % write != 0 {
+        if page == 0 || write == 0 || !page.is_multiple_of(write) {
             return Err(LayoutError::Geometry { page, write });
         }
         for (partition, r) in parts {
@@ -208,7 +212,7 @@ pub fn check_sizes(
     boot_kv: u32,
     kv_page: u32,
 ) -> Result<(), LayoutError> {
-    if page == 0 || write == 0 || state_page == 0 || kv_page == 0 || state_page % write != 0 {
+    if page == 0 || write == 0 || state_page == 0 || kv_page == 0 || !state_page.is_multiple_of(write) {
         return Err(LayoutError::Geometry { page: state_page, write });
     }
     let sizes = [
@@ -252,8 +256,14 @@ mod tests {
         assert_eq!(l.state, Region { offset: 17408, size: 1024 });
         assert_eq!(l.boot_kv, Region { offset: 18432, size: 2048 });
         l.check(20480, 1024, 4).unwrap();
-        assert!(matches!(l.check(20479, 1024, 4), Err(LayoutError::Misaligned { .. }) | Err(LayoutError::OutOfFlash { .. })));
-        assert_eq!(l.check(19456, 1024, 4), Err(LayoutError::OutOfFlash { partition: Partition::BootKv, end: 20480, capacity: 19456 }));
+        assert!(matches!(
+            l.check(20479, 1024, 4),
+            Err(LayoutError::Misaligned { .. }) | Err(LayoutError::OutOfFlash { .. })
+        ));
+        assert_eq!(
+            l.check(19456, 1024, 4),
+            Err(LayoutError::OutOfFlash { partition: Partition::BootKv, end: 20480, capacity: 19456 })
+        );
     }
 
     #[test]

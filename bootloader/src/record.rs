@@ -22,7 +22,7 @@ pub enum Slot {
 
 impl Slot {
     pub(crate) fn of(generation: u32) -> Slot {
-        if generation % 2 == 0 { Slot::A } else { Slot::B }
+        if generation.is_multiple_of(2) { Slot::A } else { Slot::B }
     }
 }
 

@@ -166,8 +166,12 @@ impl FirmwareRelease<'_> {
             return Err(Error::Build("the firmware image is empty".into()));
         }
         let sha256: [u8; 32] = Sha256::digest(self.image).into();
-        let component =
-            Component { id: vec![crate::FIRMWARE_COMPONENT], sha256, size: self.image.len() as u64, uri: blob_uri(&sha256) };
+        let component = Component {
+            id: vec![crate::FIRMWARE_COMPONENT],
+            sha256,
+            size: self.image.len() as u64,
+            uri: blob_uri(&sha256),
+        };
         Ok(envelope(&[component], &self.vendor_id, &self.class_id, self.sequence, None))
     }
 }

@@ -116,12 +116,12 @@ pub struct SimFlash<const WRITE: usize, const ERASE: usize> {
 }
 
 impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
-    const GEOMETRY_OK: () = assert!(WRITE > 0 && ERASE > 0 && ERASE % WRITE == 0);
+    const GEOMETRY_OK: () = assert!(WRITE > 0 && ERASE > 0 && ERASE.is_multiple_of(WRITE));
 
     /// An erased flash of `size` bytes (a multiple of the page size) in memory.
     pub fn new(size: usize) -> Self {
         let () = Self::GEOMETRY_OK;
-        assert!(size % ERASE == 0, "flash size must be a whole number of pages");
+        assert!(size.is_multiple_of(ERASE), "flash size must be a whole number of pages");
         SimFlash {
             mem: vec![0xFF; size],
             file: None,
@@ -228,7 +228,7 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
             return Err(SimError::PowerLoss);
         }
         let from = offset as usize;
-        if from % align != 0 || len % align != 0 {
+        if !from.is_multiple_of(align) || !len.is_multiple_of(align) {
             return Err(SimError::NotAligned);
         }
         let to = from.checked_add(len).filter(|&to| to <= self.mem.len()).ok_or(SimError::OutOfBounds)?;

@@ -6,3 +6,8 @@ mod rng;
 
 pub use flash::{Cut, CutModel, FlashStats, SimError, SimFlash};
 pub use rng::SplitMix64;
+mod rig;
+mod sweep;
+
+pub use rig::{Part, Rig, Signer, firmware};
+pub use sweep::{Phase, PhaseReport, SweepOptions, sweep};
