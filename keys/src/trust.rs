@@ -98,7 +98,7 @@ pub enum TrustError {
         now: u64,
     },
     /// Not enough valid signatures from the keys of a role.
-    #[error("trust root version {version} is signed by {have} of the {need} {which} keys it needs")]
+    #[error("trust root version {version} is signed by {have} of {which} keys, but needs {need}")]
     UnderSigned {
         /// Version of the root being checked.
         version: u64,

@@ -27,19 +27,7 @@ pub(crate) fn refusal(e: &TrustError) -> Invalid {
         )
         .with("expires", *expires)
         .with("checked_at", *now),
-        // gantry-keys names the key set as "its own root" / "the previous
-        // root", which does not read well inside its own sentence.
-        TrustError::UnderSigned { version, which, have, need } => {
-            let keys = match *which {
-                "its own root" => "its own root keys".to_owned(),
-                "the previous root" => "the previous root keys".to_owned(),
-                other => format!("the {other} keys"),
-            };
-            Invalid::new(
-                "trust-root-under-signed",
-                format!("trust root version {version} is signed by {have} of {keys}, but needs {need}"),
-            )
-        }
+        TrustError::UnderSigned { .. } => Invalid::new("trust-root-under-signed", e.to_string()),
         TrustError::Malformed(_) => Invalid::new("trust-root-malformed", e.to_string()),
         TrustError::InvalidPolicy(_) => Invalid::new("trust-root-invalid-policy", e.to_string()),
         TrustError::VersionNotIncreasing { .. } => Invalid::new("trust-root-version-not-increasing", e.to_string()),
