@@ -56,7 +56,8 @@ impl<const W: usize, const E: usize> Rig<W, E> {
         self.flash.lock(|cell| f(&mut cell.borrow_mut()))
     }
 
-    fn part(&self, r: Region) -> Part<'_, W, E> {
+    /// A partition of the flash (e.g. `rig.partition(rig.layout.state)`).
+    pub fn partition(&self, r: Region) -> Part<'_, W, E> {
         BlockingPartition::new(&self.flash, r.offset, r.size)
     }
 
@@ -77,10 +78,10 @@ impl<const W: usize, const E: usize> Rig<W, E> {
         let l = &self.layout;
         let mut bl = Bootloader::new(
             self.config(),
-            self.part(l.active),
-            self.part(l.dfu),
-            self.part(l.state),
-            self.part(l.boot_kv),
+            self.partition(l.active),
+            self.partition(l.dfu),
+            self.partition(l.state),
+            self.partition(l.boot_kv),
         )?;
         let (mut page, mut envelope) = ([0u8; 256], [0u8; crate::image::MAX_ENVELOPE]);
         bl.boot(&mut Workspace { page: &mut page, envelope: &mut envelope })
@@ -89,7 +90,7 @@ impl<const W: usize, const E: usize> Rig<W, E> {
     /// The runtime's control handle.
     pub fn control(&self) -> Result<Control<Part<'_, W, E>, Part<'_, W, E>, Part<'_, W, E>>, ControlError> {
         let l = &self.layout;
-        Control::new(self.part(l.dfu), self.part(l.state), self.part(l.boot_kv), l.active.size as usize, E)
+        Control::new(self.partition(l.dfu), self.partition(l.state), self.partition(l.boot_kv), l.active.size as usize, E)
     }
 
     /// Stages `image` and requests the update, as the runtime does.
