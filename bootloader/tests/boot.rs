@@ -57,10 +57,11 @@ impl Fixture {
     /// Writes `image` into DFU and marks it through embassy-boot's own public
     /// state API, as a compromised or careless application could.
     fn mark_through_embassy(&self, image: &[u8]) {
-        let mut c = self.rig.control().unwrap();
-        c.begin_update().unwrap();
-        c.write_update(image).unwrap();
-        drop(c);
+        {
+            let mut c = self.rig.control().unwrap();
+            c.begin_update().unwrap();
+            c.write_update(image).unwrap();
+        }
         let mut aligned = [0u8; 4];
         let mut state = BlockingFirmwareState::new(self.rig.partition(self.rig.layout.state), &mut aligned);
         state.mark_updated().unwrap();
