@@ -23,12 +23,24 @@ fn arg(args: &[String], name: &str, default: u64) -> Result<u64, String> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("usage: power-cut-sweep [--seeds N (default 4)] [--stride N (default 1)] [--pages N (default 8)]");
+        println!(
+            "usage: power-cut-sweep [--seeds N (default 4)] [--min-cuts N (default 0)] [--stride N (default 1)] [--pages N (default 8)]\n\n\
+             --seeds     seeds per torn cut model\n\
+             --min-cuts  raise the seeds of short phases until each gets this many cuts per torn model\n\
+             --stride    cut at every Nth flash operation\n\
+             --pages     pages in the ACTIVE slot"
+        );
         return ExitCode::SUCCESS;
     }
-    let parsed =
-        (|| Ok::<_, String>((arg(&args, "--seeds", 4)?, arg(&args, "--stride", 1)?, arg(&args, "--pages", 8)?)))();
-    let (seeds, stride, pages) = match parsed {
+    let parsed = (|| {
+        Ok::<_, String>((
+            arg(&args, "--seeds", 4)?,
+            arg(&args, "--stride", 1)?,
+            arg(&args, "--pages", 8)?,
+            arg(&args, "--min-cuts", 0)?,
+        ))
+    })();
+    let (seeds, stride, pages, min_cuts) = match parsed {
         Ok(v) => v,
         Err(e) => {
             eprintln!("power-cut-sweep: {e}");
@@ -43,8 +55,10 @@ fn main() -> ExitCode {
     ];
     for (name, write_once, run) in geometries {
         let started = Instant::now();
-        let opts = SweepOptions { active_pages: pages as u32, seeds, stride, write_once };
-        println!("== {name}: ACTIVE {pages} pages, {seeds} seeds per torn model, every {stride} op(s)");
+        let opts = SweepOptions { active_pages: pages as u32, seeds, stride, write_once, min_cuts };
+        println!(
+            "== {name}: ACTIVE {pages} pages, every {stride} op(s), {seeds} seeds per torn model (more until {min_cuts} cuts)"
+        );
         println!("{:<30} {:<12} {:>7} {:>8} {:>10}", "phase", "model", "ops", "cuts", "violations");
         let reports = run(opts);
         for r in &reports {

@@ -32,7 +32,8 @@ pub enum CutModel {
     Clean,
     /// A random-length prefix of the word (write) or page (erase) is done.
     TornPrefix,
-    /// A random subset of the bits the operation would change is changed.
+    /// Write: a random subset of the bits to clear is cleared. Erase: each
+    /// word of the page is erased, left as it was, or a random mix of both.
     TornRandom,
 }
 
@@ -291,8 +292,17 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
                         let n = rng.below(ERASE as u64 + 1) as usize;
                         page[..n].fill(0xFF);
                     }
-                    // Set a random subset of bits: a half-erased page reads as noise.
-                    CutModel::TornRandom => page.iter_mut().for_each(|b| *b |= rng.next_u64() as u8),
+                    // Cells of a half-erased page end up erased, untouched or
+                    // in between, word by word.
+                    CutModel::TornRandom => {
+                        for word in page.chunks_mut(WRITE) {
+                            match rng.below(3) {
+                                0 => word.fill(0xFF),
+                                1 => {}
+                                _ => word.iter_mut().for_each(|b| *b |= rng.next_u64() as u8),
+                            }
+                        }
+                    }
                 }
             }
         }

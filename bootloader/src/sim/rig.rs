@@ -90,7 +90,13 @@ impl<const W: usize, const E: usize> Rig<W, E> {
     /// The runtime's control handle.
     pub fn control(&self) -> Result<Control<Part<'_, W, E>, Part<'_, W, E>, Part<'_, W, E>>, ControlError> {
         let l = &self.layout;
-        Control::new(self.partition(l.dfu), self.partition(l.state), self.partition(l.boot_kv), l.active.size as usize, E)
+        Control::new(
+            self.partition(l.dfu),
+            self.partition(l.state),
+            self.partition(l.boot_kv),
+            l.active.size as usize,
+            E,
+        )
     }
 
     /// Stages `image` and requests the update, as the runtime does.

@@ -73,6 +73,10 @@ pub struct SweepOptions {
     pub stride: u64,
     /// Flash with write-once words.
     pub write_once: bool,
+    /// Raise the seeds of a torn model until a phase gets at least this many
+    /// cuts, so short phases (a confirm is a few dozen operations) are cut
+    /// as often as long ones.
+    pub min_cuts: u64,
 }
 
 /// The result for one phase and cut model.
@@ -144,10 +148,11 @@ pub fn sweep<const W: usize, const E: usize>(opts: SweepOptions) -> Vec<PhaseRep
         rig.check_update_before_swap = sc.check_update_before_swap;
         let ops = dry_run(&rig, sc, &images);
         for model in CutModel::ALL {
-            let seeds = if model == CutModel::Clean { 1 } else { opts.seeds };
+            let stride = opts.stride.max(1);
+            let points = ops.div_ceil(stride).max(1);
+            let seeds = if model == CutModel::Clean { 1 } else { opts.seeds.max(opts.min_cuts.div_ceil(points)) };
             let mut report = PhaseReport { phase: sc.phase, model, ops, cuts: 0, violations: 0, examples: Vec::new() };
             for seed in 0..seeds {
-                let stride = opts.stride.max(1);
                 // Every stride-th operation, and always the last one.
                 let points =
                     (1..=ops).step_by(stride as usize).chain((ops > 0 && (ops - 1) % stride != 0).then_some(ops));
