@@ -122,7 +122,7 @@ impl<'c, A: NorFlash, D: NorFlash, S: NorFlash, K: NorFlash> Bootloader<'c, A, D
                 }
                 SwapState::Swapping => self.run_embassy(&mut st, ws.page)?,
                 SwapState::Swapped => {
-                    if st.trial_boots >= self.config.max_trial_boots {
+                    if st.trial_boots >= self.config.max_trial_boots.max(1) {
                         st.last_failure = Some(Reason::TrialExpired);
                         self.run_embassy(&mut st, ws.page)?;
                         continue;

@@ -23,7 +23,8 @@ pub struct BootConfig<'a> {
     pub vendor_id: [u8; 16],
     /// This device's SUIT class id.
     pub class_id: [u8; 16],
-    /// Boots an update may take without being confirmed before it is reverted.
+    /// Boots an update may take without being confirmed before it is reverted
+    /// (at least one: 0 counts as 1).
     pub max_trial_boots: u16,
     /// Verify an update in DFU before swapping it in, so a bad one costs no
     /// swap and no revert. The ACTIVE slot is verified after the swap either way.
