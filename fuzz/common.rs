@@ -1,6 +1,12 @@
-//! Shared by the fuzz targets: the trust anchors and a deterministic device.
+//! Shared by the fuzz targets (and by `seedgen`, so its seeds are made for
+//! exactly what the targets check): the trust anchors, a deterministic
+//! device, and the bootloader's slot check as the `boot_slot` target runs it.
 #![allow(dead_code)]
 
+use embedded_storage::nor_flash::NorFlash as _;
+use gantry_boot::image::MAX_ENVELOPE;
+use gantry_boot::sim::SimFlash;
+use gantry_boot::{BootConfig, ImageError, Measurement, verify_slot};
 use gantry_keys::PublicKey;
 use gantry_signing::{ActionFailed, ComponentId, Image, Parameters, SuitDevice};
 
@@ -34,7 +40,7 @@ pub struct FuzzDevice {
 impl FuzzDevice {
     fn act(&mut self) -> Result<(), ActionFailed> {
         self.actions += 1;
-        if self.actions % 7 == 0 { Err(ActionFailed) } else { Ok(()) }
+        if self.actions.is_multiple_of(7) { Err(ActionFailed) } else { Ok(()) }
     }
 }
 
@@ -46,7 +52,7 @@ impl SuitDevice for FuzzDevice {
 
     fn check_class(&self, component: ComponentId<'_>, class_id: &[u8]) -> bool {
         let _ = component.segments().count();
-        class_id.len() % 2 == 0
+        class_id.len().is_multiple_of(2)
     }
 
     fn image(&mut self, component: ComponentId<'_>, params: &Parameters<'_>) -> Option<Image> {
@@ -58,7 +64,7 @@ impl SuitDevice for FuzzDevice {
     }
 
     fn in_slot(&self, component: ComponentId<'_>, slot: u64) -> bool {
-        (component.raw().len() as u64 + slot) % 2 == 0
+        (component.raw().len() as u64 + slot).is_multiple_of(2)
     }
 
     fn fetch(&mut self, _component: ComponentId<'_>, params: &Parameters<'_>) -> Result<(), ActionFailed> {
@@ -68,7 +74,12 @@ impl SuitDevice for FuzzDevice {
         self.act()
     }
 
-    fn copy(&mut self, _component: ComponentId<'_>, source: ComponentId<'_>, _params: &Parameters<'_>) -> Result<(), ActionFailed> {
+    fn copy(
+        &mut self,
+        _component: ComponentId<'_>,
+        source: ComponentId<'_>,
+        _params: &Parameters<'_>,
+    ) -> Result<(), ActionFailed> {
         let _ = source.to_string();
         self.act()
     }
@@ -77,4 +88,51 @@ impl SuitDevice for FuzzDevice {
         let _ = params.invoke_args.map(<[u8]>::len);
         self.act()
     }
+}
+
+/// The device identity `boot_slot` provisions; seedgen signs for it.
+pub const BOOT_VENDOR_ID: [u8; 16] = *b"gantry-fuzz-vend";
+/// See [`BOOT_VENDOR_ID`].
+pub const BOOT_CLASS_ID: [u8; 16] = *b"gantry-fuzz-clas";
+/// The anti-rollback counter `boot_slot` checks against: above zero, so a
+/// seed signed with a lower sequence reaches the rollback refusal.
+pub const BOOT_MIN_SEQUENCE: u64 = 2;
+/// The simulated flash holds one slot of this size, image at offset 0.
+pub const BOOT_FLASH_SIZE: usize = 64 * 1024;
+/// Hashing buffer of the slot check, as in the simulator rig.
+pub const BOOT_CHUNK: usize = 256;
+/// 4-byte words, 1 KiB pages: the geometry of the bootloader's own tests.
+pub type BootFlash = SimFlash<4, 1024>;
+
+/// What the bootloader is provisioned with in `boot_slot`.
+pub fn boot_config(anchors: &[PublicKey]) -> BootConfig<'_> {
+    BootConfig {
+        anchors,
+        threshold: 1,
+        vendor_id: BOOT_VENDOR_ID,
+        class_id: BOOT_CLASS_ID,
+        max_trial_boots: 3,
+        check_update_before_swap: true,
+    }
+}
+
+/// An erased flash with `image` programmed at offset 0 (padded with `0xFF`
+/// to a whole word), or `None` when the image is larger than the flash.
+pub fn boot_flash(image: &[u8]) -> Option<BootFlash> {
+    if image.len() > BOOT_FLASH_SIZE {
+        return None;
+    }
+    let mut flash = BootFlash::new(BOOT_FLASH_SIZE);
+    let mut padded = image.to_vec();
+    padded.resize(image.len().next_multiple_of(4), 0xFF);
+    flash.write(0, &padded).expect("an image that fits is programmed");
+    Some(flash)
+}
+
+/// The bootloader's check of the slot in `flash`, with the whole flash as
+/// the slot and the buffers sized as on a device.
+pub fn verify_boot_slot(flash: &mut BootFlash, anchors: &[PublicKey]) -> Result<Measurement, ImageError> {
+    let mut envelope = [0u8; MAX_ENVELOPE];
+    let mut chunk = [0u8; BOOT_CHUNK];
+    verify_slot(flash, BOOT_FLASH_SIZE, &boot_config(anchors), BOOT_MIN_SEQUENCE, &mut envelope, &mut chunk)
 }

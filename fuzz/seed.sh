@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Fills fuzz/corpus/<target>/ with seeds from the shared test vectors.
-# Needs python3 with cbor2; cose_key and trust_root seeds come from the
-# small `seedgen` program (stable toolchain). Corpus dirs are gitignored.
+# Needs python3 with cbor2; cose_key, trust_root, boot_slot and boot_record
+# seeds come from the small `seedgen` program (stable toolchain), which
+# checks every slot image seed against the bootloader before writing it.
+# Corpus dirs are gitignored.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 vectors="${VECTORS:-$here/../../shared/vectors}"
 corpus="$here/corpus"
-mkdir -p "$corpus"/{envelope,verify,manifest,cose_sign1,cose_key,trust_root}
+mkdir -p "$corpus"/{envelope,verify,manifest,cose_sign1,cose_key,trust_root,boot_slot,boot_record}
 
 # Envelopes: draft examples, libcsuit files, derived (Ed25519 + negative) vectors.
 envelopes=("$vectors"/suit/*.cbor "$vectors"/suit/libcsuit/*.suit "$vectors"/suit/derived/*.cbor)
@@ -53,7 +55,8 @@ for path in glob.glob(os.path.join(vectors, "cose", "**", "*.json"), recursive=T
         put("cose_sign1", bytes.fromhex(out))
 PY
 
-# A few hand-made COSE_Keys, then real keys and signed trust roots.
+# A few hand-made COSE_Keys, then real keys, signed trust roots, signed
+# slot images (three that boot, one refusal per stage) and boot records.
 printf '\xa3\x01\x01\x20\x06\x21\x58\x20' > "$corpus/cose_key/okp-truncated"
 printf '\xa0' > "$corpus/cose_key/empty-map"
 printf '\xa0' > "$corpus/trust_root/empty-map"
