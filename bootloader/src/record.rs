@@ -62,8 +62,9 @@ pub enum RecordError {
     Malformed(&'static str),
 }
 
-/// Upper bound of an encoded record.
-pub const MAX_RECORD_LEN: usize = 128;
+/// Upper bound of an encoded record (the widest is 139 bytes: every number
+/// at its maximum and the longest failure name).
+pub const MAX_RECORD_LEN: usize = 160;
 
 const K_MANIFEST: u8 = 1;
 const K_IMAGE: u8 = 2;
@@ -199,6 +200,22 @@ mod tests {
             assert_eq!(BootRecord::decode(&bytes), Ok(r));
         }
         assert_eq!(sample().encode(&mut [0u8; 40]), Err(RecordError::BufferTooSmall));
+    }
+
+    #[test]
+    fn the_widest_record_fits_the_bound() {
+        let longest = (1..=u8::MAX).filter_map(Reason::from_u8).max_by_key(|r| r.code().len()).unwrap();
+        let widest = BootRecord {
+            security_counter: u64::MAX,
+            trial_boots: u16::MAX,
+            image_size: u32::MAX,
+            last_failure: Some(longest),
+            ..sample()
+        };
+        let mut buf = [0u8; MAX_RECORD_LEN];
+        let len = widest.encode(&mut buf).expect("fits").len();
+        assert_eq!(len, 139);
+        assert_eq!(BootRecord::decode(&buf[..len]), Ok(widest));
     }
 
     #[test]
