@@ -6,14 +6,17 @@
 //! `write_once`, a word that is not fully erased cannot be written again,
 //! as on flash with per-word ECC (STM32L4/H7 and friends).
 //!
+//! In memory, or in a file that is the flash: every access goes to the file,
+//! nothing is mirrored in RAM, so a device with a large flash stays small.
+//!
 //! A power cut is planned at the Nth *operation*, where one operation is one
 //! word write or one page erase. What the interrupted operation leaves
 //! behind depends on the [`CutModel`]; after the cut every access fails with
 //! [`SimError::PowerLoss`] until [`SimFlash::power_on`], which is the
 //! simulated reboot. The contents stay as the cut left them.
 
+use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
-use std::io::Read as _;
 use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 
@@ -104,11 +107,42 @@ pub struct FlashStats {
     pub bytes_read: u64,
 }
 
+/// Where the cells live.
+#[derive(Debug)]
+enum Cells {
+    Memory(Vec<u8>),
+    File { file: File, len: usize },
+}
+
+impl Cells {
+    fn len(&self) -> usize {
+        match self {
+            Cells::Memory(m) => m.len(),
+            Cells::File { len, .. } => *len,
+        }
+    }
+
+    fn get(&self, at: usize, out: &mut [u8]) -> Result<(), SimError> {
+        match self {
+            Cells::Memory(m) => out.copy_from_slice(&m[at..at + out.len()]),
+            Cells::File { file, .. } => file.read_exact_at(out, at as u64)?,
+        }
+        Ok(())
+    }
+
+    fn set(&mut self, at: usize, data: &[u8]) -> Result<(), SimError> {
+        match self {
+            Cells::Memory(m) => m[at..at + data.len()].copy_from_slice(data),
+            Cells::File { file, .. } => file.write_all_at(data, at as u64)?,
+        }
+        Ok(())
+    }
+}
+
 /// A simulated NOR flash of `WRITE`-byte words and `ERASE`-byte pages.
 #[derive(Debug)]
 pub struct SimFlash<const WRITE: usize, const ERASE: usize> {
-    mem: Vec<u8>,
-    file: Option<File>,
+    cells: Cells,
     write_once: bool,
     ops: u64,
     cut: Option<Cut>,
@@ -124,8 +158,7 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
         let () = Self::GEOMETRY_OK;
         assert!(size.is_multiple_of(ERASE), "flash size must be a whole number of pages");
         SimFlash {
-            mem: vec![0xFF; size],
-            file: None,
+            cells: Cells::Memory(vec![0xFF; size]),
             write_once: false,
             ops: 0,
             cut: None,
@@ -134,25 +167,34 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
         }
     }
 
-    /// A flash backed by `path`: its contents are loaded if the file exists
-    /// with exactly `size` bytes, a new erased file is made if it does not
-    /// exist, and every write and erase goes through to the file.
+    /// A flash that is the file at `path`: an existing file of exactly
+    /// `size` bytes is used as it is, a missing one is created erased.
     pub fn open(path: &Path, size: usize) -> Result<Self, SimError> {
-        let mut flash = Self::new(size);
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let () = Self::GEOMETRY_OK;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         let len = file.metadata()?.len();
         if len == 0 {
-            file.write_all_at(&flash.mem, 0)?;
-        } else if len == size as u64 {
-            file.read_exact(&mut flash.mem)?;
-        } else {
+            if size % ERASE != 0 {
+                return Err(SimError::OutOfBounds);
+            }
+            let page = vec![0xFF; ERASE];
+            for at in (0..size).step_by(ERASE) {
+                file.write_all_at(&page, at as u64)?;
+            }
+        } else if len != size as u64 {
             return Err(SimError::Io(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!("{} holds {len} bytes, not a {size}-byte flash", path.display()),
             )));
         }
-        flash.file = Some(file);
-        Ok(flash)
+        Ok(SimFlash {
+            cells: Cells::File { file, len: size },
+            write_once: false,
+            ops: 0,
+            cut: None,
+            powered: true,
+            stats: FlashStats::default(),
+        })
     }
 
     /// Refuse writes to words that are not erased (flash with per-word ECC).
@@ -203,25 +245,26 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
         self.stats = FlashStats::default();
     }
 
-    /// The whole contents.
-    pub fn contents(&self) -> &[u8] {
-        &self.mem
+    /// The whole contents (borrowed in memory, read from the file otherwise).
+    pub fn contents(&self) -> Cow<'_, [u8]> {
+        match &self.cells {
+            Cells::Memory(m) => Cow::Borrowed(m),
+            Cells::File { .. } => {
+                let mut all = vec![0u8; self.cells.len()];
+                match self.cells.get(0, &mut all) {
+                    Ok(()) => Cow::Owned(all),
+                    Err(_) => Cow::Owned(Vec::new()),
+                }
+            }
+        }
     }
 
     /// Replaces the whole contents (a snapshot taken with `contents`).
     pub fn restore(&mut self, snapshot: &[u8]) -> Result<(), SimError> {
-        if snapshot.len() != self.mem.len() {
+        if snapshot.len() != self.cells.len() {
             return Err(SimError::OutOfBounds);
         }
-        self.mem.copy_from_slice(snapshot);
-        self.sync(0, self.mem.len())
-    }
-
-    fn sync(&mut self, from: usize, to: usize) -> Result<(), SimError> {
-        if let Some(f) = &self.file {
-            f.write_all_at(&self.mem[from..to], from as u64)?;
-        }
-        Ok(())
+        self.cells.set(0, snapshot)
     }
 
     fn check(&self, offset: u32, len: usize, align: usize) -> Result<(usize, usize), SimError> {
@@ -232,7 +275,7 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
         if !from.is_multiple_of(align) || !len.is_multiple_of(align) {
             return Err(SimError::NotAligned);
         }
-        let to = from.checked_add(len).filter(|&to| to <= self.mem.len()).ok_or(SimError::OutOfBounds)?;
+        let to = from.checked_add(len).filter(|&to| to <= self.cells.len()).ok_or(SimError::OutOfBounds)?;
         Ok((from, to))
     }
 
@@ -249,13 +292,13 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
     }
 
     fn write_word(&mut self, at: usize, data: &[u8]) -> Result<(), SimError> {
-        if self.write_once && self.mem[at..at + WRITE].iter().any(|&b| b != 0xFF) {
+        let mut word = [0u8; WRITE];
+        self.cells.get(at, &mut word)?;
+        if self.write_once && word.iter().any(|&b| b != 0xFF) {
             return Err(SimError::WriteTwice(at as u32));
         }
         self.stats.word_writes += 1;
-        let cut = self.tick();
-        let word = &mut self.mem[at..at + WRITE];
-        match cut {
+        match self.tick() {
             None => word.iter_mut().zip(data).for_each(|(w, d)| *w &= d),
             Some(cut) => {
                 let mut rng = SplitMix64::new(cut.seed ^ at as u64);
@@ -274,40 +317,38 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
                 }
             }
         }
-        self.sync(at, at + WRITE)?;
+        self.cells.set(at, &word)?;
         if self.powered { Ok(()) } else { Err(SimError::PowerLoss) }
     }
 
     fn erase_page(&mut self, at: usize) -> Result<(), SimError> {
         self.stats.page_erases += 1;
-        let cut = self.tick();
-        let page = &mut self.mem[at..at + ERASE];
-        match cut {
-            None => page.fill(0xFF),
-            Some(cut) => {
-                let mut rng = SplitMix64::new(cut.seed ^ at as u64);
-                match cut.model {
-                    CutModel::Clean => {}
-                    CutModel::TornPrefix => {
-                        let n = rng.below(ERASE as u64 + 1) as usize;
-                        page[..n].fill(0xFF);
-                    }
-                    // Cells of a half-erased page end up erased, untouched or
-                    // in between, word by word.
-                    CutModel::TornRandom => {
-                        for word in page.chunks_mut(WRITE) {
-                            match rng.below(3) {
-                                0 => word.fill(0xFF),
-                                1 => {}
-                                _ => word.iter_mut().for_each(|b| *b |= rng.next_u64() as u8),
-                            }
-                        }
+        let Some(cut) = self.tick() else {
+            return self.cells.set(at, &vec![0xFF; ERASE]);
+        };
+        let mut page = vec![0u8; ERASE];
+        self.cells.get(at, &mut page)?;
+        let mut rng = SplitMix64::new(cut.seed ^ at as u64);
+        match cut.model {
+            CutModel::Clean => {}
+            CutModel::TornPrefix => {
+                let n = rng.below(ERASE as u64 + 1) as usize;
+                page[..n].fill(0xFF);
+            }
+            // Cells of a half-erased page end up erased, untouched or in
+            // between, word by word.
+            CutModel::TornRandom => {
+                for word in page.chunks_mut(WRITE) {
+                    match rng.below(3) {
+                        0 => word.fill(0xFF),
+                        1 => {}
+                        _ => word.iter_mut().for_each(|b| *b |= rng.next_u64() as u8),
                     }
                 }
             }
         }
-        self.sync(at, at + ERASE)?;
-        if self.powered { Ok(()) } else { Err(SimError::PowerLoss) }
+        self.cells.set(at, &page)?;
+        Err(SimError::PowerLoss)
     }
 }
 
@@ -319,14 +360,14 @@ impl<const WRITE: usize, const ERASE: usize> ReadNorFlash for SimFlash<WRITE, ER
     const READ_SIZE: usize = 1;
 
     fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), SimError> {
-        let (from, to) = self.check(offset, bytes.len(), 1)?;
-        bytes.copy_from_slice(&self.mem[from..to]);
+        let (from, _) = self.check(offset, bytes.len(), 1)?;
+        self.cells.get(from, bytes)?;
         self.stats.bytes_read += bytes.len() as u64;
         Ok(())
     }
 
     fn capacity(&self) -> usize {
-        self.mem.len()
+        self.cells.len()
     }
 }
 
@@ -434,8 +475,14 @@ mod tests {
             let mut f = Flash::open(&path, 1024).unwrap();
             f.write(4, &[1, 2, 3, 4]).unwrap();
         }
-        let f = Flash::open(&path, 1024).unwrap();
+        let mut f = Flash::open(&path, 1024).unwrap();
         assert_eq!(&f.contents()[..8], &[0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3, 4]);
+        // Cuts behave as in memory, and what they leave is in the file.
+        f.arm(Cut { at: 2, model: CutModel::Clean, seed: 0 });
+        assert!(matches!(f.write(8, &[0; 8]), Err(SimError::PowerLoss)));
+        drop(f);
+        let f = Flash::open(&path, 1024).unwrap();
+        assert_eq!(&f.contents()[8..16], &[0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
         assert!(Flash::open(&path, 2048).is_err(), "a file of another size is refused");
         std::fs::remove_dir_all(&dir).unwrap();
     }
