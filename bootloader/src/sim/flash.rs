@@ -174,7 +174,7 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         let len = file.metadata()?.len();
         if len == 0 {
-            if size % ERASE != 0 {
+            if !size.is_multiple_of(ERASE) {
                 return Err(SimError::OutOfBounds);
             }
             let page = vec![0xFF; ERASE];
