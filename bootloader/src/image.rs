@@ -17,8 +17,11 @@ use embedded_storage::nor_flash::ReadNorFlash;
 
 use crate::error::ImageError;
 
-/// First bytes of every slot image.
+/// First bytes of a firmware slot image.
 pub const MAGIC: [u8; 8] = *b"GANTRYFW";
+/// First bytes of a container slot image (the device runtime's): the same
+/// layout, a different magic, so neither can pass for the other.
+pub const CONTAINER_MAGIC: [u8; 8] = *b"GANTRYCT";
 /// Bytes of the fixed header before the envelope.
 pub const FIXED_HEADER: usize = 16;
 /// The payload starts on this boundary, so the firmware's vector table can
@@ -37,19 +40,28 @@ pub struct Header {
 }
 
 impl Header {
-    /// Reads and checks the fixed header of the image at the start of
-    /// `flash`, whose first `limit` bytes the image may occupy.
+    /// Reads and checks the fixed header of the firmware image at the start
+    /// of `flash`, whose first `limit` bytes the image may occupy.
     pub fn read<F: ReadNorFlash>(flash: &mut F, limit: usize) -> Result<Header, ImageError> {
+        Self::read_with_magic(flash, limit, &MAGIC)
+    }
+
+    /// [`Header::read`] for an image that starts with `magic`.
+    pub fn read_with_magic<F: ReadNorFlash>(
+        flash: &mut F,
+        limit: usize,
+        magic: &[u8; 8],
+    ) -> Result<Header, ImageError> {
         let mut fixed = [0u8; FIXED_HEADER];
         if limit < FIXED_HEADER {
             return Err(ImageError::BadHeader("slot smaller than the header"));
         }
         flash.read(0, &mut fixed).map_err(ImageError::flash)?;
-        if fixed[..8] != MAGIC {
+        if fixed[..8] != magic[..] {
             return Err(if fixed.iter().all(|&b| b == 0xFF) {
                 ImageError::Empty
             } else {
-                ImageError::BadHeader("no GANTRYFW magic")
+                ImageError::BadHeader("wrong magic")
             });
         }
         let word = |i: usize| u32::from_le_bytes([fixed[i], fixed[i + 1], fixed[i + 2], fixed[i + 3]]);
@@ -67,20 +79,26 @@ impl Header {
     }
 }
 
-/// Packs `envelope` and `firmware` into a slot image.
+/// Packs `envelope` and `firmware` into a firmware slot image.
 #[cfg(feature = "std")]
 pub fn pack(envelope: &[u8], firmware: &[u8]) -> Result<Vec<u8>, ImageError> {
+    pack_with_magic(&MAGIC, envelope, firmware)
+}
+
+/// Packs `envelope` and `payload` into a slot image starting with `magic`.
+#[cfg(feature = "std")]
+pub fn pack_with_magic(magic: &[u8; 8], envelope: &[u8], payload: &[u8]) -> Result<Vec<u8>, ImageError> {
     if envelope.len() > MAX_ENVELOPE {
         return Err(ImageError::EnvelopeTooLarge { len: envelope.len() as u32, max: MAX_ENVELOPE as u32 });
     }
     let payload_offset = (FIXED_HEADER + envelope.len()).next_multiple_of(PAYLOAD_ALIGN);
     let mut image = Vec::with_capacity(payload_offset + firmware.len());
-    image.extend_from_slice(&MAGIC);
+    image.extend_from_slice(magic);
     image.extend_from_slice(&(payload_offset as u32).to_le_bytes());
     image.extend_from_slice(&(envelope.len() as u32).to_le_bytes());
     image.extend_from_slice(envelope);
     image.resize(payload_offset, 0xFF);
-    image.extend_from_slice(firmware);
+    image.extend_from_slice(payload);
     Ok(image)
 }
 
@@ -119,5 +137,8 @@ mod tests {
         let h = pack(&[0; 40], b"x").unwrap();
         assert!(matches!(Header::read(&mut flash_with(&h), 200), Err(ImageError::BadHeader(_))));
         assert!(pack(&[0; MAX_ENVELOPE + 1], b"x").is_err());
+        let container = pack_with_magic(&CONTAINER_MAGIC, &[0; 40], b"x").unwrap();
+        assert!(matches!(Header::read(&mut flash_with(&container), 4096), Err(ImageError::BadHeader(_))));
+        assert!(Header::read_with_magic(&mut flash_with(&container), 4096, &CONTAINER_MAGIC).is_ok());
     }
 }
