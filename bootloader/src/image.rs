@@ -92,7 +92,7 @@ pub fn pack_with_magic(magic: &[u8; 8], envelope: &[u8], payload: &[u8]) -> Resu
         return Err(ImageError::EnvelopeTooLarge { len: envelope.len() as u32, max: MAX_ENVELOPE as u32 });
     }
     let payload_offset = (FIXED_HEADER + envelope.len()).next_multiple_of(PAYLOAD_ALIGN);
-    let mut image = Vec::with_capacity(payload_offset + firmware.len());
+    let mut image = Vec::with_capacity(payload_offset + payload.len());
     image.extend_from_slice(magic);
     image.extend_from_slice(&(payload_offset as u32).to_le_bytes());
     image.extend_from_slice(&(envelope.len() as u32).to_le_bytes());
