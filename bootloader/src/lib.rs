@@ -46,4 +46,4 @@ pub use embassy_state::SwapState;
 pub use error::{BootError, ControlError, ImageError, Reason, StoreError};
 pub use layout::{Layout, LayoutError};
 pub use record::{BootRecord, Slot};
-pub use store::BootState;
+pub use store::{BootState, Kv};

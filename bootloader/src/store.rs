@@ -68,32 +68,53 @@ impl BootState {
     }
 }
 
+/// A key-value map of byte strings on its own partition (sequential-storage):
+/// every `put` is atomic across power cuts. `N` bounds a key plus its value;
+/// values are read into an internal buffer, so nothing is allocated.
+pub struct Kv<F: NorFlash, const N: usize> {
+    map: MapStorage<u8, BlockingAsync<F>, Cache<Uncached, Uncached, Uncached, u8>>,
+    buf: [u8; N],
+}
+
+impl<F: NorFlash, const N: usize> Kv<F, N> {
+    /// Opens the map over the whole of `flash` (at least two pages).
+    pub fn new(flash: F) -> Result<Self, StoreError> {
+        let end = flash.capacity() as u32;
+        let config =
+            MapConfig::try_new(0..end).map_err(|_| StoreError::Other("a map needs at least two whole pages"))?;
+        Ok(Kv { map: MapStorage::new(BlockingAsync::new(flash), config, Cache::new_uncached()), buf: [0; N] })
+    }
+
+    /// The value stored under `key`, if any.
+    pub fn get(&mut self, key: u8) -> Result<Option<&[u8]>, StoreError> {
+        embassy_futures::block_on(self.map.fetch_item::<&[u8]>(&mut self.buf, &key)).map_err(map_error)
+    }
+
+    /// Replaces the value under `key` (atomically: a power cut leaves the old or the new).
+    pub fn put(&mut self, key: u8, value: &[u8]) -> Result<(), StoreError> {
+        embassy_futures::block_on(self.map.store_item(&mut self.buf, &key, &value)).map_err(map_error)
+    }
+}
+
 /// The boot state map on its own partition.
 pub struct Store<K: NorFlash> {
-    map: MapStorage<u8, BlockingAsync<K>, Cache<Uncached, Uncached, Uncached, u8>>,
-    buf: [u8; 64],
+    kv: Kv<K, 64>,
 }
 
 impl<K: NorFlash> Store<K> {
     /// Opens the map over the whole of `flash` (at least two pages).
     pub fn new(flash: K) -> Result<Self, StoreError> {
-        let end = flash.capacity() as u32;
-        let config =
-            MapConfig::try_new(0..end).map_err(|_| StoreError::Other("BOOT KV must be at least two whole pages"))?;
-        Ok(Store { map: MapStorage::new(BlockingAsync::new(flash), config, Cache::new_uncached()), buf: [0; 64] })
+        Ok(Store { kv: Kv::new(flash)? })
     }
 
     /// The stored state, or the factory default on a blank map.
     pub fn load(&mut self) -> Result<BootState, StoreError> {
-        let item = embassy_futures::block_on(self.map.fetch_item::<&[u8]>(&mut self.buf, &KEY_BOOT_STATE))
-            .map_err(map_error)?;
-        item.map_or(Ok(BootState::default()), BootState::decode)
+        self.kv.get(KEY_BOOT_STATE)?.map_or(Ok(BootState::default()), BootState::decode)
     }
 
     /// Replaces the stored state (atomically: a power cut leaves the old or the new).
     pub fn save(&mut self, state: &BootState) -> Result<(), StoreError> {
-        let record = state.encode();
-        embassy_futures::block_on(self.map.store_item(&mut self.buf, &KEY_BOOT_STATE, &&record[..])).map_err(map_error)
+        self.kv.put(KEY_BOOT_STATE, &state.encode())
     }
 }
 
