@@ -386,6 +386,12 @@ mod tests {
             Some(ContainerConfig::from_toml("name = \"demo\"\nversion = \"1.0\"\n").unwrap().to_cbor().len())
         );
         assert!(m.section(Section::Install).unwrap().is_some());
+        let module = m.declared_image(0).unwrap();
+        assert_eq!(module.sha256, Some(Sha256::digest(b"\0asm\x01\0\0\0").into()));
+        assert_eq!((module.size, module.uri), (Some(8), Some(blob_uri(&module.sha256.unwrap()).as_str())));
+        assert_eq!(m.declared_image(1).unwrap().uri, Some(CONFIG_PAYLOAD));
+        assert_eq!(m.declared_image(2).unwrap().size, Some(1000));
+        assert!(matches!(m.declared_image(3), Err(Error::ComponentIndex(3))));
         assert!(matches!(verify(&one, &Policy::new(&anchors, 2)), Err(Error::ThresholdNotMet { have: 1, need: 2 })));
         assert_eq!(signer_key_ids(&two).unwrap(), vec![Some(ed.key_id()), Some(p.key_id())]);
 

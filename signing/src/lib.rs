@@ -61,7 +61,7 @@ pub use error::Error;
 /// bootloader checks before every boot.
 pub const FIRMWARE_COMPONENT: &[u8] = b"firmware";
 pub use suit::envelope::{Digest, Envelope};
-pub use suit::integrated::IntegratedPayload;
+pub use suit::integrated::{DeclaredImage, IntegratedPayload};
 pub use suit::interp::{ActionFailed, Image, Parameters, SuitDevice};
 pub use suit::manifest::{ComponentId, Manifest, Member, Section};
 pub use verify::{MAX_ANCHORS, MAX_SIGNATURES, Policy, VerifiedManifest, verify};

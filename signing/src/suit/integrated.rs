@@ -92,6 +92,37 @@ impl<'a> VerifiedManifest<'a> {
     }
 }
 
+/// What the manifest declares for one component's image, as the device sees
+/// it before fetching: after the shared sequence and the install section
+/// (or payload-fetch, if there is no install section).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeclaredImage<'a> {
+    /// The SHA-256 image digest, if one is declared (other algorithms: `None`).
+    pub sha256: Option<[u8; 32]>,
+    /// The image size, if declared.
+    pub size: Option<u64>,
+    /// The URI, if declared.
+    pub uri: Option<&'a str>,
+}
+
+impl<'a> VerifiedManifest<'a> {
+    /// What the manifest declares for `component`'s image: a device that
+    /// stores the payloads itself checks them against this.
+    pub fn declared_image(&self, component: usize) -> Result<DeclaredImage<'a>, Error> {
+        if component >= self.manifest().component_count() {
+            return Err(Error::ComponentIndex(component as u64));
+        }
+        let mut found = DeclaredImage { sha256: None, size: None, uri: None };
+        for_each_declared(self, |i, d| {
+            if i == component {
+                found = DeclaredImage { sha256: d.digest.and_then(|d| d.sha256()), size: d.size, uri: d.uri };
+            }
+            Ok(())
+        })?;
+        Ok(found)
+    }
+}
+
 /// What the manifest declares for one component, as far as payloads go.
 #[derive(Clone, Copy, Debug, Default)]
 struct Declared<'a> {
