@@ -8,6 +8,8 @@
 //!
 //! In memory, or in a file that is the flash: every access goes to the file,
 //! nothing is mirrored in RAM, so a device with a large flash stays small.
+//! The file holds every byte inverted, so erased flash is zeros and a new
+//! flash is a sparse file taking no disk space until written.
 //!
 //! A power cut is planned at the Nth *operation*, where one operation is one
 //! word write or one page erase. What the interrupted operation leaves
@@ -125,7 +127,10 @@ impl Cells {
     fn get(&self, at: usize, out: &mut [u8]) -> Result<(), SimError> {
         match self {
             Cells::Memory(m) => out.copy_from_slice(&m[at..at + out.len()]),
-            Cells::File { file, .. } => file.read_exact_at(out, at as u64)?,
+            Cells::File { file, .. } => {
+                file.read_exact_at(out, at as u64)?;
+                out.iter_mut().for_each(|b| *b = !*b);
+            }
         }
         Ok(())
     }
@@ -133,7 +138,10 @@ impl Cells {
     fn set(&mut self, at: usize, data: &[u8]) -> Result<(), SimError> {
         match self {
             Cells::Memory(m) => m[at..at + data.len()].copy_from_slice(data),
-            Cells::File { file, .. } => file.write_all_at(data, at as u64)?,
+            Cells::File { file, .. } => {
+                let inverted: Vec<u8> = data.iter().map(|b| !b).collect();
+                file.write_all_at(&inverted, at as u64)?;
+            }
         }
         Ok(())
     }
@@ -168,7 +176,8 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
     }
 
     /// A flash that is the file at `path`: an existing file of exactly
-    /// `size` bytes is used as it is, a missing one is created erased.
+    /// `size` bytes is used as it is, a missing or empty one becomes an
+    /// erased (sparse) flash of `size` bytes.
     pub fn open(path: &Path, size: usize) -> Result<Self, SimError> {
         let () = Self::GEOMETRY_OK;
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
@@ -177,10 +186,7 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
             if !size.is_multiple_of(ERASE) {
                 return Err(SimError::OutOfBounds);
             }
-            let page = vec![0xFF; ERASE];
-            for at in (0..size).step_by(ERASE) {
-                file.write_all_at(&page, at as u64)?;
-            }
+            file.set_len(size as u64)?;
         } else if len != size as u64 {
             return Err(SimError::Io(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
