@@ -1,0 +1,11 @@
+//! Gantry's device runtime: a container store with an A/B slot pair per
+//! container on (simulated) NOR flash, the update engine that installs,
+//! probates, confirms or reverts a container by itself, and the Wasm
+//! sandbox that runs them.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod bundle;
+pub mod layout;
+pub mod table;
+pub mod update;
