@@ -7,5 +7,6 @@
 
 pub mod bundle;
 pub mod layout;
+pub mod store;
 pub mod table;
 pub mod update;
