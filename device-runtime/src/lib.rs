@@ -2,11 +2,12 @@
 //! container on (simulated) NOR flash, the update engine that installs,
 //! probates, confirms or reverts a container by itself, and the Wasm
 //! sandbox that runs them.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod bundle;
 pub mod layout;
+pub mod sandbox;
 pub mod store;
 pub mod table;
 pub mod update;

@@ -1,0 +1,197 @@
+//! Gantry's host API, linked function by function only when the signed
+//! config grants it (`caps::gantry_capability`). Every call bounds what it
+//! reads from and writes to guest memory and returns an error code rather
+//! than trapping on a bad argument.
+//!
+//! ```text
+//! gantry.log(ptr: i32, len: i32)                                  gantry:log
+//! gantry.kv_get(key: i32, key_len: i32, buf: i32, cap: i32) -> i32  gantry:kv   value length, -1 no such key, -2 buffer too small, -3 bad argument
+//! gantry.kv_put(key: i32, key_len: i32, val: i32, len: i32) -> i32  gantry:kv   0, -3 bad argument, -4 store full, -5 I/O
+//! gantry.sensor_read(channel: i32) -> f64                        gantry:sensor  a simulated temperature in °C
+//! gantry.heartbeat()                                             (always)       liveness for heartbeat health checks
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use gantry_signing::config::ContainerConfig;
+use wasmtime::{Caller, Extern, Linker};
+
+use super::run::Ctx;
+
+/// Longest log line kept from one `gantry.log` call.
+const MAX_LOG: usize = 4096;
+/// Key-value store bounds per container.
+const MAX_KEY: usize = 64;
+const MAX_VALUE: usize = 4096;
+const MAX_KEYS: usize = 256;
+
+/// Where a container's host-side state lives.
+#[derive(Clone, Debug)]
+pub struct HostIo {
+    /// Its log file (stdout, stderr and `gantry.log`, appended).
+    pub log: PathBuf,
+    /// Its private data directory, preopened as `/data` when granted.
+    pub data_dir: PathBuf,
+    /// Its key-value store file.
+    pub kv: PathBuf,
+    /// Milliseconds since `epoch` of the last heartbeat, shared with the supervisor.
+    pub heartbeat: Arc<AtomicU64>,
+    /// Time base of heartbeats and the sensor.
+    pub epoch: Instant,
+}
+
+/// The host side of one instance.
+pub(crate) struct Host {
+    io: HostIo,
+    kv: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl Host {
+    pub(crate) fn new(io: HostIo) -> Host {
+        let kv = std::fs::read(&io.kv).ok().and_then(|b| decode_kv(&b)).unwrap_or_default();
+        Host { io, kv }
+    }
+
+    fn log(&self, line: &[u8]) {
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&self.io.log) {
+            let _ = f.write_all(&line[..line.len().min(MAX_LOG)]);
+            let _ = f.write_all(b"\n");
+        }
+    }
+
+    fn save_kv(&self) -> std::io::Result<()> {
+        let tmp = self.io.kv.with_extension("tmp");
+        std::fs::write(&tmp, encode_kv(&self.kv))?;
+        std::fs::rename(&tmp, &self.io.kv)
+    }
+}
+
+fn encode_kv(kv: &BTreeMap<Vec<u8>, Vec<u8>>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in kv {
+        out.extend_from_slice(&(k.len() as u16).to_le_bytes());
+        out.extend_from_slice(k);
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend_from_slice(v);
+    }
+    out
+}
+
+fn decode_kv(mut b: &[u8]) -> Option<BTreeMap<Vec<u8>, Vec<u8>>> {
+    let mut kv = BTreeMap::new();
+    while !b.is_empty() {
+        let kl = u16::from_le_bytes(b.get(..2)?.try_into().ok()?) as usize;
+        let k = b.get(2..2 + kl)?.to_vec();
+        let b2 = b.get(2 + kl..)?;
+        let vl = u32::from_le_bytes(b2.get(..4)?.try_into().ok()?) as usize;
+        if kl > MAX_KEY || vl > MAX_VALUE || kv.len() >= MAX_KEYS {
+            return None;
+        }
+        kv.insert(k, b2.get(4..4 + vl)?.to_vec());
+        b = b2.get(4 + vl..)?;
+    }
+    Some(kv)
+}
+
+/// The guest's exported memory, bounds-checked.
+fn guest<'a>(caller: &'a mut Caller<'_, Ctx>, ptr: i32, len: i32) -> Option<(usize, usize, &'a mut [u8])> {
+    let Some(Extern::Memory(m)) = caller.get_export("memory") else { return None };
+    let (ptr, len) = (usize::try_from(ptr).ok()?, usize::try_from(len).ok()?);
+    let data = m.data_mut(caller);
+    data.get(ptr..ptr.checked_add(len)?)?;
+    Some((ptr, len, data))
+}
+
+/// Links the Gantry functions `config` grants.
+pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>, config: &ContainerConfig) -> wasmtime::Result<()> {
+    let has = |cap: &str| config.capabilities.iter().any(|c| c == cap);
+    linker.func_wrap("gantry", "heartbeat", |caller: Caller<'_, Ctx>| {
+        let io = &caller.data().host.io;
+        io.heartbeat.store(io.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    })?;
+    if has("gantry:log") {
+        linker.func_wrap("gantry", "log", |mut caller: Caller<'_, Ctx>, ptr: i32, len: i32| {
+            let len = len.min(MAX_LOG as i32);
+            let line = guest(&mut caller, ptr, len).map(|(p, l, d)| d[p..p + l].to_vec());
+            if let Some(line) = line {
+                caller.data().host.log(&line);
+            }
+        })?;
+    }
+    if has("gantry:kv") {
+        linker.func_wrap(
+            "gantry",
+            "kv_get",
+            |mut caller: Caller<'_, Ctx>, key: i32, key_len: i32, buf: i32, cap: i32| -> i32 {
+                if !(0..=MAX_KEY as i32).contains(&key_len) {
+                    return -3;
+                }
+                let Some(k) = guest(&mut caller, key, key_len).map(|(p, l, d)| d[p..p + l].to_vec()) else {
+                    return -3;
+                };
+                let Some(v) = caller.data().host.kv.get(&k).cloned() else { return -1 };
+                if (cap as i64) < v.len() as i64 {
+                    return -2;
+                }
+                match guest(&mut caller, buf, v.len() as i32) {
+                    Some((p, l, d)) => {
+                        d[p..p + l].copy_from_slice(&v);
+                        v.len() as i32
+                    }
+                    None => -3,
+                }
+            },
+        )?;
+        linker.func_wrap(
+            "gantry",
+            "kv_put",
+            |mut caller: Caller<'_, Ctx>, key: i32, key_len: i32, val: i32, len: i32| -> i32 {
+                if !(0..=MAX_KEY as i32).contains(&key_len) || !(0..=MAX_VALUE as i32).contains(&len) {
+                    return -3;
+                }
+                let Some(k) = guest(&mut caller, key, key_len).map(|(p, l, d)| d[p..p + l].to_vec()) else {
+                    return -3;
+                };
+                let Some(v) = guest(&mut caller, val, len).map(|(p, l, d)| d[p..p + l].to_vec()) else {
+                    return -3;
+                };
+                let host = &mut caller.data_mut().host;
+                if !host.kv.contains_key(&k) && host.kv.len() >= MAX_KEYS {
+                    return -4;
+                }
+                host.kv.insert(k, v);
+                if host.save_kv().is_err() { -5 } else { 0 }
+            },
+        )?;
+    }
+    if has("gantry:sensor") {
+        linker.func_wrap("gantry", "sensor_read", |caller: Caller<'_, Ctx>, channel: i32| -> f64 {
+            let t = caller.data().host.io.epoch.elapsed().as_secs_f64();
+            20.0 + 5.0 * (t / 60.0 + channel as f64).sin()
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_file_round_trip_and_refuses_garbage() {
+        let mut kv = BTreeMap::new();
+        kv.insert(b"count".to_vec(), vec![1, 2, 3]);
+        kv.insert(Vec::new(), Vec::new());
+        assert_eq!(decode_kv(&encode_kv(&kv)), Some(kv.clone()));
+        let bytes = encode_kv(&kv);
+        for cut in 1..bytes.len() {
+            assert!(decode_kv(&bytes[..cut]).is_none() || cut == 6, "cut {cut}");
+        }
+        assert!(decode_kv(&[0xFF, 0xFF]).is_none());
+    }
+}
