@@ -6,6 +6,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod bundle;
+pub mod device;
 pub mod layout;
 pub mod sandbox;
 pub mod store;

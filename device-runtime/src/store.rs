@@ -27,6 +27,9 @@ const KV_BUF: usize = 4096;
 const KEY_IDENTITY: u8 = 1;
 const KEY_TRUST_ROOT: u8 = 2;
 const KEY_TABLE: u8 = 3;
+const KEY_ARTIFACTS: u8 = 4;
+/// Artifact digests remembered (the oldest is forgotten first).
+const MAX_ARTIFACTS: usize = 32;
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +185,29 @@ impl Store {
 
     fn put_table(&self, table: &SlotTable) -> Result<(), Error> {
         Ok(self.kv()?.put(KEY_TABLE, &table.encode())?)
+    }
+
+    /// Remembers the SHA-256 of the compiled artifact of a module: the
+    /// sandbox loads an artifact only if it hashes to this.
+    pub fn record_artifact(&self, module: &[u8; 32], artifact: &[u8; 32]) -> Result<(), Error> {
+        let mut kv = self.kv()?;
+        let mut list: Vec<u8> = kv.get(KEY_ARTIFACTS)?.map(<[u8]>::to_vec).unwrap_or_default();
+        let mut entries: Vec<[u8; 64]> = list.chunks_exact(64).filter_map(|c| c.try_into().ok()).collect();
+        entries.retain(|e| e[..32] != module[..]);
+        let mut entry = [0u8; 64];
+        entry[..32].copy_from_slice(module);
+        entry[32..].copy_from_slice(artifact);
+        entries.push(entry);
+        let skip = entries.len().saturating_sub(MAX_ARTIFACTS);
+        list = entries[skip..].concat();
+        Ok(kv.put(KEY_ARTIFACTS, &list)?)
+    }
+
+    /// The recorded artifact digest of a module.
+    pub fn artifact(&self, module: &[u8; 32]) -> Result<Option<[u8; 32]>, Error> {
+        let mut kv = self.kv()?;
+        let list = kv.get(KEY_ARTIFACTS)?.unwrap_or_default();
+        Ok(list.chunks_exact(64).find(|e| e[..32] == module[..]).and_then(|e| e[32..].try_into().ok()))
     }
 
     /// Installs a release: verify, refuse a lower sequence number, write the

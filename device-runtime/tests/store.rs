@@ -1,86 +1,17 @@
 //! The container store on a simulated flash: installs, refusals, reverts,
 //! and a power-cut sweep over install, switch, probation and revert.
 
+mod common;
+
+use common::{Fleet, NOW, Release, geometry};
 use gantry_boot::Slot;
 use gantry_boot::sim::{Cut, CutModel};
-use gantry_device::layout::Geometry;
-use gantry_device::store::{Flash, Identity, Store};
+use gantry_device::store::{Flash, Store};
 use gantry_device::table::Phase;
 use gantry_device::update::UpdateEvent;
-use gantry_keys::trust::{Role, SignedTrustRoot, TrustRoot};
-use gantry_keys::{FileKeySource, KeySource, KeyType, SigningKey};
-use gantry_signing::build::{ContainerRelease, add_signature, class_id_from_model, vendor_id_from_domain};
+use gantry_keys::{FileKeySource, KeyType, SigningKey};
+use gantry_signing::build::add_signature;
 use gantry_signing::config::ContainerConfig;
-
-const NOW: u64 = 1_800_000_000;
-
-/// Envelope, module, blob.
-type Release = (Vec<u8>, Vec<u8>, Vec<u8>);
-
-fn geometry() -> Geometry {
-    Geometry { firmware_pages: 1, device_kv_pages: 4, max_containers: 2, slot_size: 64 * 1024 }
-}
-
-struct Fleet {
-    release: FileKeySource,
-    identity: Identity,
-    trust_root: Vec<u8>,
-}
-
-impl Fleet {
-    fn new() -> Fleet {
-        let key = |t| FileKeySource::from_key("k".into(), SigningKey::generate(t));
-        let (root, release, server) = (key(KeyType::Ed25519), key(KeyType::P256), key(KeyType::Ed25519));
-        let doc = TrustRoot::new(
-            1,
-            NOW + 3600,
-            &[
-                (Role::Root, vec![root.public_key().clone()], 1),
-                (Role::Release, vec![release.public_key().clone()], 1),
-                (Role::Server, vec![server.public_key().clone()], 1),
-            ],
-        )
-        .unwrap();
-        let mut signed = SignedTrustRoot::new(doc).unwrap();
-        signed.sign_with(&root).unwrap();
-        let vendor_id = vendor_id_from_domain("example.com");
-        let identity = Identity { device_id: [7; 16], vendor_id, class_id: class_id_from_model(&vendor_id, "gateway") };
-        Fleet { release, identity, trust_root: signed.to_bytes() }
-    }
-
-    fn device(&self) -> Store {
-        let store = Store::open(
-            Flash::new(gantry_device::layout::DeviceLayout::new(geometry()).unwrap().size() as usize),
-            geometry(),
-        )
-        .unwrap();
-        store.provision(&self.identity, &self.trust_root, NOW).unwrap();
-        store
-    }
-
-    /// A signed release of container `name` with a module of `len` bytes.
-    fn release(&self, name: &str, version: &str, sequence: u64, len: usize) -> Release {
-        self.release_for(name, version, sequence, len, self.identity.class_id)
-    }
-
-    fn release_for(&self, name: &str, version: &str, seq: u64, len: usize, class: [u8; 16]) -> Release {
-        let config = ContainerConfig::from_toml(&format!("name = \"{name}\"\nversion = \"{version}\"\n")).unwrap();
-        let module: Vec<u8> = (0..len).map(|i| (i as u64 * 31 + seq) as u8).collect();
-        let blob = vec![seq as u8; 700];
-        let blobs = [("model.bin".to_string(), &blob[..])];
-        let unsigned = ContainerRelease {
-            config: &config,
-            module: &module,
-            blobs: &blobs,
-            sequence: seq,
-            vendor_id: self.identity.vendor_id,
-            class_id: class,
-        }
-        .build_unsigned()
-        .unwrap();
-        (add_signature(&unsigned, &self.release).unwrap(), module, blob)
-    }
-}
 
 fn install(store: &Store, r: &Release) -> UpdateEvent {
     store.install(&r.0, &[&r.1, &r.2], NOW).unwrap()

@@ -1,0 +1,205 @@
+//! A device: the container store on its flash file plus the sandbox, in one
+//! state directory. Installing goes through both in the order that keeps a
+//! refusal free of side effects: verify the release, compile it and check
+//! its imports, and only then write and switch the slot.
+//!
+//! ```text
+//! STATE/
+//!   device.toml          geometry and identity (what `init` chose)
+//!   flash.bin            the simulated NOR flash (sparse, bytes inverted)
+//!   cache/<profile>/     compiled artifacts
+//!   containers/<name>/   log, kv, data/ (the preopened /data)
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use crate::bundle::{self, BundleError};
+use crate::layout::{DeviceLayout, Geometry};
+use crate::sandbox::{Artifact, HostIo, Sandbox, SandboxError};
+use crate::store::{self, Flash, Identity, Runnable, Store};
+use crate::update::UpdateEvent;
+
+/// Errors of device operations.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// The store failed.
+    #[error("{0}")]
+    Store(#[from] store::Error),
+    /// The sandbox failed.
+    #[error("{0}")]
+    Sandbox(#[from] SandboxError),
+    /// The state directory.
+    #[error("{path}: {error}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// What failed.
+        error: std::io::Error,
+    },
+    /// `device.toml` is malformed.
+    #[error("{0}")]
+    Config(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DeviceError + '_ {
+    move |error| DeviceError::Io { path: path.to_owned(), error }
+}
+
+/// The device as the CLI and the supervisor use it.
+pub struct Device {
+    dir: PathBuf,
+    store: Store,
+    sandbox: Sandbox,
+}
+
+impl Device {
+    /// Creates a device in the empty or missing directory `dir`.
+    pub fn init(
+        dir: &Path,
+        geometry: Geometry,
+        identity: &Identity,
+        trust_root: &[u8],
+        now: u64,
+    ) -> Result<Device, DeviceError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let toml = dir.join("device.toml");
+        if toml.exists() {
+            return Err(DeviceError::Config(format!(
+                "{} exists: this directory already holds a device",
+                toml.display()
+            )));
+        }
+        let layout = DeviceLayout::new(geometry).map_err(store::Error::from)?;
+        let flash_path = dir.join("flash.bin");
+        let flash = Flash::open(&flash_path, layout.size() as usize)
+            .map_err(|e| DeviceError::Config(format!("{}: {e}", flash_path.display())))?;
+        let store = Store::open(flash, geometry)?;
+        store.provision(identity, trust_root, now)?;
+        std::fs::write(&toml, geometry_toml(&geometry)).map_err(io(&toml))?;
+        Self::open(dir)
+    }
+
+    /// Opens the device in `dir`.
+    pub fn open(dir: &Path) -> Result<Device, DeviceError> {
+        let toml = dir.join("device.toml");
+        let text = std::fs::read_to_string(&toml).map_err(io(&toml))?;
+        let geometry = parse_geometry(&text).map_err(|e| DeviceError::Config(format!("{}: {e}", toml.display())))?;
+        let layout = DeviceLayout::new(geometry).map_err(store::Error::from)?;
+        let flash_path = dir.join("flash.bin");
+        let flash = Flash::open(&flash_path, layout.size() as usize)
+            .map_err(|e| DeviceError::Config(format!("{}: {e}", flash_path.display())))?;
+        let store = Store::open(flash, geometry)?;
+        let sandbox = Sandbox::new(&dir.join("cache"))?;
+        Ok(Device { dir: dir.to_owned(), store, sandbox })
+    }
+
+    /// The container store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The sandbox.
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+
+    /// Where a container's host-side files live.
+    pub fn host_io(&self, name: &str, epoch: Instant) -> Result<HostIo, DeviceError> {
+        let base = self.dir.join("containers").join(name);
+        std::fs::create_dir_all(&base).map_err(io(&base))?;
+        Ok(HostIo {
+            log: base.join("log"),
+            data_dir: base.join("data"),
+            kv: base.join("kv"),
+            heartbeat: Arc::new(AtomicU64::new(0)),
+            epoch,
+        })
+    }
+
+    /// Installs a release: refused with nothing written if it does not
+    /// verify or its module imports what its config does not grant.
+    pub fn install(&self, envelope: &[u8], payloads: &[&[u8]], now: u64) -> Result<UpdateEvent, DeviceError> {
+        let trust = self.store.trust(now)?;
+        let refused = |name: &str, reason: String| Ok(UpdateEvent::Refused { name: name.to_owned(), reason });
+        let release = match bundle::verify_release(envelope, payloads, &trust, 0) {
+            Ok(r) => r,
+            Err(e) => return refused("?", e.to_string()),
+        };
+        let name = release.config.name.clone();
+        let module = release.module().sha256;
+        let artifact = match self.sandbox.install(&module, payloads[0], &release.config) {
+            Ok(a) => a,
+            Err(e @ (SandboxError::Import(_) | SandboxError::Compile(_))) => return refused(&name, e.to_string()),
+            Err(e) => return Err(e.into()),
+        };
+        let event = self.store.install(envelope, payloads, now)?;
+        if matches!(event, UpdateEvent::Switched { .. }) {
+            self.store.record_artifact(&module, &artifact.sha256)?;
+        }
+        Ok(event)
+    }
+
+    /// Loads a runnable container's module from its verified slot, compiling
+    /// it again if its artifact is missing or not the recorded one.
+    pub fn module(&self, r: &Runnable) -> Result<wasmtime::Module, DeviceError> {
+        let digest = r.release.module().sha256;
+        if let Some(sha256) = self.store.artifact(&digest)? {
+            if let Ok(m) = self.sandbox.load(&digest, &Artifact { sha256 }, &r.release.config) {
+                return Ok(m);
+            }
+        }
+        let wasm = self.store.read_payload(r, r.release.module())?;
+        let artifact = self.sandbox.install(&digest, &wasm, &r.release.config)?;
+        self.store.record_artifact(&digest, &artifact.sha256)?;
+        Ok(self.sandbox.load(&digest, &artifact, &r.release.config)?)
+    }
+}
+
+impl From<BundleError> for DeviceError {
+    fn from(e: BundleError) -> Self {
+        DeviceError::Store(e.into())
+    }
+}
+
+fn geometry_toml(g: &Geometry) -> String {
+    format!(
+        "# Written by `gantry-device init`; the flash layout depends on it.\nfirmware_pages = {}\ndevice_kv_pages = {}\nmax_containers = {}\nslot_size = {}\n",
+        g.firmware_pages, g.device_kv_pages, g.max_containers, g.slot_size
+    )
+}
+
+fn parse_geometry(text: &str) -> Result<Geometry, String> {
+    let mut g = Geometry::default();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (k, v) = line.split_once('=').ok_or_else(|| format!("not `key = value`: {line:?}"))?;
+        let v: u64 = v.trim().parse().map_err(|_| format!("{}: not a number", k.trim()))?;
+        let small = |v: u64| u32::try_from(v).map_err(|_| format!("{}: too large", k.trim()));
+        match k.trim() {
+            "firmware_pages" => g.firmware_pages = small(v)?,
+            "device_kv_pages" => g.device_kv_pages = small(v)?,
+            "max_containers" => {
+                g.max_containers = u8::try_from(v).map_err(|_| "max_containers: too large".to_string())?
+            }
+            "slot_size" => g.slot_size = small(v)?,
+            other => return Err(format!("unknown key {other:?}")),
+        }
+    }
+    Ok(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_file_round_trip() {
+        let g = Geometry { firmware_pages: 3, device_kv_pages: 5, max_containers: 2, slot_size: 1 << 20 };
+        assert_eq!(parse_geometry(&geometry_toml(&g)), Ok(g));
+        assert!(parse_geometry("slot_size = lots").is_err());
+        assert!(parse_geometry("colour = 3").is_err());
+        assert!(parse_geometry("max_containers = 300").is_err());
+    }
+}

@@ -1,0 +1,61 @@
+//! A device in a state directory: install through verification, import
+//! check and the store; run from the verified slot and the cached artifact.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use common::{Fleet, NOW, geometry};
+use gantry_device::device::Device;
+use gantry_device::sandbox::Outcome;
+use gantry_device::update::UpdateEvent;
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/misbehave").join(format!("{name}.wasm")))
+        .unwrap()
+}
+
+fn run(device: &Device, name: &str) -> (Outcome, String) {
+    let (runnable, _) = device.store().start(NOW).unwrap();
+    let r = runnable.iter().find(|r| r.name == name).expect("runnable");
+    let module = device.module(r).unwrap();
+    let io = device.host_io(name, Instant::now()).unwrap();
+    let _ = std::fs::remove_file(&io.log);
+    let (outcome, _) = device.sandbox().run(&module, &r.release.config, io.clone(), Arc::default()).unwrap();
+    (outcome, std::fs::read_to_string(&io.log).unwrap_or_default())
+}
+
+#[test]
+fn install_run_reopen_and_refuse_ungranted_imports() {
+    let fleet = Fleet::new();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let device = Device::init(&state, geometry(), &fleet.identity, &fleet.trust_root, NOW).unwrap();
+    assert!(Device::init(&state, geometry(), &fleet.identity, &fleet.trust_root, NOW).is_err(), "init twice");
+
+    // A module importing what its config does not grant: refused, nothing stored.
+    let bad = fleet.release_with("name = \"bad\"\nversion = \"1\"\n", &fixture("bad-import"), 1);
+    match device.install(&bad, &[&fixture("bad-import")], NOW).unwrap() {
+        UpdateEvent::Refused { reason, .. } => assert!(reason.contains("launch_missiles"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(device.store().table().unwrap().containers.is_empty());
+
+    let hello = "name = \"hello\"\nversion = \"1\"\ncapabilities = [\"wasi:stdout\"]\n";
+    let env = fleet.release_with(hello, &fixture("hello"), 1);
+    assert!(matches!(device.install(&env, &[&fixture("hello")], NOW).unwrap(), UpdateEvent::Switched { .. }));
+    assert_eq!(run(&device, "hello"), (Outcome::Exited(0), "hello\n".into()));
+    drop(device);
+
+    // Reopened: the artifact comes from the cache; tampered, it is rebuilt
+    // from the verified slot instead of being loaded.
+    let device = Device::open(&state).unwrap();
+    assert_eq!(run(&device, "hello").0, Outcome::Exited(0));
+    let cache = std::fs::read_dir(state.join("cache")).unwrap().next().unwrap().unwrap().path();
+    let artifact = std::fs::read_dir(&cache).unwrap().next().unwrap().unwrap().path();
+    std::fs::write(&artifact, b"not native code").unwrap();
+    assert_eq!(run(&device, "hello"), (Outcome::Exited(0), "hello\n".into()));
+    assert_ne!(std::fs::read(&artifact).unwrap(), b"not native code");
+}
