@@ -146,10 +146,10 @@ impl Device {
     /// it again if its artifact is missing or not the recorded one.
     pub fn module(&self, r: &Runnable) -> Result<wasmtime::Module, DeviceError> {
         let digest = r.release.module().sha256;
-        if let Some(sha256) = self.store.artifact(&digest)? {
-            if let Ok(m) = self.sandbox.load(&digest, &Artifact { sha256 }, &r.release.config) {
-                return Ok(m);
-            }
+        if let Some(sha256) = self.store.artifact(&digest)?
+            && let Ok(m) = self.sandbox.load(&digest, &Artifact { sha256 }, &r.release.config)
+        {
+            return Ok(m);
         }
         let wasm = self.store.read_payload(r, r.release.module())?;
         let artifact = self.sandbox.install(&digest, &wasm, &r.release.config)?;
