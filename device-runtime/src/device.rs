@@ -12,8 +12,8 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::bundle::{self, BundleError};
@@ -51,7 +51,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DeviceError + '_ {
 /// The device as the CLI and the supervisor use it.
 pub struct Device {
     dir: PathBuf,
-    store: Store,
+    /// One operation at a time: a store operation is many flash operations.
+    store: Mutex<Store>,
     sandbox: Sandbox,
 }
 
@@ -93,12 +94,14 @@ impl Device {
             .map_err(|e| DeviceError::Config(format!("{}: {e}", flash_path.display())))?;
         let store = Store::open(flash, geometry)?;
         let sandbox = Sandbox::new(&dir.join("cache"))?;
-        Ok(Device { dir: dir.to_owned(), store, sandbox })
+        Ok(Device { dir: dir.to_owned(), store: Mutex::new(store), sandbox })
     }
 
-    /// The container store.
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The container store, locked for the caller's operations.
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        // A panic while holding the lock leaves no half-done table: every
+        // table write is atomic on flash, and the flash is the state.
+        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The sandbox.
@@ -122,7 +125,8 @@ impl Device {
     /// Installs a release: refused with nothing written if it does not
     /// verify or its module imports what its config does not grant.
     pub fn install(&self, envelope: &[u8], payloads: &[&[u8]], now: u64) -> Result<UpdateEvent, DeviceError> {
-        let trust = self.store.trust(now)?;
+        let store = self.store();
+        let trust = store.trust(now)?;
         let refused = |name: &str, reason: String| Ok(UpdateEvent::Refused { name: name.to_owned(), reason });
         let release = match bundle::verify_release(envelope, payloads, &trust, 0) {
             Ok(r) => r,
@@ -135,9 +139,9 @@ impl Device {
             Err(e @ (SandboxError::Import(_) | SandboxError::Compile(_))) => return refused(&name, e.to_string()),
             Err(e) => return Err(e.into()),
         };
-        let event = self.store.install(envelope, payloads, now)?;
+        let event = store.install(envelope, payloads, now)?;
         if matches!(event, UpdateEvent::Switched { .. }) {
-            self.store.record_artifact(&module, &artifact.sha256)?;
+            store.record_artifact(&module, &artifact.sha256)?;
         }
         Ok(event)
     }
@@ -146,14 +150,15 @@ impl Device {
     /// it again if its artifact is missing or not the recorded one.
     pub fn module(&self, r: &Runnable) -> Result<wasmtime::Module, DeviceError> {
         let digest = r.release.module().sha256;
-        if let Some(sha256) = self.store.artifact(&digest)?
+        let store = self.store();
+        if let Some(sha256) = store.artifact(&digest)?
             && let Ok(m) = self.sandbox.load(&digest, &Artifact { sha256 }, &r.release.config)
         {
             return Ok(m);
         }
-        let wasm = self.store.read_payload(r, r.release.module())?;
+        let wasm = store.read_payload(r, r.release.module())?;
         let artifact = self.sandbox.install(&digest, &wasm, &r.release.config)?;
-        self.store.record_artifact(&digest, &artifact.sha256)?;
+        store.record_artifact(&digest, &artifact.sha256)?;
         Ok(self.sandbox.load(&digest, &artifact, &r.release.config)?)
     }
 }

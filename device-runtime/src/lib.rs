@@ -10,5 +10,6 @@ pub mod device;
 pub mod layout;
 pub mod sandbox;
 pub mod store;
+pub mod supervisor;
 pub mod table;
 pub mod update;

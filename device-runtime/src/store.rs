@@ -5,7 +5,7 @@ use std::cell::RefCell;
 
 use embassy_embedded_hal::flash::partition::BlockingPartition;
 use embassy_sync::blocking_mutex::Mutex;
-use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use gantry_boot::layout::Region;
 use gantry_boot::sim::SimFlash;
 use gantry_boot::{Kv, Slot, StoreError};
@@ -20,7 +20,7 @@ use crate::update::{self, UpdateEvent};
 
 /// The device flash: 4-byte words, 4 KiB pages.
 pub type Flash = SimFlash<4, 4096>;
-type Part<'a> = BlockingPartition<'a, NoopRawMutex, Flash>;
+type Part<'a> = BlockingPartition<'a, CriticalSectionRawMutex, Flash>;
 
 /// A key plus value in the device map, at most (one flash page less overhead).
 const KV_BUF: usize = 4096;
@@ -98,7 +98,7 @@ pub struct Runnable {
 
 /// The container store over a device flash.
 pub struct Store {
-    flash: Mutex<NoopRawMutex, RefCell<Flash>>,
+    flash: Mutex<CriticalSectionRawMutex, RefCell<Flash>>,
     layout: DeviceLayout,
 }
 
@@ -332,6 +332,15 @@ impl Store {
         }
         self.put_table(&table)?;
         Ok((runnable, events))
+    }
+
+    /// `name`'s active slot verified from flash, if it is enabled and verifies.
+    pub fn runnable(&self, name: &str, now: u64) -> Result<Option<Runnable>, Error> {
+        let trust = self.trust(now)?;
+        let table = self.table()?;
+        let Some(c) = table.get(name).filter(|c| c.enabled) else { return Ok(None) };
+        let release = self.verify_installed(&table, name, c.pair, c.active, &trust)?;
+        Ok(Some(Runnable { name: name.to_owned(), slot: c.active, release }))
     }
 
     /// Verifies the slot from flash and that it holds what the table says.

@@ -1,0 +1,224 @@
+//! Keeps the enabled containers running: one thread each, restart policy
+//! with doubling back-off, health checks, and the probation of a new
+//! version, which ends in a confirm or, by itself, a revert to the previous
+//! version. A container that traps, loops or hogs memory only ever affects
+//! its own thread.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+use gantry_signing::config::{HealthKind, RestartPolicy};
+
+use crate::device::{Device, DeviceError};
+use crate::sandbox::Outcome;
+use crate::store::Runnable;
+use crate::table::Phase;
+use crate::update::{Probation, UpdateEvent, Verdict};
+
+/// What the supervisor reports, as it happens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Report {
+    /// A container's entry point started.
+    Started {
+        /// Container.
+        name: String,
+        /// Its sequence number.
+        sequence: u64,
+    },
+    /// It ended.
+    Ended {
+        /// Container.
+        name: String,
+        /// How.
+        outcome: Outcome,
+    },
+    /// A health check failed.
+    Unhealthy {
+        /// Container.
+        name: String,
+    },
+    /// The restart policy gave up (crash loop) or does not restart.
+    GaveUp {
+        /// Container.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// An update outcome (confirm, revert).
+    Update(UpdateEvent),
+}
+
+/// Seconds since the Unix epoch (trust roots expire in these).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Runs every enabled container until `stop` is set, sending reports to `tx`.
+pub fn run(device: &Device, stop: &Arc<AtomicBool>, tx: &Sender<Report>) -> Result<(), DeviceError> {
+    let (runnable, events) = device.store().start(unix_now())?;
+    for e in events {
+        let _ = tx.send(Report::Update(e));
+    }
+    std::thread::scope(|s| {
+        for r in runnable {
+            s.spawn(move || supervise(device, r, stop, tx));
+        }
+    });
+    Ok(())
+}
+
+/// Sleeps up to `d`, waking early when `stop` is set; true if stopped.
+fn nap(d: Duration, stop: &AtomicBool) -> bool {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        if stop.load(Ordering::Relaxed) {
+            return true;
+        }
+        std::thread::sleep((until - Instant::now()).min(Duration::from_millis(20)));
+    }
+    stop.load(Ordering::Relaxed)
+}
+
+/// What a probation verdict led to.
+enum Next {
+    /// Keep going with the same version.
+    Same,
+    /// Run this version now (the previous one, after a revert).
+    Run(Box<Runnable>),
+    /// Nothing left to run (a failed first install is disabled).
+    Nothing,
+}
+
+fn supervise(device: &Device, mut r: Runnable, stop: &Arc<AtomicBool>, tx: &Sender<Report>) {
+    let send = |rep: Report| {
+        let _ = tx.send(rep);
+    };
+    let epoch = Instant::now();
+    let on_probation = |name: &str| {
+        device.store().table().ok().and_then(|t| t.get(name).map(|c| matches!(c.phase, Phase::Probation { .. })))
+    };
+    let mut probation = on_probation(&r.name).unwrap_or(false).then(|| Probation::start(&r.release.config, 0));
+    let mut restarts = 0u32;
+    let mut backoff = Duration::from_millis(r.release.config.restart.backoff_initial_ms);
+    'versions: while !stop.load(Ordering::Relaxed) {
+        let config = r.release.config.clone();
+        let (module, io) = match (device.module(&r), device.host_io(&r.name, epoch)) {
+            (Ok(m), Ok(io)) => (m, io),
+            (Err(e), _) | (_, Err(e)) => {
+                send(Report::GaveUp { name: r.name.clone(), reason: e.to_string() });
+                return;
+            }
+        };
+        send(Report::Started { name: r.name.clone(), sequence: r.release.sequence });
+        let (outcome, running) = match device.sandbox().run(&module, &config, io, stop.clone()) {
+            Ok(x) => x,
+            Err(e) => (Outcome::Failed(e.to_string()), None),
+        };
+        send(Report::Ended { name: r.name.clone(), outcome: outcome.clone() });
+        let mut failed = outcome.is_failure();
+
+        // The entry returned: serve health checks while it stays healthy.
+        if let (Some(mut running), Some(health)) = (running, config.health.as_ref())
+            && let HealthKind::Export(export) = &health.kind
+        {
+            let mut misses = 0u32;
+            while !nap(Duration::from_millis(health.interval_ms), stop) {
+                let ok = running.health(export, Duration::from_millis(health.timeout_ms)).unwrap_or(false);
+                if !ok {
+                    send(Report::Unhealthy { name: r.name.clone() });
+                }
+                if let Some(p) = probation.as_mut() {
+                    let verdict = match p.health(ok) {
+                        Verdict::Pending => p.tick(epoch.elapsed().as_millis() as u64),
+                        v => v,
+                    };
+                    match settle(device, &r, &mut probation, verdict, tx) {
+                        Next::Same => {}
+                        Next::Run(next) => {
+                            r = *next;
+                            continue 'versions;
+                        }
+                        Next::Nothing => return,
+                    }
+                }
+                misses = if ok { 0 } else { misses + 1 };
+                if misses >= health.failure_threshold.max(1) {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(p) = probation.as_mut() {
+            let verdict = if failed {
+                p.crashed(&format!("{outcome:?}"))
+            } else if config.health.is_none() {
+                // Ran to completion without a health check: nothing more to prove.
+                p.tick(u64::MAX)
+            } else {
+                p.tick(epoch.elapsed().as_millis() as u64)
+            };
+            match settle(device, &r, &mut probation, verdict, tx) {
+                Next::Same => {}
+                Next::Run(next) => {
+                    r = *next;
+                    restarts = 0;
+                    continue;
+                }
+                Next::Nothing => return,
+            }
+        }
+        let restart = match config.restart.policy {
+            RestartPolicy::Never => false,
+            RestartPolicy::OnFailure => failed,
+            RestartPolicy::Always => true,
+        };
+        if !restart {
+            if failed {
+                send(Report::GaveUp { name: r.name.clone(), reason: "not restarted (restart policy)".into() });
+            }
+            return;
+        }
+        restarts += 1;
+        if restarts > config.restart.max_restarts {
+            send(Report::GaveUp { name: r.name.clone(), reason: format!("crash loop: {restarts} restarts") });
+            return;
+        }
+        if nap(backoff, stop) {
+            return;
+        }
+        backoff = (backoff * 2).min(Duration::from_millis(config.restart.backoff_max_ms.max(1)));
+    }
+}
+
+/// Applies a probation verdict: confirm, or revert to what the table then
+/// names as active, verified from flash again.
+fn settle(
+    device: &Device,
+    r: &Runnable,
+    probation: &mut Option<Probation>,
+    verdict: Verdict,
+    tx: &Sender<Report>,
+) -> Next {
+    let result = match verdict {
+        Verdict::Pending => return Next::Same,
+        Verdict::Confirm => device.store().confirm(&r.name),
+        Verdict::Revert(reason) => device.store().revert(&r.name, &reason),
+    };
+    *probation = None;
+    let reverted = matches!(result, Ok(Some(UpdateEvent::Reverted { .. })));
+    if let Ok(Some(e)) = result {
+        let _ = tx.send(Report::Update(e));
+    }
+    if !reverted {
+        return Next::Same;
+    }
+    match device.store().runnable(&r.name, unix_now()) {
+        Ok(Some(next)) => Next::Run(Box::new(next)),
+        _ => Next::Nothing,
+    }
+}

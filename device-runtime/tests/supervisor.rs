@@ -1,0 +1,136 @@
+//! The supervisor: probation ends in a confirm or, by itself, a revert; a
+//! misbehaving container never stops the others.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use common::{Fleet, NOW, geometry};
+use gantry_device::device::Device;
+use gantry_device::sandbox::Outcome;
+use gantry_device::supervisor::{self, Report};
+use gantry_device::table::Phase;
+use gantry_device::update::UpdateEvent;
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/misbehave").join(format!("{name}.wasm")))
+        .unwrap()
+}
+
+fn device(fleet: &Fleet, dir: &Path) -> Device {
+    // The supervisor checks the trust root against the real clock.
+    let now = supervisor::unix_now();
+    assert!(now < NOW, "the test trust root expires at {NOW}");
+    Device::init(&dir.join("state"), geometry(), &fleet.identity, &fleet.trust_root, now).unwrap()
+}
+
+fn install(device: &Device, fleet: &Fleet, toml: &str, wasm: &str, seq: u64) {
+    let env = fleet.release_with(toml, &fixture(wasm), seq);
+    let event = device.install(&env, &[&fixture(wasm)], supervisor::unix_now()).unwrap();
+    assert!(matches!(event, UpdateEvent::Switched { .. }), "{event:?}");
+}
+
+/// Runs the supervisor until `done` says so (or 20 s), then stops it.
+fn supervise(device: &Device, mut done: impl FnMut(&Report) -> bool) -> Vec<Report> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = channel();
+    std::thread::scope(|s| {
+        let handle = s.spawn(|| supervisor::run(device, &stop, &tx));
+        let reports = collect(&rx, &mut done);
+        stop.store(true, Ordering::Relaxed);
+        handle.join().unwrap().unwrap();
+        reports
+    })
+}
+
+fn collect(rx: &Receiver<Report>, done: &mut impl FnMut(&Report) -> bool) -> Vec<Report> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut reports = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(r) => {
+                let stop = done(&r);
+                reports.push(r);
+                if stop {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    reports
+}
+
+#[test]
+fn a_new_version_that_crashes_on_start_is_rolled_back() {
+    let fleet = Fleet::new();
+    let dir = tempfile::tempdir().unwrap();
+    let device = device(&fleet, dir.path());
+    let v1 = "name = \"app\"\nversion = \"1\"\ncapabilities = [\"wasi:stdout\"]\n";
+    install(&device, &fleet, v1, "hello", 1);
+    let reports = supervise(&device, |r| matches!(r, Report::Update(UpdateEvent::Confirmed { .. })));
+    assert!(
+        reports.contains(&Report::Update(UpdateEvent::Confirmed { name: "app".into(), sequence: 1 })),
+        "{reports:?}"
+    );
+
+    let v2 = "name = \"app\"\nversion = \"2\"\n[restart]\npolicy = \"on-failure\"\nmax_restarts = 1\nbackoff_initial_ms = 10\n";
+    install(&device, &fleet, v2, "crash", 2);
+    let reports = supervise(&device, |r| matches!(r, Report::Ended { outcome: Outcome::Exited(0), .. }));
+    let reverted = reports.iter().find_map(|r| match r {
+        Report::Update(UpdateEvent::Reverted { from, to, reason, .. }) => Some((*from, *to, reason.clone())),
+        _ => None,
+    });
+    let (from, to, reason) = reverted.unwrap_or_else(|| panic!("no revert in {reports:?}"));
+    assert_eq!((from, to), (2, Some(1)));
+    assert!(reason.contains("crashed 2 time(s)"), "{reason}");
+    let crashes = reports.iter().filter(|r| matches!(r, Report::Ended { outcome: Outcome::Trapped(_), .. })).count();
+    assert_eq!(crashes, 2, "{reports:?}");
+    assert!(matches!(reports.last(), Some(Report::Ended { outcome: Outcome::Exited(0), .. })), "v1 runs again");
+    let table = device.store().table().unwrap();
+    let app = table.get("app").unwrap();
+    assert_eq!((app.running().unwrap().sequence, app.counter), (1, 1));
+    assert!(matches!(app.phase, Phase::Reverted { .. }));
+}
+
+#[test]
+fn a_healthy_new_version_is_confirmed_after_probation() {
+    let fleet = Fleet::new();
+    let dir = tempfile::tempdir().unwrap();
+    let device = device(&fleet, dir.path());
+    let toml = "name = \"svc\"\nversion = \"1\"\n[health]\nkind = \"export\"\nfunction = \"gantry_health\"\ninterval_ms = 20\nprobation_ms = 200\n";
+    install(&device, &fleet, toml, "health", 1);
+    let started = Instant::now();
+    let reports = supervise(&device, |r| matches!(r, Report::Update(_)));
+    assert_eq!(reports.last(), Some(&Report::Update(UpdateEvent::Confirmed { name: "svc".into(), sequence: 1 })));
+    assert!(started.elapsed() >= Duration::from_millis(200), "confirmed before the probation ended");
+    assert_eq!(device.store().table().unwrap().get("svc").unwrap().counter, 1);
+}
+
+#[test]
+fn a_spinning_and_a_memory_hogging_container_do_not_stop_the_others() {
+    let fleet = Fleet::new();
+    let dir = tempfile::tempdir().unwrap();
+    let device = device(&fleet, dir.path());
+    let spin = "name = \"spin\"\nversion = \"1\"\n[limits]\ndeadline_ms = 100\n[restart]\npolicy = \"never\"\n";
+    install(&device, &fleet, spin, "spin", 1);
+    let hello = "name = \"hello\"\nversion = \"1\"\ncapabilities = [\"wasi:stdout\"]\n";
+    install(&device, &fleet, hello, "hello", 1);
+    let mut ended = 0;
+    let reports = supervise(&device, |r| {
+        ended += matches!(r, Report::Ended { .. }) as u32;
+        ended == 2
+    });
+    let outcome = |name: &str| {
+        reports.iter().find_map(|r| match r {
+            Report::Ended { name: n, outcome } if n == name => Some(outcome.clone()),
+            _ => None,
+        })
+    };
+    assert_eq!(outcome("spin"), Some(Outcome::Deadline), "{reports:?}");
+    assert_eq!(outcome("hello"), Some(Outcome::Exited(0)), "{reports:?}");
+}
