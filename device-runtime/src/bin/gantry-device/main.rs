@@ -1,0 +1,352 @@
+//! `gantry-device`: the device agent's command line.
+//!
+//! Exit codes: 0 success, 1 refused (an install that does not verify), 2
+//! usage or I/O error.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::channel;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use gantry_device::device::Device;
+use gantry_device::layout::Geometry;
+use gantry_device::store::Identity;
+use gantry_device::supervisor::{self, Report};
+use gantry_device::table::{Container, Phase};
+use gantry_device::update::UpdateEvent;
+use gantry_signing::build::{class_id_from_model, vendor_id_from_domain};
+use serde_json::json;
+
+/// Runs Gantry containers on this device: installs signed releases into
+/// A/B slots on flash, runs them sandboxed, and rolls back a new version
+/// that fails by itself.
+#[derive(Parser)]
+#[command(name = "gantry-device", version, about, long_about = None)]
+struct Cli {
+    /// The device's state directory (flash image, artifact cache, logs).
+    #[arg(long, global = true, env = "GANTRY_STATE", default_value = "gantry-state")]
+    state: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Creates a device: its flash, identity and trust root.
+    Init {
+        /// The signed trust root (`gantry-sign trust create` / `sign`).
+        #[arg(long)]
+        trust: PathBuf,
+        /// Vendor domain; the SUIT vendor id is its UUIDv5 (as `gantry-sign container --vendor`).
+        #[arg(long, default_value = "example.com")]
+        vendor: String,
+        /// Device model; the SUIT class id is its UUIDv5 under the vendor id.
+        #[arg(long, default_value = "gateway")]
+        class: String,
+        /// Containers the store can hold.
+        #[arg(long, default_value_t = 8)]
+        max_containers: u8,
+        /// Bytes per container slot (module, blobs and envelope), in MiB.
+        #[arg(long, default_value_t = 32)]
+        slot_mib: u32,
+    },
+    /// Installs a signed release: verified, its imports checked against its
+    /// capabilities, written to the standby slot, verified again and
+    /// switched to on probation. Exit 1 if refused (nothing is written).
+    Install {
+        /// The signed envelope (`gantry-sign container` + `sign`).
+        envelope: PathBuf,
+        /// The Wasm module the envelope names.
+        #[arg(long)]
+        module: PathBuf,
+        /// A blob the envelope names, as NAME=PATH.
+        #[arg(long = "blob", value_name = "NAME=PATH")]
+        blobs: Vec<String>,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Marks a container to be run by `run`.
+    Start {
+        /// Container name.
+        name: String,
+    },
+    /// Marks a container not to be run (takes effect at the next `run`).
+    Stop {
+        /// Container name.
+        name: String,
+    },
+    /// Forgets a container; its slots are reused.
+    Remove {
+        /// Container name.
+        name: String,
+    },
+    /// Shows every container: version, slot, update phase, counter.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prints a container's log (stdout, stderr and gantry.log).
+    Logs {
+        /// Container name.
+        name: String,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<usize>,
+    },
+    /// Runs the enabled containers, supervised, until SIGINT or SIGTERM
+    /// (or for --seconds).
+    Run {
+        /// Stop after this many seconds.
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Print reports as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("gantry-device: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let state = &cli.state;
+    match cli.command {
+        Command::Init { trust, vendor, class, max_containers, slot_mib } => {
+            let root = read(&trust)?;
+            let vendor_id = vendor_id_from_domain(&vendor);
+            let mut device_id = [0u8; 16];
+            getrandom(&mut device_id)?;
+            let identity = Identity { device_id, vendor_id, class_id: class_id_from_model(&vendor_id, &class) };
+            let geometry = Geometry { max_containers, slot_size: slot_mib << 20, ..Geometry::default() };
+            Device::init(state, geometry, &identity, &root, supervisor::unix_now())?;
+            println!("initialized {} (device {}, {vendor} / {class})", state.display(), hex(&device_id));
+        }
+        Command::Install { envelope, module, blobs, json } => {
+            let device = Device::open(state)?;
+            let env = read(&envelope)?;
+            let module = read(&module)?;
+            let blobs = blobs
+                .iter()
+                .map(|b| {
+                    let (name, path) = b.split_once('=').with_context(|| format!("--blob {b:?}: use NAME=PATH"))?;
+                    Ok((name.to_owned(), read(Path::new(path))?))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let payloads = order_payloads(&env, &module, &blobs)?;
+            let event = device.install(&env, &payloads, supervisor::unix_now())?;
+            let refused = matches!(event, UpdateEvent::Refused { .. });
+            if json {
+                println!("{}", event_json(&event));
+            } else if refused {
+                eprintln!("refused: {}", describe(&event));
+            } else {
+                println!("{}", describe(&event));
+            }
+            return Ok(if refused { ExitCode::from(1) } else { ExitCode::SUCCESS });
+        }
+        Command::Start { name } => Device::open(state)?.store().set_enabled(&name, true)?,
+        Command::Stop { name } => Device::open(state)?.store().set_enabled(&name, false)?,
+        Command::Remove { name } => {
+            Device::open(state)?.store().remove(&name)?;
+            println!("removed {name}");
+        }
+        Command::Status { json } => {
+            let device = Device::open(state)?;
+            let table = device.store().table()?;
+            if json {
+                let list: Vec<_> = table.containers.iter().map(container_json).collect();
+                println!("{}", serde_json::to_string_pretty(&json!({ "containers": list }))?);
+            } else if table.containers.is_empty() {
+                println!("no containers installed");
+            } else {
+                println!(
+                    "{:<20} {:<12} {:>8} {:<4} {:<10} {:>8} {:<8}",
+                    "NAME", "VERSION", "SEQ", "SLOT", "PHASE", "COUNTER", "ENABLED"
+                );
+                for c in &table.containers {
+                    let (version, seq) = c.running().map_or(("-".into(), 0), |i| (i.version.clone(), i.sequence));
+                    println!(
+                        "{:<20} {:<12} {:>8} {:<4} {:<10} {:>8} {:<8}",
+                        c.name,
+                        version,
+                        seq,
+                        format!("{:?}", c.active),
+                        phase_name(&c.phase),
+                        c.counter,
+                        c.enabled
+                    );
+                }
+            }
+        }
+        Command::Logs { name, tail } => {
+            let log = state.join("containers").join(&name).join("log");
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let skip = tail.map_or(0, |n| lines.len().saturating_sub(n));
+            for line in &lines[skip..] {
+                println!("{line}");
+            }
+        }
+        Command::Run { seconds, json } => {
+            let device = Device::open(state)?;
+            let stop = Arc::new(AtomicBool::new(false));
+            signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+            signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+            let (tx, rx) = channel();
+            let until = seconds.map(|s| Instant::now() + Duration::from_secs(s));
+            std::thread::scope(|s| {
+                let supervisor = s.spawn(|| supervisor::run(&device, &stop, &tx));
+                loop {
+                    match rx.recv_timeout(Duration::from_millis(100)) {
+                        Ok(r) => println!("{}", if json { report_json(&r).to_string() } else { report_text(&r) }),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                    if until.is_some_and(|u| Instant::now() >= u) {
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    if supervisor.is_finished() && stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                }
+                match supervisor.join() {
+                    Ok(r) => r.map_err(anyhow::Error::from),
+                    Err(_) => bail!("the supervisor panicked"),
+                }
+            })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Module first, then each blob in the order the manifest names them (the
+/// order they are stored in the slot). The manifest is read unverified here
+/// only to order the files; `install` verifies everything.
+fn order_payloads<'a>(envelope: &[u8], module: &'a [u8], blobs: &'a [(String, Vec<u8>)]) -> Result<Vec<&'a [u8]>> {
+    let env = gantry_signing::Envelope::parse(envelope).context("parsing the envelope")?;
+    let manifest = gantry_signing::Manifest::parse(env.manifest().content).context("parsing the manifest")?;
+    let mut payloads = vec![module];
+    for id in manifest.components() {
+        let segments: Vec<&[u8]> = id.segments().collect();
+        if let [_, b"blob", name] = segments.as_slice() {
+            let name = String::from_utf8_lossy(name);
+            let blob = blobs
+                .iter()
+                .find(|(n, _)| *n == name)
+                .with_context(|| format!("the release needs --blob {name}=PATH"))?;
+            payloads.push(&blob.1[..]);
+        }
+    }
+    if payloads.len() != blobs.len() + 1 {
+        bail!("the release names {} blobs, {} were given", payloads.len() - 1, blobs.len());
+    }
+    Ok(payloads)
+}
+
+fn getrandom(buf: &mut [u8]) -> Result<()> {
+    use std::io::Read as _;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .context("reading /dev/urandom for the device id")
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn phase_name(p: &Phase) -> &'static str {
+    match p {
+        Phase::Confirmed => "confirmed",
+        Phase::Probation { .. } => "probation",
+        Phase::Reverted { .. } => "reverted",
+    }
+}
+
+fn container_json(c: &Container) -> serde_json::Value {
+    let slot = |i: Option<&gantry_device::table::Installed>| {
+        i.map(|i| json!({ "version": i.version, "sequence": i.sequence, "manifest_digest": hex(&i.manifest_digest) }))
+    };
+    json!({
+        "name": c.name,
+        "active_slot": format!("{:?}", c.active),
+        "running": slot(c.running()),
+        "standby": slot(c.standby()),
+        "phase": phase_name(&c.phase),
+        "reason": match &c.phase { Phase::Reverted { reason } => Some(reason.clone()), _ => None },
+        "counter": c.counter,
+        "enabled": c.enabled,
+    })
+}
+
+fn describe(e: &UpdateEvent) -> String {
+    match e {
+        UpdateEvent::Refused { name, reason } => format!("{name}: {reason}"),
+        UpdateEvent::Switched { name, version, sequence, slot } => {
+            format!(
+                "{name} {version} (sequence {sequence}) installed in slot {slot:?}; on probation until `run` confirms it"
+            )
+        }
+        UpdateEvent::Confirmed { name, sequence } => format!("{name}: sequence {sequence} confirmed"),
+        UpdateEvent::Reverted { name, from, to, reason } => match to {
+            Some(to) => format!("{name}: reverted from sequence {from} to {to}: {reason}"),
+            None => format!("{name}: sequence {from} failed and was disabled: {reason}"),
+        },
+        UpdateEvent::Removed { name } => format!("{name} removed"),
+    }
+}
+
+fn event_json(e: &UpdateEvent) -> serde_json::Value {
+    match e {
+        UpdateEvent::Refused { name, reason } => json!({ "event": "refused", "name": name, "reason": reason }),
+        UpdateEvent::Switched { name, version, sequence, slot } => {
+            json!({ "event": "switched", "name": name, "version": version, "sequence": sequence, "slot": format!("{slot:?}") })
+        }
+        UpdateEvent::Confirmed { name, sequence } => {
+            json!({ "event": "confirmed", "name": name, "sequence": sequence })
+        }
+        UpdateEvent::Reverted { name, from, to, reason } => {
+            json!({ "event": "reverted", "name": name, "from": from, "to": to, "reason": reason })
+        }
+        UpdateEvent::Removed { name } => json!({ "event": "removed", "name": name }),
+    }
+}
+
+fn report_text(r: &Report) -> String {
+    match r {
+        Report::Started { name, sequence } => format!("{name}: started (sequence {sequence})"),
+        Report::Ended { name, outcome } => format!("{name}: ended: {outcome:?}"),
+        Report::Unhealthy { name } => format!("{name}: health check failed"),
+        Report::GaveUp { name, reason } => format!("{name}: not restarted: {reason}"),
+        Report::Update(e) => describe(e),
+    }
+}
+
+fn report_json(r: &Report) -> serde_json::Value {
+    match r {
+        Report::Started { name, sequence } => json!({ "report": "started", "name": name, "sequence": sequence }),
+        Report::Ended { name, outcome } => {
+            json!({ "report": "ended", "name": name, "outcome": format!("{outcome:?}") })
+        }
+        Report::Unhealthy { name } => json!({ "report": "unhealthy", "name": name }),
+        Report::GaveUp { name, reason } => json!({ "report": "gave-up", "name": name, "reason": reason }),
+        Report::Update(e) => json!({ "report": "update", "update": event_json(e) }),
+    }
+}
