@@ -6,10 +6,13 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod bundle;
+#[cfg(feature = "runtime")]
 pub mod device;
 pub mod layout;
+#[cfg(feature = "runtime")]
 pub mod sandbox;
 pub mod store;
+#[cfg(feature = "runtime")]
 pub mod supervisor;
 pub mod table;
 pub mod update;
