@@ -104,25 +104,25 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason.
+    pub const ALL: [Reason; 12] = [
+        Reason::Empty,
+        Reason::BadHeader,
+        Reason::SignatureInvalid,
+        Reason::Rollback,
+        Reason::WrongDevice,
+        Reason::ManifestDigestMismatch,
+        Reason::ManifestInvalid,
+        Reason::NotFirmware,
+        Reason::ImageTooLarge,
+        Reason::ImageDigestMismatch,
+        Reason::Flash,
+        Reason::TrialExpired,
+    ];
+
     /// Decodes a persisted reason.
     pub fn from_u8(b: u8) -> Option<Reason> {
-        use Reason::*;
-        [
-            Empty,
-            BadHeader,
-            SignatureInvalid,
-            Rollback,
-            WrongDevice,
-            ManifestDigestMismatch,
-            ManifestInvalid,
-            NotFirmware,
-            ImageTooLarge,
-            ImageDigestMismatch,
-            Flash,
-            TrialExpired,
-        ]
-        .into_iter()
-        .find(|r| *r as u8 == b)
+        Self::ALL.into_iter().find(|r| *r as u8 == b)
     }
 
     /// A stable name for logs and JSON.

@@ -155,10 +155,7 @@ impl BootRecord {
                 _ => {
                     let code = d.str().map_err(bad("failure"))?;
                     r.last_failure = Some(
-                        (1..=u8::MAX)
-                            .filter_map(Reason::from_u8)
-                            .find(|f| f.code() == code)
-                            .ok_or(RecordError::Malformed("failure"))?,
+                        Reason::ALL.into_iter().find(|f| f.code() == code).ok_or(RecordError::Malformed("failure"))?,
                     );
                 }
             }
@@ -204,7 +201,7 @@ mod tests {
 
     #[test]
     fn the_widest_record_fits_the_bound() {
-        let longest = (1..=u8::MAX).filter_map(Reason::from_u8).max_by_key(|r| r.code().len()).unwrap();
+        let longest = Reason::ALL.into_iter().max_by_key(|r| r.code().len()).unwrap();
         let widest = BootRecord {
             security_counter: u64::MAX,
             trial_boots: u16::MAX,
