@@ -179,6 +179,12 @@ pub fn verify_release(
     Ok(release)
 }
 
+/// Bytes a release takes in a slot.
+pub fn slot_bytes(envelope: &[u8], payloads: &[&[u8]]) -> u64 {
+    let header = (FIXED_HEADER + envelope.len()).next_multiple_of(gantry_boot::image::PAYLOAD_ALIGN) as u64;
+    header + payloads.iter().map(|p| p.len() as u64).sum::<u64>()
+}
+
 /// Writes a release into an erased-or-not `slot`: erases the pages it needs,
 /// then writes header, envelope and payloads.
 pub fn write_slot<F: NorFlash>(slot: &mut F, envelope: &[u8], payloads: &[&[u8]]) -> Result<(), BundleError> {
@@ -186,7 +192,7 @@ pub fn write_slot<F: NorFlash>(slot: &mut F, envelope: &[u8], payloads: &[&[u8]]
         return Err(ImageError::EnvelopeTooLarge { len: envelope.len() as u32, max: MAX_ENVELOPE as u32 }.into());
     }
     let header = gantry_boot::image::pack_with_magic(&CONTAINER_MAGIC, envelope, &[])?;
-    let total = header.len() as u64 + payloads.iter().map(|p| p.len() as u64).sum::<u64>();
+    let total = slot_bytes(envelope, payloads);
     let capacity = slot.capacity() as u64;
     if total > capacity {
         return Err(BundleError::TooLarge { size: total, slot: capacity });

@@ -51,6 +51,13 @@ fn install_update_confirm_and_revert() {
     // A second container gets the other pair; a third does not fit.
     assert!(matches!(install(&store, &fleet.release("ml", "1", 1, 500)), UpdateEvent::Switched { .. }));
     assert!(matches!(install(&store, &fleet.release("third", "1", 1, 500)), UpdateEvent::Refused { .. }));
+    // A release larger than a slot is refused before anything is written.
+    let table = store.table().unwrap();
+    match install(&store, &fleet.release("app", "3.0", 3, 70 * 1024)) {
+        UpdateEvent::Refused { reason, .. } => assert!(reason.contains("does not fit"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.table().unwrap(), table);
 }
 
 #[test]
