@@ -225,7 +225,10 @@ impl Store {
         let name = release.config.name.clone();
         let size = bundle::slot_bytes(envelope, payloads);
         if size > self.layout.slot_size as u64 {
-            return refused(&name, format!("release of {size} bytes does not fit a {}-byte slot", self.layout.slot_size));
+            return refused(
+                &name,
+                format!("release of {size} bytes does not fit a {}-byte slot", self.layout.slot_size),
+            );
         }
         let plan = match update::plan_install(&table, &name, release.sequence, self.layout.max_containers) {
             Ok(p) => p,
