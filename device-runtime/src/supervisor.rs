@@ -71,14 +71,86 @@ pub fn run(device: &Device, stop: &Arc<AtomicBool>, tx: &Sender<Report>) -> Resu
 
 /// Sleeps up to `d`, waking early when `stop` is set; true if stopped.
 fn nap(d: Duration, stop: &AtomicBool) -> bool {
+    nap_any(d, &[stop])
+}
+
+/// Sleeps up to `d`, waking early when any flag is set; true if one is.
+fn nap_any(d: Duration, flags: &[&AtomicBool]) -> bool {
+    let set = || flags.iter().any(|f| f.load(Ordering::Relaxed));
     let until = Instant::now() + d;
     while Instant::now() < until {
-        if stop.load(Ordering::Relaxed) {
+        if set() {
             return true;
         }
         std::thread::sleep((until - Instant::now()).min(Duration::from_millis(20)));
     }
-    stop.load(Ordering::Relaxed)
+    set()
+}
+
+/// What the heartbeat watcher concluded about one run.
+enum Watch {
+    /// Nothing: the run ended by itself or the runtime is stopping.
+    Quiet,
+    /// Heartbeats stopped; the run was stopped.
+    Missed,
+    /// The probation failed; the run was stopped.
+    Revert(String),
+}
+
+/// Watches the heartbeats of a running entry point: stops it when
+/// `failure_threshold` intervals in a row pass without one, and during a
+/// probation confirms it (while it keeps running) or reverts it.
+#[allow(clippy::too_many_arguments)]
+fn watch_heartbeats(
+    device: &Device,
+    name: &str,
+    health: &gantry_signing::config::Health,
+    heartbeat: &std::sync::atomic::AtomicU64,
+    epoch: Instant,
+    probation: &mut Option<Probation>,
+    run_stop: &AtomicBool,
+    done: &AtomicBool,
+    stop: &AtomicBool,
+    tx: &Sender<Report>,
+) -> Watch {
+    let started = epoch.elapsed().as_millis() as u64;
+    let interval = health.interval_ms.max(1);
+    let mut misses = 0;
+    while !nap_any(Duration::from_millis(interval), &[done, stop]) {
+        let now = epoch.elapsed().as_millis() as u64;
+        let ok = now.saturating_sub(heartbeat.load(Ordering::Relaxed).max(started)) <= interval;
+        if !ok {
+            let _ = tx.send(Report::Unhealthy { name: name.to_owned() });
+        }
+        if let Some(p) = probation.as_mut() {
+            let verdict = match p.health(ok) {
+                Verdict::Pending => p.tick(now),
+                v => v,
+            };
+            match verdict {
+                Verdict::Pending => {}
+                Verdict::Confirm => {
+                    *probation = None;
+                    if let Ok(Some(e)) = device.store().confirm(name) {
+                        let _ = tx.send(Report::Update(e));
+                    }
+                }
+                Verdict::Revert(reason) => {
+                    run_stop.store(true, Ordering::Relaxed);
+                    return Watch::Revert(reason);
+                }
+            }
+        }
+        misses = if ok { 0 } else { misses + 1 };
+        if misses >= health.failure_threshold.max(1) {
+            run_stop.store(true, Ordering::Relaxed);
+            return Watch::Missed;
+        }
+    }
+    if stop.load(Ordering::Relaxed) {
+        run_stop.store(true, Ordering::Relaxed);
+    }
+    Watch::Quiet
 }
 
 /// What a probation verdict led to.
@@ -112,12 +184,41 @@ fn supervise(device: &Device, mut r: Runnable, stop: &Arc<AtomicBool>, tx: &Send
             }
         };
         send(Report::Started { name: r.name.clone(), sequence: r.release.sequence });
-        let (outcome, running) = match device.sandbox().run(&module, &config, io, stop.clone()) {
+        let heartbeat = config.health.as_ref().filter(|h| matches!(h.kind, HealthKind::Heartbeat));
+        let (result, watch) = match heartbeat {
+            None => (device.sandbox().run(&module, &config, io, stop.clone()), Watch::Quiet),
+            Some(health) => {
+                let (run_stop, done) = (Arc::new(AtomicBool::new(false)), AtomicBool::new(false));
+                let beats = io.heartbeat.clone();
+                std::thread::scope(|s| {
+                    let watcher = s.spawn(|| {
+                        let (name, probation) = (&r.name, &mut probation);
+                        watch_heartbeats(device, name, health, &beats, epoch, probation, &run_stop, &done, stop, tx)
+                    });
+                    let result = device.sandbox().run(&module, &config, io, run_stop.clone());
+                    done.store(true, Ordering::Relaxed);
+                    (result, watcher.join().unwrap_or(Watch::Quiet))
+                })
+            }
+        };
+        let (outcome, running) = match result {
             Ok(x) => x,
             Err(e) => (Outcome::Failed(e.to_string()), None),
         };
         send(Report::Ended { name: r.name.clone(), outcome: outcome.clone() });
         let mut failed = outcome.is_failure();
+        match watch {
+            Watch::Quiet => {}
+            Watch::Missed => failed = true,
+            Watch::Revert(reason) => match settle(device, &r, &mut probation, Verdict::Revert(reason), tx) {
+                Next::Run(next) => {
+                    r = *next;
+                    continue 'versions;
+                }
+                Next::Same => {}
+                Next::Nothing => return,
+            },
+        }
 
         // The entry returned: serve health checks while it stays healthy.
         if let (Some(mut running), Some(health)) = (running, config.health.as_ref())

@@ -134,3 +134,30 @@ fn a_spinning_and_a_memory_hogging_container_do_not_stop_the_others() {
     assert_eq!(outcome("spin"), Some(Outcome::Deadline), "{reports:?}");
     assert_eq!(outcome("hello"), Some(Outcome::Exited(0)), "{reports:?}");
 }
+
+#[test]
+fn heartbeats_confirm_a_running_version_and_their_absence_reverts_one() {
+    let fleet = Fleet::new();
+    let dir = tempfile::tempdir().unwrap();
+    let device = device(&fleet, dir.path());
+    let beat = |version: &str, probation: u32| {
+        format!(
+            "name = \"svc\"\nversion = \"{version}\"\n[health]\nkind = \"heartbeat\"\ninterval_ms = 50\nfailure_threshold = 2\nprobation_ms = {probation}\n"
+        )
+    };
+    install(&device, &fleet, &beat("1", 300), "heartbeat", 1);
+    let reports = supervise(&device, |r| matches!(r, Report::Update(_)));
+    assert_eq!(reports.last(), Some(&Report::Update(UpdateEvent::Confirmed { name: "svc".into(), sequence: 1 })));
+    assert!(!reports.iter().any(|r| matches!(r, Report::Ended { .. })), "confirmed while running: {reports:?}");
+
+    install(&device, &fleet, &beat("2", 5000), "heartbeat-stops", 2);
+    let reports = supervise(&device, |r| matches!(r, Report::Started { sequence: 1, .. }));
+    let reverted = reports.iter().find_map(|r| match r {
+        Report::Update(UpdateEvent::Reverted { from, to, reason, .. }) => Some((*from, *to, reason.clone())),
+        _ => None,
+    });
+    let (from, to, reason) = reverted.unwrap_or_else(|| panic!("no revert in {reports:?}"));
+    assert_eq!((from, to), (2, Some(1)));
+    assert!(reason.contains("health check failed"), "{reason}");
+    assert_eq!(device.store().table().unwrap().get("svc").unwrap().running().unwrap().sequence, 1);
+}
