@@ -34,6 +34,28 @@ pub use run::{Outcome, Running};
 
 /// The compilation settings every artifact is bound to.
 pub const PROFILE: &str = "wasmtime-48.0.8.x86_64.cranelift-speed.epoch.v1";
+
+/// Engine profiles: what compiled code can be interrupted by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// Epoch checks at function entries and loop headers: deadlines, stop
+    /// and CPU shares work. The runtime's profile.
+    Epoch,
+    /// No interruption checks: a container cannot be stopped while it
+    /// computes. For measuring what the checks cost, not for running
+    /// untrusted code.
+    Uninterruptible,
+}
+
+impl Profile {
+    /// The name artifacts are cached under.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Epoch => PROFILE,
+            Profile::Uninterruptible => "wasmtime-48.0.8.x86_64.cranelift-speed.uninterruptible.v1",
+        }
+    }
+}
 /// Epoch tick: CPU deadlines are enforced to this granularity.
 pub const TICK: Duration = Duration::from_millis(5);
 /// Stack ceilings are rounded up to a multiple of this (one engine each).
@@ -68,6 +90,7 @@ pub struct Artifact {
 
 /// Engines (one per stack ceiling), the artifact cache and the epoch clock.
 pub struct Sandbox {
+    profile: Profile,
     engines: Arc<Mutex<BTreeMap<u64, Engine>>>,
     cache: PathBuf,
     stop: Arc<AtomicBool>,
@@ -77,7 +100,12 @@ pub struct Sandbox {
 impl Sandbox {
     /// A sandbox caching artifacts under `cache_dir/<PROFILE>/`.
     pub fn new(cache_dir: &Path) -> Result<Sandbox, SandboxError> {
-        let cache = cache_dir.join(PROFILE);
+        Self::with_profile(cache_dir, Profile::Epoch)
+    }
+
+    /// A sandbox with another engine profile (benchmarks).
+    pub fn with_profile(cache_dir: &Path, profile: Profile) -> Result<Sandbox, SandboxError> {
+        let cache = cache_dir.join(profile.name());
         std::fs::create_dir_all(&cache)?;
         let engines: Arc<Mutex<BTreeMap<u64, Engine>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
@@ -92,7 +120,7 @@ impl Sandbox {
                 }
             })?
         };
-        Ok(Sandbox { engines, cache, stop, ticker: Some(ticker) })
+        Ok(Sandbox { profile, engines, cache, stop, ticker: Some(ticker) })
     }
 
     /// The engine for a stack ceiling of `stack_bytes`.
@@ -104,7 +132,7 @@ impl Sandbox {
         }
         let mut c = Config::new();
         c.cranelift_opt_level(OptLevel::Speed)
-            .epoch_interruption(true)
+            .epoch_interruption(self.profile == Profile::Epoch)
             .max_wasm_stack(stack as usize)
             .parallel_compilation(false);
         let engine = Engine::new(&c).map_err(|e| SandboxError::Engine(e.to_string()))?;

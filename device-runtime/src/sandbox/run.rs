@@ -182,8 +182,10 @@ impl Sandbox {
         };
         let mut store = Store::new(engine, ctx);
         store.limiter(|c| &mut c.limits);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| on_tick(ctx.data()));
+        if self.profile == super::Profile::Epoch {
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(|ctx| on_tick(ctx.data()));
+        }
 
         let instance = match linker.instantiate(&mut store, module) {
             Ok(i) => i,
