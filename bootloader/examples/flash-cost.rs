@@ -19,9 +19,11 @@
 //!   chunk and `mark_updated`, one `BootLoader::prepare_boot` (swap), then
 //!   `BlockingFirmwareState::mark_booted` from the runtime.
 //!
-//! Also counted: a boot with nothing to do (after the update), and a revert:
-//! a second update whose image is never confirmed, from the reboot after the
-//! swap to the old image running again. Gantry is configured with one trial
+//! Also counted: a boot with nothing to do (after the update); a revert: a
+//! second update whose image is never confirmed, from the reboot after the
+//! swap to the old image running again; and 1000 boots with nothing to do,
+//! for the wear of Gantry's boot map (one record per boot, a page erase when
+//! a page fills). Gantry is configured with one trial
 //! boot (`max_trial_boots = 1`), which is embassy-boot's rule: the first
 //! reboot without a confirmation reverts.
 //!
@@ -43,6 +45,9 @@ const WORD: usize = 4;
 const PAGE: usize = 4096;
 type Device = Rig<WORD, PAGE>;
 
+/// Boots counted for the amortized cost of Gantry's boot map (one record per boot).
+const IDLE_BOOTS: u64 = 1000;
+
 const SIZES: [(&str, usize); 3] = [("64 KiB", 64 << 10), ("256 KiB", 256 << 10), ("1 MiB", 1 << 20)];
 
 /// Counts of one phase on both bootloaders.
@@ -62,6 +67,8 @@ struct Costs {
     confirm: Phase,
     idle_boot: Phase,
     revert: Phase,
+    /// `IDLE_BOOTS` boots with nothing to do, after the revert.
+    many_boots: Phase,
 }
 
 impl Costs {
@@ -185,6 +192,12 @@ impl Embassy {
 
     fn boot(&self, want: State) -> FlashStats {
         self.stats();
+        self.prepare_boot(want);
+        self.stats()
+    }
+
+    /// One power-on: embassy-boot's `prepare_boot`, which must find `want`.
+    fn prepare_boot(&self, want: State) {
         let l = &self.rig.layout;
         let mut bl = BootLoader::new(BootLoaderConfig {
             active: self.part(l.active),
@@ -195,7 +208,6 @@ impl Embassy {
         let mut page = [0u8; 256];
         let state = bl.prepare_boot(&mut page).expect("prepare_boot");
         assert!(core::mem::discriminant(&state) == core::mem::discriminant(&want), "unexpected embassy-boot state");
-        self.stats()
     }
 
     fn confirm(&self) -> FlashStats {
@@ -219,6 +231,7 @@ fn measure(size: &'static str, len: usize) -> Costs {
         confirm: Phase::default(),
         idle_boot: Phase::default(),
         revert: Phase::default(),
+        many_boots: Phase::default(),
     };
 
     // One complete update to sequence 2.
@@ -248,6 +261,15 @@ fn measure(size: &'static str, len: usize) -> Costs {
     e.boot(State::Swap);
     costs.revert.embassy = e.boot(State::Swap);
     assert_eq!(e.rig.active(len), new, "embassy-boot: reverted");
+
+    // Wear of plain boots: Gantry's boot map fills and erases its pages.
+    g.stats();
+    e.stats();
+    for _ in 0..IDLE_BOOTS {
+        expect_boot(g.rig.boot(), "an idle boot");
+        e.prepare_boot(State::Revert);
+    }
+    costs.many_boots = Phase { gantry: g.stats(), embassy: e.stats() };
     costs
 }
 
@@ -255,7 +277,8 @@ fn bytes(n: u64) -> String {
     match n {
         0..1024 => format!("{n} B"),
         1024..0x10_0000 => format!("{:.1} KiB", n as f64 / 1024.0),
-        _ => format!("{:.2} MiB", n as f64 / (1 << 20) as f64),
+        0x10_0000..0x4000_0000 => format!("{:.2} MiB", n as f64 / (1 << 20) as f64),
+        _ => format!("{:.2} GiB", n as f64 / (1 << 30) as f64),
     }
 }
 
@@ -271,7 +294,7 @@ fn ratio(g: u64, e: u64) -> String {
 fn row(label: &str, p: &Phase) {
     let (g, e) = (p.gantry, p.embassy);
     println!(
-        "{label:<22} | {:>6} {:>7} {:>10} | {:>6} {:>7} {:>10} | {:>6} {:>6} {:>6}",
+        "{label:<24} | {:>6} {:>7} {:>11} | {:>6} {:>7} {:>11} | {:>6} {:>6} {:>6}",
         g.page_erases,
         g.word_writes,
         bytes(g.bytes_read),
@@ -286,7 +309,7 @@ fn row(label: &str, p: &Phase) {
 
 fn header(first: &str) {
     println!(
-        "{first:<22} | {:>26} | {:>26} | {:>20}",
+        "{first:<24} | {:>27} | {:>27} | {:>20}",
         "Gantry: erase write read", "embassy: erase write read", "ratio: erase write read"
     );
 }
@@ -323,6 +346,7 @@ fn main() -> ExitCode {
         row("  confirm", &c.confirm);
         row("  next boot, no update", &c.idle_boot);
         row("  revert (1 boot)", &c.revert);
+        row(&format!("  {IDLE_BOOTS} boots, no update"), &c.many_boots);
     }
     ExitCode::SUCCESS
 }
