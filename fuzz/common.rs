@@ -1,12 +1,14 @@
 //! Shared by the fuzz targets (and by `seedgen`, so its seeds are made for
 //! exactly what the targets check): the trust anchors, a deterministic
-//! device, and the bootloader's slot check as the `boot_slot` target runs it.
+//! device, the bootloader's slot check as the `boot_slot` target runs it and
+//! the device runtime's container slot check as `container_slot` runs it.
 #![allow(dead_code)]
 
 use embedded_storage::nor_flash::NorFlash as _;
 use gantry_boot::image::MAX_ENVELOPE;
 use gantry_boot::sim::SimFlash;
 use gantry_boot::{BootConfig, ImageError, Measurement, verify_slot};
+use gantry_device::bundle::{BundleError, Trust, VerifiedRelease};
 use gantry_keys::PublicKey;
 use gantry_signing::{ActionFailed, ComponentId, Image, Parameters, SuitDevice};
 
@@ -90,7 +92,8 @@ impl SuitDevice for FuzzDevice {
     }
 }
 
-/// The device identity `boot_slot` provisions; seedgen signs for it.
+/// The device identity `boot_slot` and `container_slot` provision; seedgen
+/// signs for it.
 pub const BOOT_VENDOR_ID: [u8; 16] = *b"gantry-fuzz-vend";
 /// See [`BOOT_VENDOR_ID`].
 pub const BOOT_CLASS_ID: [u8; 16] = *b"gantry-fuzz-clas";
@@ -116,17 +119,24 @@ pub fn boot_config(anchors: &[PublicKey]) -> BootConfig<'_> {
     }
 }
 
-/// An erased flash with `image` programmed at offset 0 (padded with `0xFF`
-/// to a whole word), or `None` when the image is larger than the flash.
-pub fn boot_flash(image: &[u8]) -> Option<BootFlash> {
-    if image.len() > BOOT_FLASH_SIZE {
+/// An erased flash of `size` bytes with `image` programmed at offset 0
+/// (padded with `0xFF` to a whole word), or `None` when the image is larger
+/// than the flash.
+fn programmed<const ERASE: usize>(size: usize, image: &[u8]) -> Option<SimFlash<4, ERASE>> {
+    if image.len() > size {
         return None;
     }
-    let mut flash = BootFlash::new(BOOT_FLASH_SIZE);
+    let mut flash = SimFlash::new(size);
     let mut padded = image.to_vec();
     padded.resize(image.len().next_multiple_of(4), 0xFF);
     flash.write(0, &padded).expect("an image that fits is programmed");
     Some(flash)
+}
+
+/// The `boot_slot` flash with `image` at offset 0, or `None` when it does
+/// not fit.
+pub fn boot_flash(image: &[u8]) -> Option<BootFlash> {
+    programmed(BOOT_FLASH_SIZE, image)
 }
 
 /// The bootloader's check of the slot in `flash`, with the whole flash as
@@ -135,4 +145,30 @@ pub fn verify_boot_slot(flash: &mut BootFlash, anchors: &[PublicKey]) -> Result<
     let mut envelope = [0u8; MAX_ENVELOPE];
     let mut chunk = [0u8; BOOT_CHUNK];
     verify_slot(flash, BOOT_FLASH_SIZE, &boot_config(anchors), BOOT_MIN_SEQUENCE, &mut envelope, &mut chunk)
+}
+
+/// The anti-rollback counter `container_slot` checks against: above zero,
+/// so a seed signed with sequence 1 reaches the rollback refusal.
+pub const CONTAINER_MIN_SEQUENCE: u64 = 2;
+/// The simulated flash is one container slot of this size, image at offset
+/// 0: room for a payload that spans several of the 64 KiB hashing chunks.
+pub const CONTAINER_FLASH_SIZE: usize = 256 * 1024;
+/// 4-byte words, 4 KiB pages: the geometry of the device runtime's store.
+pub type ContainerFlash = SimFlash<4, 4096>;
+
+/// What the device runtime is provisioned with in `container_slot`: the RFC
+/// 8032 key as the only release key, threshold 1, the fuzz device identity.
+pub fn container_trust() -> Trust {
+    Trust { anchors: vec![ed25519_key()], threshold: 1, vendor_id: BOOT_VENDOR_ID, class_id: BOOT_CLASS_ID }
+}
+
+/// The `container_slot` flash with `image` at offset 0, or `None` when it
+/// does not fit.
+pub fn container_flash(image: &[u8]) -> Option<ContainerFlash> {
+    programmed(CONTAINER_FLASH_SIZE, image)
+}
+
+/// The device runtime's check of the container slot in `flash`.
+pub fn verify_container_slot(flash: &mut ContainerFlash, trust: &Trust) -> Result<VerifiedRelease, BundleError> {
+    gantry_device::bundle::verify_slot(flash, trust, CONTAINER_MIN_SEQUENCE)
 }

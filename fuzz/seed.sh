@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Fills fuzz/corpus/<target>/ with seeds from the shared test vectors.
-# Needs python3 with cbor2; cose_key, trust_root, boot_slot and boot_record
-# seeds come from the small `seedgen` program (stable toolchain), which
-# checks every slot image seed against the bootloader before writing it.
+# Needs python3 with cbor2; cose_key, trust_root, boot_slot, boot_record,
+# slot_table and container_slot seeds come from the small `seedgen` program
+# (stable toolchain), which checks every slot image seed against the
+# bootloader's or the device runtime's slot check before writing it.
 # Corpus dirs are gitignored.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 vectors="${VECTORS:-$here/../../shared/vectors}"
 corpus="$here/corpus"
-mkdir -p "$corpus"/{envelope,verify,manifest,cose_sign1,cose_key,trust_root,boot_slot,boot_record}
+mkdir -p "$corpus"/{envelope,verify,manifest,cose_sign1,cose_key,trust_root,boot_slot,boot_record,slot_table,container_slot}
 
 # Envelopes: draft examples, libcsuit files, derived (Ed25519 + negative) vectors.
 envelopes=("$vectors"/suit/*.cbor "$vectors"/suit/libcsuit/*.suit "$vectors"/suit/derived/*.cbor)
@@ -56,7 +57,9 @@ for path in glob.glob(os.path.join(vectors, "cose", "**", "*.json"), recursive=T
 PY
 
 # A few hand-made COSE_Keys, then real keys, signed trust roots, signed
-# slot images (three that boot, one refusal per stage) and boot records.
+# slot images (three that boot, one refusal per stage), boot records, slot
+# tables and signed container slot images (three that verify, one refusal
+# per stage).
 printf '\xa3\x01\x01\x20\x06\x21\x58\x20' > "$corpus/cose_key/okp-truncated"
 printf '\xa0' > "$corpus/cose_key/empty-map"
 printf '\xa0' > "$corpus/trust_root/empty-map"

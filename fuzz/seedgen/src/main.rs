@@ -1,22 +1,28 @@
-//! Writes seeds for the `cose_key`, `trust_root`, `boot_slot` and
-//! `boot_record` fuzz targets into `<corpus>/<target>/`. Deterministic: the
-//! keys are the SUIT draft's example ES256 key and the RFC 8032 TEST 1 key.
+//! Writes seeds for the `cose_key`, `trust_root`, `boot_slot`,
+//! `boot_record`, `slot_table` and `container_slot` fuzz targets into
+//! `<corpus>/<target>/`. Deterministic: the keys are the SUIT draft's
+//! example ES256 key and the RFC 8032 TEST 1 key.
 //!
 //! Every slot image seed is run through the same check as the `boot_slot`
-//! target (`common.rs`) and must give the outcome its name promises, so the
-//! fuzzer starts from images that verify all the way to the digest check.
+//! or `container_slot` target (`common.rs`) and must give the outcome its
+//! name promises, so the fuzzer starts from images that verify all the way
+//! to the digest checks.
 
 #[path = "../../common.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};
 
-use gantry_boot::image::pack;
+use embedded_storage::nor_flash::ReadNorFlash as _;
+use gantry_boot::image::{CONTAINER_MAGIC, pack, pack_with_magic};
 use gantry_boot::record::MAX_RECORD_LEN;
-use gantry_boot::{BootRecord, Reason, Slot};
+use gantry_boot::{BootRecord, ImageError, Reason, Slot};
+use gantry_device::bundle::{BundleError, write_slot};
+use gantry_device::table::{Container, Installed, Phase, SlotTable};
 use gantry_keys::trust::{Role, SignedTrustRoot, TrustRoot};
 use gantry_keys::{COSE_KEY_MAX_LEN, FileKeySource, KeySource, SigningKey, encode_cose_key, read_private_key_pem};
-use gantry_signing::build::{FirmwareRelease, add_signature};
+use gantry_signing::build::{ContainerRelease, FirmwareRelease, add_signature};
+use gantry_signing::config::ContainerConfig;
 
 const RFC8032_TEST1_SECRET: [u8; 32] = [
     0x9d, 0x61, 0xb1, 0x9d, 0xef, 0xfd, 0x5a, 0x60, 0xba, 0x84, 0x4a, 0xf4, 0x92, 0xec, 0x2c, 0xc4, 0x44, 0x49, 0xc5,
@@ -76,6 +82,8 @@ fn main() {
 
     boot_slot_seeds(&corpus.join("boot_slot"), &ed);
     boot_record_seeds(&corpus.join("boot_record"));
+    slot_table_seeds(&corpus.join("slot_table"));
+    container_slot_seeds(&corpus.join("container_slot"), &ed);
     println!("wrote seeds under {}", corpus.display());
 }
 
@@ -161,5 +169,189 @@ fn boot_record_seeds(dir: &Path) {
         let bytes = record.encode(&mut buf).unwrap();
         assert_eq!(BootRecord::decode(bytes), Ok(record), "{name}");
         write(dir, &format!("{name}.cbor"), bytes);
+    }
+}
+
+/// Slot tables as the device map holds them: empty, two containers (one
+/// confirmed, one on probation after an update), one reverted, and one with
+/// every string at its longest and every number at its widest. Each must
+/// round-trip, as the `slot_table` target asserts.
+fn slot_table_seeds(dir: &Path) {
+    let installed = |seq: u64, version: &str| Installed {
+        manifest_digest: [seq as u8; 32],
+        sequence: seq,
+        version: version.to_string(),
+    };
+    let sensor = Container {
+        name: "sensor".into(),
+        pair: 0,
+        active: Slot::A,
+        phase: Phase::Confirmed,
+        slots: [Some(installed(2, "1.0.0")), None],
+        counter: 2,
+        enabled: true,
+    };
+    let ml = Container {
+        name: "ml-model".into(),
+        pair: 1,
+        active: Slot::B,
+        phase: Phase::Probation { restarts: 2 },
+        slots: [Some(installed(3, "0.9.1")), Some(installed(4, "1.0.0-rc1"))],
+        counter: 3,
+        enabled: true,
+    };
+    let reverted = Container {
+        name: "logger".into(),
+        pair: 7,
+        active: Slot::A,
+        phase: Phase::Reverted { reason: "health check failed 3 times during probation".into() },
+        slots: [Some(installed(5, "2.1")), Some(installed(6, "2.2"))],
+        counter: 5,
+        enabled: false,
+    };
+    // MAX_NAME is 63 bytes, MAX_TEXT 256; the two-byte 'é' makes the
+    // decoder's length check count bytes, not characters.
+    let widest = Container {
+        name: "n".repeat(63),
+        pair: u8::MAX,
+        active: Slot::B,
+        phase: Phase::Reverted { reason: "é".repeat(128) },
+        slots: [
+            Some(Installed { manifest_digest: [0xFF; 32], sequence: u64::MAX, version: "v".repeat(256) }),
+            Some(installed(u64::MAX - 1, "é")),
+        ],
+        counter: u64::MAX,
+        enabled: true,
+    };
+    let long_probation = Container {
+        name: format!("{}-2", "p".repeat(61)),
+        pair: 254,
+        phase: Phase::Probation { restarts: u8::MAX },
+        ..sensor.clone()
+    };
+    let tables = [
+        ("empty", vec![]),
+        ("two-containers", vec![sensor, ml]),
+        ("reverted", vec![reverted]),
+        ("max-lengths", vec![widest, long_probation]),
+    ];
+    for (name, containers) in tables {
+        let table = SlotTable { containers };
+        let bytes = table.encode();
+        assert_eq!(SlotTable::decode(&bytes), Ok(table), "{name}");
+        write(dir, &format!("{name}.cbor"), &bytes);
+    }
+}
+
+/// A container release's config, small module and one blob, signed (or
+/// not) for the fuzz device identity.
+struct ContainerSeed<'a> {
+    toml: &'a str,
+    blob: Vec<u8>,
+    sequence: u64,
+}
+
+/// The smallest valid Wasm module: the runtime compiles it only after the
+/// slot check, so its contents matter to the seed only as bytes to hash.
+const EMPTY_WASM_MODULE: &[u8] = b"\0asm\x01\0\0\0";
+
+const FULL_CONFIG: &str = r#"
+name = "fuzz-sensor"
+version = "1.4.2"
+args = ["--rate", "10"]
+capabilities = ["wasi:stdout", "wasi:args", "wasi:env"]
+[env]
+LOG_LEVEL = "info"
+[limits]
+memory = "1 MiB"
+cpu_percent = 25
+deadline_ms = 2000
+[health]
+kind = "export"
+function = "health"
+[restart]
+policy = "always"
+"#;
+
+const MINIMAL_CONFIG: &str = "name = \"f\"\nversion = \"1\"\n";
+
+impl ContainerSeed<'_> {
+    /// The signed envelope and the slot image `write_slot` leaves in a
+    /// flash of the target's geometry, dumped up to its last written word.
+    /// The dump must equal `pack_with_magic` of the same release, so the
+    /// seed is the layout the device writes and the documented one.
+    fn slot_image(&self, signer: &FileKeySource) -> Vec<u8> {
+        let config = ContainerConfig::from_toml(self.toml).unwrap();
+        let blobs = [("model.bin".to_string(), self.blob.as_slice())];
+        let release = ContainerRelease {
+            config: &config,
+            module: EMPTY_WASM_MODULE,
+            blobs: &blobs,
+            sequence: self.sequence,
+            vendor_id: common::BOOT_VENDOR_ID,
+            class_id: common::BOOT_CLASS_ID,
+        };
+        let envelope = add_signature(&release.build_unsigned().unwrap(), signer).unwrap();
+        let mut packed =
+            pack_with_magic(&CONTAINER_MAGIC, &envelope, &[EMPTY_WASM_MODULE, &self.blob].concat()).unwrap();
+        packed.resize(packed.len().next_multiple_of(4), 0xFF);
+
+        let mut flash = common::ContainerFlash::new(common::CONTAINER_FLASH_SIZE);
+        write_slot(&mut flash, &envelope, &[EMPTY_WASM_MODULE, &self.blob]).unwrap();
+        let mut dumped = vec![0u8; packed.len()];
+        flash.read(0, &mut dumped).unwrap();
+        assert!(dumped == packed, "write_slot and pack_with_magic lay out the slot differently");
+        dumped
+    }
+}
+
+/// Container slot images: three that verify (full and minimal configs, a
+/// blob that spans two 64 KiB hashing chunks), then one refusal per stage:
+/// a firmware image (wrong magic), rollback, a payload byte flipped,
+/// garbage and an erased slot.
+fn container_slot_seeds(dir: &Path, ed: &FileKeySource) {
+    let trust = common::container_trust();
+    let seq = common::CONTAINER_MIN_SEQUENCE;
+    let small = ContainerSeed { toml: FULL_CONFIG, blob: firmware(300, 8), sequence: seq }.slot_image(ed);
+    // The blob's first byte: the module before it is left intact, so the
+    // refusal is the blob's (component 2; the config is component 1).
+    let mut tampered = small.clone();
+    let payload_offset = u32::from_le_bytes(small[8..12].try_into().unwrap()) as usize;
+    tampered[payload_offset + EMPTY_WASM_MODULE.len()] ^= 1;
+    type Refusal = fn(&BundleError) -> bool;
+    let seeds: [(&str, Vec<u8>, Option<Refusal>); 8] = [
+        ("ok-full-config", small, None),
+        (
+            "ok-max-sequence",
+            ContainerSeed { toml: MINIMAL_CONFIG, blob: firmware(4096, 9), sequence: u64::MAX }.slot_image(ed),
+            None,
+        ),
+        (
+            "ok-two-chunks",
+            ContainerSeed { toml: MINIMAL_CONFIG, blob: firmware(70_000, 10), sequence: seq + 1 }.slot_image(ed),
+            None,
+        ),
+        ("payload-flipped", tampered, Some(|e| matches!(e, BundleError::PayloadMismatch { component: 2 }))),
+        (
+            "rollback",
+            ContainerSeed { toml: FULL_CONFIG, blob: firmware(64, 11), sequence: seq - 1 }.slot_image(ed),
+            Some(|e| matches!(e, BundleError::Manifest(gantry_signing::Error::SequenceTooLow { .. }))),
+        ),
+        (
+            "firmware-image",
+            slot_image(&firmware(64, 12), seq, common::BOOT_CLASS_ID, Some(ed)),
+            Some(|e| matches!(e, BundleError::Slot(ImageError::BadHeader(_)))),
+        ),
+        ("garbage", firmware(512, 0x5B), Some(|e| matches!(e, BundleError::Slot(ImageError::BadHeader(_))))),
+        ("empty", Vec::new(), Some(|e| matches!(e, BundleError::Slot(ImageError::Empty)))),
+    ];
+    for (name, image, refusal) in seeds {
+        let mut flash = common::container_flash(&image).expect("seeds fit the fuzzed flash");
+        match (refusal, common::verify_container_slot(&mut flash, &trust)) {
+            (None, Ok(r)) => assert!(r.payloads.len() == 2 && r.sequence >= seq, "{name}: {r:?}"),
+            (Some(refused), Err(e)) if refused(&e) => {}
+            (_, got) => panic!("container seed {name}: the check gave {got:?}"),
+        }
+        write(dir, &format!("{name}.slot"), &image);
     }
 }
