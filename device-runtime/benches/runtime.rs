@@ -21,7 +21,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use gantry_device::sandbox::{HostIo, Outcome, Profile, Sandbox};
@@ -39,13 +38,7 @@ fn config(name: &str, extra: &str) -> ContainerConfig {
 fn io(dir: &Path, name: &str) -> HostIo {
     let base = dir.join(name);
     std::fs::create_dir_all(&base).expect("bench dir");
-    HostIo {
-        log: base.join("log"),
-        data_dir: base.join("data"),
-        kv: base.join("kv"),
-        heartbeat: Arc::new(AtomicU64::new(0)),
-        epoch: Instant::now(),
-    }
+    HostIo::under(&base)
 }
 
 fn rss_kib(pid: u32) -> u64 {

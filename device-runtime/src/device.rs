@@ -12,8 +12,7 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::bundle::{self, BundleError};
@@ -109,17 +108,11 @@ impl Device {
         &self.sandbox
     }
 
-    /// Where a container's host-side files live.
+    /// Where a container's host-side files live (the directory is created).
     pub fn host_io(&self, name: &str, epoch: Instant) -> Result<HostIo, DeviceError> {
         let base = self.dir.join("containers").join(name);
         std::fs::create_dir_all(&base).map_err(io(&base))?;
-        Ok(HostIo {
-            log: base.join("log"),
-            data_dir: base.join("data"),
-            kv: base.join("kv"),
-            heartbeat: Arc::new(AtomicU64::new(0)),
-            epoch,
-        })
+        Ok(HostIo { epoch, ..HostIo::under(&base) })
     }
 
     /// Installs a release: refused with nothing written if it does not

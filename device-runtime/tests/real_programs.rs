@@ -20,7 +20,6 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use gantry_device::sandbox::{HostIo, Outcome, Sandbox, check_imports};
@@ -171,13 +170,7 @@ impl Device {
     fn io(&self, name: &str) -> HostIo {
         let base = self.dir.path().join(name);
         std::fs::create_dir_all(base.join("data")).unwrap();
-        HostIo {
-            log: base.join("log"),
-            data_dir: base.join("data"),
-            kv: base.join("kv"),
-            heartbeat: Arc::new(AtomicU64::new(0)),
-            epoch: Instant::now(),
-        }
+        HostIo::under(&base)
     }
 
     /// Installs (import check, compile, cache) and loads `wasm`, and checks

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use gantry_device::sandbox::{Artifact, HostIo, Outcome, Sandbox, SandboxError};
@@ -35,13 +35,7 @@ impl Env {
     fn io(&self, name: &str) -> HostIo {
         let base: PathBuf = self.dir.path().join(name);
         std::fs::create_dir_all(&base).unwrap();
-        HostIo {
-            log: base.join("log"),
-            data_dir: base.join("data"),
-            kv: base.join("kv"),
-            heartbeat: Arc::new(AtomicU64::new(0)),
-            epoch: Instant::now(),
-        }
+        HostIo::under(&base)
     }
 
     fn install(&self, wasm: &[u8], config: &ContainerConfig) -> Result<(wasmtime::Module, Artifact), SandboxError> {

@@ -45,6 +45,20 @@ pub struct HostIo {
     pub epoch: Instant,
 }
 
+impl HostIo {
+    /// The layout of a container's files under `dir` (`log`, `kv`, `data/`),
+    /// with a fresh heartbeat clock starting now. Creates nothing.
+    pub fn under(dir: &std::path::Path) -> HostIo {
+        HostIo {
+            log: dir.join("log"),
+            data_dir: dir.join("data"),
+            kv: dir.join("kv"),
+            heartbeat: Arc::new(AtomicU64::new(0)),
+            epoch: Instant::now(),
+        }
+    }
+}
+
 /// The host side of one instance.
 pub(crate) struct Host {
     io: HostIo,
