@@ -45,6 +45,10 @@ use gantry_keys::{Algorithm, PublicKey, read_public_key_pem};
 use gantry_signing::{Envelope, Manifest, Policy, verify};
 use sha2::{Digest as _, Sha256};
 
+#[path = "support/sig_structure.rs"]
+mod sig_structure;
+use sig_structure::sig_structure_of;
+
 /// One envelope to verify, with its key and the raw-crypto baseline.
 struct VerifyCase {
     name: &'static str,
@@ -90,77 +94,6 @@ fn vectors_dir() -> PathBuf {
 fn read_vector(rel: &str) -> Vec<u8> {
     let path = vectors_dir().join(rel);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (set GANTRY_VECTORS)", path.display()))
-}
-
-/// Rebuilds, from the envelope's first COSE_Sign1, what `verify()` passes to
-/// `PublicKey::verify`: the algorithm, `["Signature1", protected, h'',
-/// SUIT_Digest bstr content]` and the signature. Independent of the crate's
-/// own (private) code: minicbor to read, by hand to write.
-fn sig_structure_of(envelope: &[u8]) -> (Algorithm, Vec<u8>, Vec<u8>) {
-    use minicbor::data::Type;
-    let mut d = minicbor::Decoder::new(envelope);
-    if d.datatype().unwrap() == Type::Tag {
-        assert_eq!(d.tag().unwrap().as_u64(), 107, "SUIT_Envelope tag");
-    }
-    let members = d.map().unwrap().expect("definite envelope map");
-    let mut auth = None;
-    for _ in 0..members {
-        // Integer keys (2 = authentication wrapper), or tstr integrated payloads.
-        let is_auth = match d.datatype().unwrap() {
-            Type::String => d.str().map(|_| false).unwrap(),
-            _ => d.i64().unwrap() == 2,
-        };
-        if is_auth {
-            auth = Some(d.bytes().unwrap());
-        } else {
-            d.skip().unwrap();
-        }
-    }
-    let mut a = minicbor::Decoder::new(auth.expect("authentication wrapper"));
-    assert!(a.array().unwrap().expect("definite array") >= 2, "one signature at least");
-    let digest_bstr = a.bytes().unwrap();
-    let mut s = minicbor::Decoder::new(a.bytes().unwrap());
-    assert_eq!(s.tag().unwrap().as_u64(), 18, "COSE_Sign1 tag");
-    assert_eq!(s.array().unwrap(), Some(4));
-    let protected = s.bytes().unwrap();
-    s.skip().unwrap(); // unprotected header map
-    s.null().unwrap(); // detached payload
-    let signature = s.bytes().unwrap().to_vec();
-
-    let mut p = minicbor::Decoder::new(protected);
-    let mut alg = None;
-    for _ in 0..p.map().unwrap().expect("definite protected map") {
-        if p.i64().unwrap() == 1 {
-            alg = Some(p.i64().unwrap());
-        } else {
-            p.skip().unwrap();
-        }
-    }
-    let alg = Algorithm::from_cose_id(alg.expect("alg in protected header")).expect("supported alg");
-
-    let mut sig_structure = vec![0x84, 0x6a];
-    sig_structure.extend_from_slice(b"Signature1");
-    for part in [protected, b"", digest_bstr] {
-        bstr_head(&mut sig_structure, part.len());
-        sig_structure.extend_from_slice(part);
-    }
-    (alg, sig_structure, signature)
-}
-
-/// A definite-length CBOR bstr head (major type 2), minimal form.
-fn bstr_head(out: &mut Vec<u8>, len: usize) {
-    match len {
-        0..=23 => out.push(0x40 | len as u8),
-        24..=0xff => out.extend_from_slice(&[0x58, len as u8]),
-        0x100..=0xffff => {
-            out.push(0x59);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0x5a);
-            out.extend_from_slice(&(len as u32).to_be_bytes());
-        }
-    }
 }
 
 fn verify_cases() -> Vec<VerifyCase> {
