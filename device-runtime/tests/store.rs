@@ -206,12 +206,27 @@ fn install_v2(s: &Store, f: &Fleet) -> Result<(), String> {
     }
 }
 
+/// `GANTRY_SWEEP_STRIDE` / `GANTRY_SWEEP_SEEDS` widen the sweep (the full
+/// sweep in docs/device-runtime.md is stride 1); `cargo test` cuts at every
+/// 3rd operation with 2 seeds per torn model.
+fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).filter(|&v| v > 0).unwrap_or(default)
+}
+
+fn probation_restarts(s: &Store, f: &Fleet, n: u8) -> Result<(), String> {
+    v1(s, f).and_then(|_| install_v2(s, f))?;
+    for _ in 0..n {
+        s.start(NOW).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 #[test]
 fn power_cut_sweep_install_switch_probation_revert() {
-    let seeds = 2;
-    let stride = 3;
+    let seeds = knob("GANTRY_SWEEP_SEEDS", 2);
+    let stride = knob("GANTRY_SWEEP_STRIDE", 3);
     let mut total = (0, 0);
-    let runs: [(&str, Step, Step, &[u64]); 5] = [
+    let runs: [(&str, Step, Step, &[u64]); 6] = [
         ("first install", |_, _| Ok(()), v1, &[0, 1]),
         ("install + switch", v1, install_v2, &[1, 2]),
         (
@@ -229,6 +244,12 @@ fn power_cut_sweep_install_switch_probation_revert() {
         (
             "runtime start (probation)",
             |s, f| v1(s, f).and_then(|_| install_v2(s, f)),
+            |s, _| s.start(NOW).map(|_| ()).map_err(|e| e.to_string()),
+            &[1, 2],
+        ),
+        (
+            "probation used up: revert",
+            |s, f| probation_restarts(s, f, gantry_device::update::MAX_PROBATION_RESTARTS),
             |s, _| s.start(NOW).map(|_| ()).map_err(|e| e.to_string()),
             &[1, 2],
         ),
