@@ -10,20 +10,30 @@
 //!   match; geomean of the ratios;
 //! - cold start of a cached container: load the artifact and run `hello`,
 //!   and instantiate + run an already loaded module (median);
-//! - memory per idle container: RSS growth per instance of `health` kept
-//!   alive, beyond its 64 KiB linear memory;
-//! - runtime idle RSS: `gantry-device run` with nothing to run;
+//! - memory per idle container and runtime idle RSS: `gantry-device run`
+//!   itself, with 0, 2 and 16 installed `health` containers whose entry
+//!   returned and which each wait in their supervisor for the next health
+//!   check (a live instance, its store and its thread); RSS, PSS and
+//!   threads from `/proc/<pid>/smaps_rollup` and `status`, and the resident
+//!   linear memory from `smaps` (read-write mappings adjoining a ≥ 1 GiB
+//!   reservation), which the per-container figure leaves out;
 //! - install time of a 1 MiB module (compile, import check, cache).
 //!
 //! Native binaries come from `fixtures/build.sh` (clang-19); without it the
 //! compute part is skipped with the reason printed.
 
+use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gantry_device::device::Device;
+use gantry_device::layout::Geometry;
 use gantry_device::sandbox::{HostIo, Outcome, Profile, Sandbox};
+use gantry_device::store::Identity;
+use gantry_keys::FileKeySource;
+use gantry_signing::build::{ContainerRelease, add_signature, class_id_from_model, vendor_id_from_domain};
 use gantry_signing::config::ContainerConfig;
 use sha2::{Digest as _, Sha256};
 
@@ -41,13 +51,95 @@ fn io(dir: &Path, name: &str) -> HostIo {
     HostIo::under(&base)
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+/// A `Key:   123 kB` field of a /proc file, in KiB (0 if absent).
+fn proc_kib(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix(':')))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// What a process holds, from /proc.
+#[derive(Clone, Debug, Default)]
+struct Memory {
+    rss: u64,
+    pss: u64,
+    anon: u64,
+    /// Resident pages of Wasm linear memories.
+    linear: u64,
+    threads: u64,
+    /// Resident KiB by what is mapped: the binary, each library, heap,
+    /// stacks, other anonymous memory.
+    by_mapping: Vec<(String, u64)>,
+}
+
+fn memory(pid: u32) -> Memory {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let threads = status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok());
+    Memory {
+        rss: proc_kib(&rollup, "Rss"),
+        pss: proc_kib(&rollup, "Pss"),
+        anon: proc_kib(&rollup, "Anonymous"),
+        linear: linear_memory_kib(&smaps),
+        threads: threads.unwrap_or(0),
+        by_mapping: rss_by_mapping(&smaps),
+    }
+}
+
+/// Resident KiB per mapped object (file name, `[heap]`, `[stack]`,
+/// `anonymous`), largest first.
+fn rss_by_mapping(smaps: &str) -> Vec<(String, u64)> {
+    let mut by: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut current = String::new();
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.first().is_some_and(|f| f.contains('-') && !f.ends_with(':')) && fields.len() >= 5 {
+            current = match fields.get(5) {
+                Some(path) => path.rsplit('/').next().unwrap_or(path).to_string(),
+                None => "anonymous".into(),
+            };
+        } else if let Some(kib) = line.strip_prefix("Rss:") {
+            *by.entry(current.clone()).or_default() += kib.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+        }
+    }
+    let mut v: Vec<_> = by.into_iter().filter(|(_, k)| *k > 0).collect();
+    v.sort_by_key(|m| std::cmp::Reverse(m.1));
+    v
+}
+
+/// Resident KiB of linear memories in an `smaps` listing. wasmtime
+/// reserves each linear memory (or, pooled, all of them) as one large
+/// mapping and makes the accessible pages read-write: a linear memory is a
+/// read-write mapping that adjoins an inaccessible one of at least 1 GiB.
+fn linear_memory_kib(smaps: &str) -> u64 {
+    // (start, end, readable-writable, rss KiB) per mapping.
+    let mut maps: Vec<(u64, u64, bool, u64)> = Vec::new();
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else { continue };
+        if let Some((a, b)) = range.split_once('-')
+            && let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16))
+            && perms.len() == 4
+        {
+            maps.push((a, b, perms.starts_with("rw"), 0));
+        } else if let Some(kib) = line.strip_prefix("Rss:")
+            && let Some(last) = maps.last_mut()
+        {
+            last.3 = kib.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+        }
+    }
+    let reserved = |m: &(u64, u64, bool, u64)| !m.2 && m.1 - m.0 >= 1 << 30 && m.3 == 0;
+    let mut kib = 0;
+    for (i, m) in maps.iter().enumerate() {
+        let before = i.checked_sub(1).and_then(|j| maps.get(j)).is_some_and(|p| p.1 == m.0 && reserved(p));
+        let after = maps.get(i + 1).is_some_and(|n| n.0 == m.1 && reserved(n));
+        if m.2 && (before || after) {
+            kib += m.3;
+        }
+    }
+    kib
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -162,59 +254,139 @@ fn cold_start(dir: &Path, n: usize) {
     println!("| load artifact (hash-checked) + instantiate + run | {:.1} µs |", median(from_cache).as_secs_f64() * 1e6);
 }
 
-fn idle_memory(dir: &Path, n: usize) {
-    println!("\n## memory per idle container ({n} instances of `health`, entry returned, kept alive)");
-    let sandbox = Sandbox::new(&dir.join("cache")).expect("sandbox");
-    let wasm = std::fs::read(fixtures().join("misbehave/health.wasm")).expect("health");
-    let c = config("health", "[health]\nkind = \"export\"\nfunction = \"gantry_health\"\n");
-    let digest: [u8; 32] = Sha256::digest(&wasm).into();
-    let artifact = sandbox.install(&digest, &wasm, &c).expect("install");
-    let module = sandbox.load(&digest, &artifact, &c).expect("load");
-    let io = io(dir, "health");
-    let mut keep = Vec::with_capacity(n);
-    // Warm up allocators before measuring.
-    keep.push(sandbox.run(&module, &c, io.clone(), Arc::default()).expect("run").1);
-    let before = rss_kib(std::process::id());
-    for _ in 0..n {
-        keep.push(sandbox.run(&module, &c, io.clone(), Arc::default()).expect("run").1);
-    }
-    let after = rss_kib(std::process::id());
-    let per = (after.saturating_sub(before)) as f64 / n as f64;
-    // `health` never touches its one page of linear memory, so this is the
-    // instance's own cost; VmRSS hides what the allocator already had mapped.
-    println!("| VmRSS growth per idle instance (linear memory untouched) |\n|---:|\n| {per:.1} KiB |");
-    drop(keep);
-}
-
-fn runtime_rss(dir: &Path) {
-    println!("\n## runtime idle RSS (`gantry-device run`, no containers)");
-    let state = dir.join("idle-state");
-    let root = dir.join("root.cbor");
-    std::fs::write(&root, trust_root()).expect("root");
-    let bin = env!("CARGO_BIN_EXE_gantry-device");
-    let init = Command::new(bin).args(["--state"]).arg(&state).args(["init", "--trust"]).arg(&root).output();
-    if !init.as_ref().is_ok_and(|o| o.status.success()) {
-        println!("skipped: init failed: {init:?}");
-        return;
-    }
-    let mut child = Command::new(bin).arg("--state").arg(&state).args(["run", "--seconds", "3"]).spawn().expect("run");
-    std::thread::sleep(Duration::from_secs(2));
-    let rss = rss_kib(child.id());
-    let _ = child.wait();
-    println!("| VmRSS after 2 s |\n|---:|\n| {:.2} MiB |", rss as f64 / 1024.0);
-}
-
-/// A self-signed trust root for the idle runtime (its keys sign nothing else).
-fn trust_root() -> Vec<u8> {
+/// The release key and the trust root naming it for every role.
+fn fleet() -> (FileKeySource, Vec<u8>) {
     use gantry_keys::trust::{Role, SignedTrustRoot, TrustRoot};
-    use gantry_keys::{FileKeySource, KeySource, KeyType, SigningKey};
+    use gantry_keys::{KeySource, KeyType, SigningKey};
     let key = FileKeySource::from_key("bench".into(), SigningKey::generate(KeyType::Ed25519));
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let roles: Vec<_> =
         [Role::Root, Role::Release, Role::Server].map(|r| (r, vec![key.public_key().clone()], 1)).into();
-    let mut root = SignedTrustRoot::new(TrustRoot::new(1, now + 86_400, &roles).expect("root")).expect("root");
+    let mut root = SignedTrustRoot::new(TrustRoot::new(1, now() + 86_400, &roles).expect("root")).expect("root");
     root.sign_with(&key).expect("sign");
-    root.to_bytes()
+    (key, root.to_bytes())
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A device state directory with `n` installed `health` containers, each
+/// waiting 30 s between health checks, so once its entry has returned it
+/// sits idle in its supervisor with a live instance.
+fn idle_device(dir: &Path, n: u8) -> PathBuf {
+    let state = dir.join(format!("idle-{n}"));
+    let (key, root) = fleet();
+    let vendor_id = vendor_id_from_domain("example.com");
+    let identity = Identity { device_id: [1; 16], vendor_id, class_id: class_id_from_model(&vendor_id, "gateway") };
+    let geometry = Geometry { max_containers: n.max(1), slot_size: 64 << 10, ..Geometry::default() };
+    let device = Device::init(&state, geometry, &identity, &root, now()).expect("init");
+    let wasm = std::fs::read(fixtures().join("misbehave/health.wasm")).expect("health");
+    for i in 0..n {
+        let config = config(&format!("idle-{i}"), "[health]\nkind = \"export\"\ninterval_ms = 30000\n");
+        let release = ContainerRelease {
+            config: &config,
+            module: &wasm,
+            blobs: &[],
+            sequence: 1,
+            vendor_id,
+            class_id: identity.class_id,
+        };
+        let envelope = add_signature(&release.build_unsigned().expect("release"), &key).expect("sign");
+        device.install(&envelope, &[&wasm], now()).expect("install");
+    }
+    state
+}
+
+/// `gantry-device run` on `state` once its `n` containers have started and
+/// their entry points returned, settled for a second.
+fn run_memory(state: &Path, n: u8) -> Option<Memory> {
+    let bin = env!("CARGO_BIN_EXE_gantry-device");
+    let mut child = Command::new(bin)
+        .arg("--state")
+        .arg(state)
+        .args(["run", "--seconds", "60"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run");
+    let Some(stdout) = child.stdout.take() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut returned = 0;
+    while returned < n {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => returned += u8::from(line.ends_with("ended: Exited(0)")),
+            Err(_) => break,
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let m = memory(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    (returned == n).then_some(m)
+}
+
+fn idle_memory(dir: &Path, runs: usize) {
+    println!("\n## `gantry-device run`, idle: 0, 2 and 16 `health` containers parked in their supervisor");
+    println!("(median of {runs} processes per row; KiB; linear = resident Wasm linear memory)\n");
+    let counts = [0u8, 2, 16];
+    let states: Vec<PathBuf> = counts.iter().map(|&n| idle_device(dir, n)).collect();
+    let mut samples: Vec<Vec<Memory>> = vec![Vec::new(); counts.len()];
+    // Interleaved, so drift on the machine hits every row alike.
+    for _ in 0..runs {
+        for (i, (&n, state)) in counts.iter().zip(&states).enumerate() {
+            match run_memory(state, n) {
+                Some(m) => samples[i].push(m),
+                None => println!("run with {n} containers did not settle in 30 s"),
+            }
+        }
+    }
+    for (&n, v) in counts.iter().zip(&samples) {
+        if let Some(m) = v.first() {
+            let top: Vec<String> = m.by_mapping.iter().take(6).map(|(name, k)| format!("{name} {k}")).collect();
+            println!("resident KiB by mapping, {n} containers: {}", top.join(", "));
+        }
+    }
+    let med = |v: &[Memory], f: fn(&Memory) -> u64| {
+        let mut x: Vec<u64> = v.iter().map(f).collect();
+        x.sort_unstable();
+        x.get(x.len() / 2).copied().unwrap_or(0)
+    };
+    println!("| containers | threads | RSS | PSS | anonymous | linear |\n|---:|---:|---:|---:|---:|---:|");
+    let mut rows = Vec::new();
+    for (&n, v) in counts.iter().zip(&samples) {
+        let row =
+            [med(v, |m| m.threads), med(v, |m| m.rss), med(v, |m| m.pss), med(v, |m| m.anon), med(v, |m| m.linear)];
+        println!("| {n} | {} | {} | {} | {} | {} |", row[0], row[1], row[2], row[3], row[4]);
+        rows.push(row);
+    }
+    // Per container beyond its linear memory: `from` to `to` containers.
+    let per = |from: usize, to: usize, col: usize| {
+        let (a, b) = (&rows[from], &rows[to]);
+        let grew = b[col] as f64 - a[col] as f64 - (b[4] as f64 - a[4] as f64);
+        grew / (counts[to] - counts[from]) as f64
+    };
+    println!(
+        "\nper idle container, beyond its linear memory: {:.1} KiB RSS, {:.1} KiB PSS (2 -> 16 containers); \
+         {:.1} KiB RSS counting the first container's one-time cost (0 -> 16)",
+        per(1, 2, 1),
+        per(1, 2, 2),
+        per(0, 2, 1)
+    );
+    println!(
+        "runtime idle RSS: {:.2} MiB ({:.2} MB) with 2 containers, {:.2} MiB with none",
+        rows[1][1] as f64 / 1024.0,
+        rows[1][1] as f64 * 1024.0 / 1e6,
+        rows[0][1] as f64 / 1024.0
+    );
 }
 
 /// A valid module of about `size` bytes: many small functions.
@@ -274,13 +446,20 @@ fn install_time(dir: &Path) {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let dir = tempfile::tempdir().expect("tempdir");
+    let temp = tempfile::tempdir().expect("tempdir");
+    // GANTRY_BENCH_KEEP=DIR: work in DIR and leave the device states there
+    // (`DIR/idle-N`), to look at a running runtime by hand.
+    let dir = std::env::var_os("GANTRY_BENCH_KEEP").map_or_else(|| temp.path().to_owned(), PathBuf::from);
+    let dir = dir.as_path();
     println!("# gantry-device runtime benchmark ({} mode)", if quick { "quick" } else { "full" });
-    if !quick {
-        compute(dir.path());
+    if std::env::args().any(|a| a == "--memory") {
+        idle_memory(dir, 1);
+        return;
     }
-    cold_start(dir.path(), if quick { 50 } else { 1000 });
-    idle_memory(dir.path(), if quick { 50 } else { 500 });
-    runtime_rss(dir.path());
-    install_time(dir.path());
+    if !quick {
+        compute(dir);
+    }
+    cold_start(dir, if quick { 50 } else { 1000 });
+    idle_memory(dir, if quick { 1 } else { 5 });
+    install_time(dir);
 }

@@ -159,6 +159,12 @@ fn layout(m: &VerifiedManifest<'_>, config: &ContainerConfig, mut offset: u64) -
     Ok(payloads)
 }
 
+/// Verifies an envelope on its own, before any payload is fetched: what it
+/// lists (digests and sizes) bounds what a download may accept.
+pub fn verify_envelope(envelope: &[u8], trust: &Trust, min_sequence: u64) -> Result<VerifiedRelease, BundleError> {
+    check_envelope(envelope, trust, min_sequence, 0)
+}
+
 /// Verifies a release given as bytes (before it is written anywhere), with
 /// `payloads` in component order, module first.
 pub fn verify_release(

@@ -5,6 +5,8 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+#[cfg(feature = "agent")]
+pub mod agent;
 pub mod bundle;
 #[cfg(feature = "runtime")]
 pub mod device;

@@ -28,6 +28,9 @@ const KEY_IDENTITY: u8 = 1;
 const KEY_TRUST_ROOT: u8 = 2;
 const KEY_TABLE: u8 = 3;
 const KEY_ARTIFACTS: u8 = 4;
+/// Issue time of the last deployment ticket accepted (u64, big-endian):
+/// an older ticket is stale even with a valid signature and nonce.
+const KEY_LAST_TICKET: u8 = 5;
 /// Artifact digests remembered (the oldest is forgotten first).
 const MAX_ARTIFACTS: usize = 32;
 
@@ -172,6 +175,30 @@ impl Store {
             vendor_id: identity.vendor_id,
             class_id: identity.class_id,
         })
+    }
+
+    /// The keys of the provisioned trust root's `server` role and its
+    /// threshold: who may sign deployment tickets (checked at `now`).
+    pub fn server_keys(&self, now: u64) -> Result<(Vec<gantry_keys::PublicKey>, u32), Error> {
+        let bytes = self.kv()?.get(KEY_TRUST_ROOT)?.ok_or(Error::NotProvisioned)?.to_vec();
+        let root = SignedTrustRoot::from_bytes(&bytes).map_err(|e| Error::Trust(e.to_string()))?;
+        let verified = root.verify_self_signed(now).map_err(|e| Error::Trust(e.to_string()))?;
+        Ok((verified.root().role_keys(Role::Server), verified.root().policy(Role::Server).threshold))
+    }
+
+    /// Issue time of the last deployment ticket this device accepted.
+    pub fn last_ticket(&self) -> Result<Option<u64>, Error> {
+        let mut kv = self.kv()?;
+        Ok(kv.get(KEY_LAST_TICKET)?.and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes))
+    }
+
+    /// Records that a ticket issued at `issued_at` was accepted; never
+    /// moves backwards.
+    pub fn accept_ticket(&self, issued_at: u64) -> Result<(), Error> {
+        if self.last_ticket()?.is_some_and(|t| t >= issued_at) {
+            return Ok(());
+        }
+        Ok(self.kv()?.put(KEY_LAST_TICKET, &issued_at.to_be_bytes())?)
     }
 
     /// The slot table (empty on a new device).

@@ -206,7 +206,7 @@ fn supervise(device: &Device, mut r: Runnable, stop: &Arc<AtomicBool>, tx: &Send
             Err(e) => (Outcome::Failed(e.to_string()), None),
         };
         send(Report::Ended { name: r.name.clone(), outcome: outcome.clone() });
-        let mut failed = outcome.is_failure();
+        let mut failed = outcome.is_failure(&config);
         match watch {
             Watch::Quiet => {}
             Watch::Missed => failed = true,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use gantry_device::sandbox::{Artifact, HostIo, Outcome, Sandbox, SandboxError};
 use gantry_signing::config::ContainerConfig;
+use rustix::time::{ClockId, clock_gettime};
 use sha2::{Digest as _, Sha256};
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -85,7 +86,7 @@ fn a_trap_is_reported() {
     let env = Env::new();
     let (outcome, _) = env.run(&fixture("crash"), &config("crash", ""));
     assert!(matches!(&outcome, Outcome::Trapped(t) if t.contains("unreachable")), "{outcome:?}");
-    assert!(outcome.is_failure());
+    assert!(outcome.is_failure(&config("crash", "")));
 }
 
 #[test]
@@ -152,10 +153,77 @@ fn misbehaving_containers_leave_the_others_running() {
     for name in ["crash", "memory-hog"] {
         let extra = "[limits]\nmemory = \"2 MiB\"\n";
         let (outcome, _) = env.run(&fixture(name), &config(name, extra));
-        assert!(outcome.is_failure());
+        assert!(outcome.is_failure(&config(name, extra)));
     }
     let (outcome, log) = env.run(&fixture("hello"), &config("hello", "capabilities = [\"wasi:stdout\"]\n"));
     assert_eq!((outcome, log.as_str()), (Outcome::Exited(0), "hello\n"));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(spin.join().unwrap(), Outcome::Stopped);
+}
+
+#[test]
+fn exit_codes_are_failures_unless_the_config_says_they_succeed() {
+    let env = Env::new();
+    let (outcome, _) = env.run(&fixture("exit-code"), &config("solver", ""));
+    assert_eq!(outcome, Outcome::Exited(10));
+    assert!(outcome.is_failure(&config("solver", "")));
+    assert!(!outcome.is_failure(&config("solver", "success_codes = [10, 20]\n")));
+    assert!(Outcome::Exited(0).is_failure(&config("solver", "success_codes = [10, 20]\n")));
+    assert!(!Outcome::Stopped.is_failure(&config("solver", "")));
+}
+
+/// CPU time the calling thread has used.
+fn thread_cpu() -> Duration {
+    let t = clock_gettime(ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+#[test]
+fn a_cpu_share_holds_a_spinning_container_to_its_share() {
+    let env = Env::new();
+    let config = config("spin", "[limits]\ncpu_percent = 25\ndeadline_ms = 1000\n");
+    let (module, _) = env.install(&fixture("spin"), &config).unwrap();
+    // The container runs on this thread: its CPU clock is the container's.
+    let (cpu, wall) = (thread_cpu(), Instant::now());
+    let (outcome, _) = env.sandbox.run(&module, &config, env.io("spin"), Arc::default()).unwrap();
+    let (cpu, wall) = (thread_cpu() - cpu, wall.elapsed());
+    assert_eq!(outcome, Outcome::Deadline);
+    let share = cpu.as_secs_f64() / wall.as_secs_f64();
+    println!("cpu_percent 25, spinning: {cpu:?} of CPU in {wall:?} = {:.1} %", share * 100.0);
+    // Generous bounds: the machine may be busy (less CPU than the share is
+    // the scheduler's doing), but more than the share must never happen.
+    assert!((0.05..=0.35).contains(&share), "share {share:.3}");
+    assert!(wall < Duration::from_secs(3), "stopped after {wall:?}");
+}
+
+#[test]
+fn a_container_that_mostly_sleeps_is_not_throttled_by_its_share() {
+    let env = Env::new();
+    let nap = fixture("nap");
+    let full = config("nap", "");
+    let quarter = config("nap", "[limits]\ncpu_percent = 25\n");
+    let (module, _) = env.install(&nap, &full).unwrap();
+    let run = |config: &ContainerConfig| {
+        let (cpu, wall) = (thread_cpu(), Instant::now());
+        let (outcome, _) = env.sandbox.run(&module, config, env.io("nap"), Arc::default()).unwrap();
+        assert_eq!(outcome, Outcome::Exited(0));
+        (thread_cpu() - cpu, wall.elapsed())
+    };
+    // Interleaved, best of three each: drift on a shared machine hits both.
+    let (mut best_full, mut best_quarter) = (Duration::MAX, Duration::MAX);
+    let mut cpu = Duration::ZERO;
+    for _ in 0..3 {
+        best_full = best_full.min(run(&full).1);
+        let (c, w) = run(&quarter);
+        best_quarter = best_quarter.min(w);
+        cpu = c;
+    }
+    println!("nap: 100 % {best_full:?}, 25 % {best_quarter:?} (CPU {cpu:?})");
+    assert!(cpu.as_secs_f64() < 0.2 * best_quarter.as_secs_f64(), "nap used {cpu:?}: not mostly asleep");
+    // Billing a whole tick after every sleep (the old accounting) makes it
+    // about 2.4 times slower; billing CPU time leaves it alone.
+    assert!(
+        best_quarter.as_secs_f64() < 1.3 * best_full.as_secs_f64(),
+        "throttled while asleep: {best_quarter:?} at 25 % vs {best_full:?} at 100 %"
+    );
 }

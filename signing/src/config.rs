@@ -9,6 +9,7 @@
 //! entry = "_start"
 //! args = ["--rate", "10"]
 //! capabilities = ["wasi:clocks", "wasi:stdout", "gantry:sensor"]
+//! success_codes = [0]      # exit codes that mean success (a SAT solver: [10, 20])
 //!
 //! [env]
 //! LOG_LEVEL = "info"
@@ -87,7 +88,16 @@ pub struct ContainerConfig {
     pub health: Option<Health>,
     /// Restart policy.
     pub restart: Restart,
+    /// Exit codes that mean the container succeeded, sorted, without
+    /// duplicates, 1 to [`MAX_SUCCESS_CODES`] of them; `[0]` unless the
+    /// config says otherwise. Some programs answer through their exit code
+    /// (a SAT solver exits 10 for sat and 20 for unsat); any other exit is a
+    /// failure for the restart policy and the probation.
+    pub success_codes: Vec<i32>,
 }
+
+/// Most exit codes a config may declare successful.
+pub const MAX_SUCCESS_CODES: usize = 16;
 
 /// Resource limits.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -170,6 +180,12 @@ struct TomlConfig {
     health: Option<TomlHealth>,
     #[serde(default)]
     restart: TomlRestart,
+    #[serde(default = "default_success_codes")]
+    success_codes: Vec<i32>,
+}
+
+fn default_success_codes() -> Vec<i32> {
+    vec![0]
 }
 
 fn default_entry() -> String {
@@ -263,6 +279,8 @@ impl ContainerConfig {
         };
         let mut capabilities = t.capabilities;
         capabilities.sort();
+        let mut success_codes = t.success_codes;
+        success_codes.sort_unstable();
         let config = ContainerConfig {
             name: t.name,
             version: t.version,
@@ -283,9 +301,15 @@ impl ContainerConfig {
                 backoff_initial_ms: t.restart.backoff_initial_ms.unwrap_or(500),
                 backoff_max_ms: t.restart.backoff_max_ms.unwrap_or(30_000),
             },
+            success_codes,
         };
         config.validate()?;
         Ok(config)
+    }
+
+    /// Whether exit code `code` means success (`success_codes`).
+    pub fn is_success(&self, code: i32) -> bool {
+        self.success_codes.binary_search(&code).is_ok()
     }
 
     /// Checks every rule the TOML and CBOR forms share.
@@ -349,6 +373,13 @@ impl ContainerConfig {
         if r.backoff_initial_ms == 0 || r.backoff_max_ms < r.backoff_initial_ms {
             return Err(cfg_err("restart: need 0 < backoff_initial_ms <= backoff_max_ms"));
         }
+        let codes = &self.success_codes;
+        if codes.is_empty() || codes.len() > MAX_SUCCESS_CODES {
+            return Err(cfg_err(format!("success_codes: list 1 to {MAX_SUCCESS_CODES} exit codes")));
+        }
+        if let Some(w) = codes.windows(2).find(|w| w[0] >= w[1]) {
+            return Err(cfg_err(format!("success_codes: {} listed twice or out of order", w[1])));
+        }
         Ok(())
     }
 
@@ -357,8 +388,14 @@ impl ContainerConfig {
         let mut e = Encoder::new(gantry_keys::cbor_vec::VecWriter::default());
         // Writing into a Vec cannot fail.
         let _ = (|| -> Result<(), minicbor::encode::Error<core::convert::Infallible>> {
-            let optional =
-                u64::from(!self.env.is_empty()) + u64::from(!self.args.is_empty()) + u64::from(self.health.is_some());
+            // `success_codes` is written only when it is not the default
+            // `[0]`, so configs from before it existed keep their bytes
+            // (and their signed digests).
+            let codes = self.success_codes != [0];
+            let optional = u64::from(!self.env.is_empty())
+                + u64::from(!self.args.is_empty())
+                + u64::from(self.health.is_some())
+                + u64::from(codes);
             e.map(6 + optional)?;
             e.u8(1)?.str(&self.name)?;
             e.u8(2)?.str(&self.version)?;
@@ -406,6 +443,12 @@ impl ContainerConfig {
             };
             e.u8(9)?.map(4)?.u8(1)?.u8(policy)?.u8(2)?.u32(r.max_restarts)?;
             e.u8(3)?.u64(r.backoff_initial_ms)?.u8(4)?.u64(r.backoff_max_ms)?;
+            if codes {
+                e.u8(10)?.array(self.success_codes.len() as u64)?;
+                for &code in &self.success_codes {
+                    e.i32(code)?;
+                }
+            }
             Ok(())
         })();
         e.into_writer().0
@@ -459,6 +502,7 @@ impl ContainerConfig {
                 backoff_initial_ms: 0,
                 backoff_max_ms: 0,
             },
+            success_codes: vec![0],
         };
         let mut seen = 0u16;
         let mut order = KeyOrder::new();
@@ -504,6 +548,13 @@ impl ContainerConfig {
                 }
                 8 => c.health = Some(read_health(&mut r)?),
                 9 => c.restart = read_restart(&mut r)?,
+                10 => {
+                    c.success_codes.clear();
+                    for _ in 0..r.array("success codes")? {
+                        let code = r.i64("success code")?;
+                        c.success_codes.push(i32::try_from(code).map_err(|_| Error::Invalid("success code"))?);
+                    }
+                }
                 _ => return Err(Error::Invalid("unknown config member")),
             }
             seen |= 1 << key;
@@ -617,6 +668,49 @@ policy = "always"
         ] {
             let err = ContainerConfig::from_toml(bad).unwrap_err().to_string();
             assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn success_codes_default_to_zero_and_keep_old_encodings() {
+        let minimal = ContainerConfig::from_toml("name = \"a\"\nversion = \"1\"\n").unwrap();
+        assert_eq!(minimal.success_codes, [0]);
+        assert!(minimal.is_success(0) && !minimal.is_success(1));
+        // A config that names the default encodes exactly like one that
+        // does not: configs signed before the field existed keep their digest.
+        let explicit = ContainerConfig::from_toml("name = \"a\"\nversion = \"1\"\nsuccess_codes = [0]\n").unwrap();
+        assert_eq!(explicit.to_cbor(), minimal.to_cbor());
+        assert!(!minimal.to_cbor().windows(2).any(|w| w == [0x0a, 0x81]), "no member 10 for the default");
+
+        let solver = "name = \"sat\"\nversion = \"1\"\nsuccess_codes = [20, -1, 10]\n";
+        let c = ContainerConfig::from_toml(solver).unwrap();
+        assert_eq!(c.success_codes, [-1, 10, 20], "sorted on read");
+        assert!(c.is_success(10) && c.is_success(20) && c.is_success(-1) && !c.is_success(0));
+        let bytes = c.to_cbor();
+        assert!(bytes.ends_with(&[0x0a, 0x83, 0x20, 0x0a, 0x14]), "10 => [-1, 10, 20]");
+        assert_eq!(ContainerConfig::from_cbor(&bytes).unwrap(), c);
+
+        // Member 10 holding the default is not canonical: it would give one
+        // config two encodings.
+        let mut zero = minimal.to_cbor();
+        zero[0] += 1;
+        zero.extend([0x0a, 0x81, 0x00]);
+        assert!(ContainerConfig::from_cbor(&zero).is_err());
+        // Out of order or repeated codes in CBOR, and values beyond i32.
+        for tail in [&[0x0a, 0x82, 0x14, 0x0a][..], &[0x0a, 0x82, 0x0a, 0x0a], &[0x0a, 0x81, 0x1a, 0x80, 0, 0, 0]] {
+            let mut bad = minimal.to_cbor();
+            bad[0] += 1;
+            bad.extend(tail);
+            assert!(ContainerConfig::from_cbor(&bad).is_err(), "{tail:02x?}");
+        }
+        for (bad, why) in [
+            ("success_codes = []", "success_codes"),
+            ("success_codes = [10, 10]", "twice"),
+            ("success_codes = [3000000000]", ""),
+            ("success_codes = [0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]", "success_codes"),
+        ] {
+            let err = ContainerConfig::from_toml(&format!("name = \"a\"\nversion = \"1\"\n{bad}\n")).unwrap_err();
+            assert!(err.to_string().contains(why), "{bad}: {err}");
         }
     }
 

@@ -59,28 +59,56 @@ impl HostIo {
     }
 }
 
+/// The Gantry host functions a config grants: what a linker holds, so
+/// one linker serves every container granted the same set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Grants {
+    log: bool,
+    kv: bool,
+    sensor: bool,
+}
+
+impl Grants {
+    pub(crate) fn of(config: &ContainerConfig) -> Grants {
+        let has = |cap: &str| config.capabilities.iter().any(|c| c == cap);
+        Grants { log: has("gantry:log"), kv: has("gantry:kv"), sensor: has("gantry:sensor") }
+    }
+}
+
 /// The host side of one instance.
 pub(crate) struct Host {
     io: HostIo,
-    kv: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// The container's log, opened once per instance (shared with stdout
+    /// and stderr) when anything may write to it.
+    log: Option<std::fs::File>,
+    /// Read from its file at the first `kv_*` call, so an instance that
+    /// never uses the store costs no read at start.
+    kv: Option<BTreeMap<Vec<u8>, Vec<u8>>>,
 }
 
 impl Host {
-    pub(crate) fn new(io: HostIo) -> Host {
-        let kv = std::fs::read(&io.kv).ok().and_then(|b| decode_kv(&b)).unwrap_or_default();
-        Host { io, kv }
+    pub(crate) fn new(io: HostIo, log: Option<std::fs::File>) -> Host {
+        Host { io, log, kv: None }
     }
 
-    fn log(&self, line: &[u8]) {
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&self.io.log) {
-            let _ = f.write_all(&line[..line.len().min(MAX_LOG)]);
-            let _ = f.write_all(b"\n");
+    fn log(&mut self, line: &[u8]) {
+        if let Some(f) = self.log.as_mut() {
+            // One write per line, so lines from stdout and gantry.log never tear.
+            let mut out = Vec::with_capacity(line.len().min(MAX_LOG) + 1);
+            out.extend_from_slice(&line[..line.len().min(MAX_LOG)]);
+            out.push(b'\n');
+            let _ = f.write_all(&out);
         }
     }
 
-    fn save_kv(&self) -> std::io::Result<()> {
+    fn kv(&mut self) -> &mut BTreeMap<Vec<u8>, Vec<u8>> {
+        let path = &self.io.kv;
+        self.kv.get_or_insert_with(|| std::fs::read(path).ok().and_then(|b| decode_kv(&b)).unwrap_or_default())
+    }
+
+    fn save_kv(&mut self) -> std::io::Result<()> {
         let tmp = self.io.kv.with_extension("tmp");
-        std::fs::write(&tmp, encode_kv(&self.kv))?;
+        std::fs::write(&tmp, encode_kv(self.kv()))?;
         std::fs::rename(&tmp, &self.io.kv)
     }
 }
@@ -121,23 +149,22 @@ fn guest<'a>(caller: &'a mut Caller<'_, Ctx>, ptr: i32, len: i32) -> Option<(usi
     Some((ptr, len, data))
 }
 
-/// Links the Gantry functions `config` grants.
-pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>, config: &ContainerConfig) -> wasmtime::Result<()> {
-    let has = |cap: &str| config.capabilities.iter().any(|c| c == cap);
+/// Links the Gantry functions in `grants`.
+pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>, grants: Grants) -> wasmtime::Result<()> {
     linker.func_wrap("gantry", "heartbeat", |caller: Caller<'_, Ctx>| {
         let io = &caller.data().host.io;
         io.heartbeat.store(io.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     })?;
-    if has("gantry:log") {
+    if grants.log {
         linker.func_wrap("gantry", "log", |mut caller: Caller<'_, Ctx>, ptr: i32, len: i32| {
             let len = len.min(MAX_LOG as i32);
             let line = guest(&mut caller, ptr, len).map(|(p, l, d)| d[p..p + l].to_vec());
             if let Some(line) = line {
-                caller.data().host.log(&line);
+                caller.data_mut().host.log(&line);
             }
         })?;
     }
-    if has("gantry:kv") {
+    if grants.kv {
         linker.func_wrap(
             "gantry",
             "kv_get",
@@ -148,7 +175,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>, config: &ContainerConfig) 
                 let Some(k) = guest(&mut caller, key, key_len).map(|(p, l, d)| d[p..p + l].to_vec()) else {
                     return -3;
                 };
-                let Some(v) = caller.data().host.kv.get(&k).cloned() else { return -1 };
+                let Some(v) = caller.data_mut().host.kv().get(&k).cloned() else { return -1 };
                 if (cap as i64) < v.len() as i64 {
                     return -2;
                 }
@@ -175,15 +202,16 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>, config: &ContainerConfig) 
                     return -3;
                 };
                 let host = &mut caller.data_mut().host;
-                if !host.kv.contains_key(&k) && host.kv.len() >= MAX_KEYS {
+                let kv = host.kv();
+                if !kv.contains_key(&k) && kv.len() >= MAX_KEYS {
                     return -4;
                 }
-                host.kv.insert(k, v);
+                kv.insert(k, v);
                 if host.save_kv().is_err() { -5 } else { 0 }
             },
         )?;
     }
-    if has("gantry:sensor") {
+    if grants.sensor {
         linker.func_wrap("gantry", "sensor_read", |caller: Caller<'_, Ctx>, channel: i32| -> f64 {
             let t = caller.data().host.io.epoch.elapsed().as_secs_f64();
             20.0 + 5.0 * (t / 60.0 + channel as f64).sin()

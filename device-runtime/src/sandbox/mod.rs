@@ -21,19 +21,25 @@ mod run;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use gantry_signing::config::ContainerConfig;
 use sha2::{Digest as _, Sha256};
-use wasmtime::{Config, Engine, Module, OptLevel};
+use wasmtime::{Config, Engine, Linker, Module, ModuleVersionStrategy, OptLevel};
 
 pub use caps::{ImportRefused, check_imports};
 pub use host::HostIo;
 pub use run::{Outcome, Running};
 
-/// The compilation settings every artifact is bound to.
-pub const PROFILE: &str = "wasmtime-48.0.8.x86_64.cranelift-speed.epoch.v1";
+/// The compilation settings every artifact is bound to. `preserve-all`:
+/// built with the vendored Cranelift patch that calls the epoch slow path
+/// without clobbering registers (vendor/README.md).
+pub const PROFILE: &str = "wasmtime-48.0.8.x86_64.cranelift-speed.epoch.preserve-all.v2";
+
+/// What wasmtime stamps into artifacts and checks on load: the compiler is
+/// patched, so its artifacts must never pass for stock 48.0.8 ones.
+const MODULE_VERSION: &str = "48.0.8+gantry-preserve-all.1";
 
 /// Engine profiles: what compiled code can be interrupted by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +58,7 @@ impl Profile {
     pub fn name(self) -> &'static str {
         match self {
             Profile::Epoch => PROFILE,
-            Profile::Uninterruptible => "wasmtime-48.0.8.x86_64.cranelift-speed.uninterruptible.v1",
+            Profile::Uninterruptible => "wasmtime-48.0.8.x86_64.cranelift-speed.uninterruptible.v2",
         }
     }
 }
@@ -88,13 +94,80 @@ pub struct Artifact {
     pub sha256: [u8; 32],
 }
 
-/// Engines (one per stack ceiling), the artifact cache and the epoch clock.
+/// Stack of the epoch thread: it sleeps and bumps counters, nothing more.
+const TICKER_STACK: usize = 64 * 1024;
+
+/// Engines (one per stack ceiling), linkers, the artifact cache and the
+/// epoch clock.
+///
+/// The epoch thread starts with the first instance and sleeps on a
+/// condition variable whenever no instance is executing guest code, so an
+/// idle runtime neither keeps its pages warm nor wakes 200 times a second.
 pub struct Sandbox {
     profile: Profile,
-    engines: Arc<Mutex<BTreeMap<u64, Engine>>>,
     cache: PathBuf,
-    stop: Arc<AtomicBool>,
-    ticker: Option<std::thread::JoinHandle<()>>,
+    shared: Arc<Shared>,
+    ticker: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// What the sandbox shares with its epoch thread and its instances.
+struct Shared {
+    engines: Mutex<BTreeMap<u64, Engine>>,
+    /// One linker per engine and set of Gantry grants: the WASI and host
+    /// functions are defined once, not at every start.
+    linkers: Mutex<Linkers>,
+    /// Instances executing guest code now; the epoch ticks while > 0.
+    busy: Mutex<usize>,
+    wake: Condvar,
+    quit: AtomicBool,
+}
+
+/// Linkers by stack ceiling (their engine) and Gantry grants.
+type Linkers = BTreeMap<(u64, host::Grants), Arc<Linker<run::Ctx>>>;
+
+/// Locks a mutex whose data stays consistent even if a holder panicked
+/// (tables and a counter, each updated in one step).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    fn tick_while_busy(&self) {
+        loop {
+            {
+                let mut busy = lock(&self.busy);
+                while *busy == 0 && !self.quit.load(Ordering::Relaxed) {
+                    busy = self.wake.wait(busy).unwrap_or_else(|p| p.into_inner());
+                }
+            }
+            if self.quit.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(TICK);
+            lock(&self.engines).values().for_each(Engine::increment_epoch);
+        }
+    }
+}
+
+/// Counts an instance as executing guest code while it lives.
+pub(crate) struct Busy(Arc<Shared>);
+
+impl Busy {
+    /// Counts one more instance, waking the epoch thread if it was idle.
+    fn enter(shared: &Arc<Shared>) -> Busy {
+        let mut busy = lock(&shared.busy);
+        *busy += 1;
+        if *busy == 1 {
+            shared.wake.notify_all();
+        }
+        Busy(shared.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        *lock(&self.0.busy) -= 1;
+    }
 }
 
 impl Sandbox {
@@ -107,26 +180,63 @@ impl Sandbox {
     pub fn with_profile(cache_dir: &Path, profile: Profile) -> Result<Sandbox, SandboxError> {
         let cache = cache_dir.join(profile.name());
         std::fs::create_dir_all(&cache)?;
-        let engines: Arc<Mutex<BTreeMap<u64, Engine>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let ticker = {
-            let (engines, stop) = (engines.clone(), stop.clone());
-            std::thread::Builder::new().name("gantry-epoch".into()).spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(TICK);
-                    if let Ok(engines) = engines.lock() {
-                        engines.values().for_each(Engine::increment_epoch);
-                    }
-                }
-            })?
-        };
-        Ok(Sandbox { profile, engines, cache, stop, ticker: Some(ticker) })
+        let shared = Arc::new(Shared {
+            engines: Mutex::default(),
+            linkers: Mutex::default(),
+            busy: Mutex::new(0),
+            wake: Condvar::new(),
+            quit: AtomicBool::new(false),
+        });
+        Ok(Sandbox { profile, cache, shared, ticker: Mutex::new(None) })
+    }
+
+    /// Counts an instance as executing until the guard drops: starts the
+    /// epoch thread the first time, wakes it when it was idle. `None` for
+    /// an engine without epoch checks.
+    pub(crate) fn busy(&self) -> Result<Option<Busy>, SandboxError> {
+        if self.profile != Profile::Epoch {
+            return Ok(None);
+        }
+        {
+            let mut ticker = lock(&self.ticker);
+            if ticker.is_none() {
+                let shared = self.shared.clone();
+                let thread = std::thread::Builder::new().name("gantry-epoch".into()).stack_size(TICKER_STACK);
+                *ticker = Some(thread.spawn(move || shared.tick_while_busy())?);
+            }
+        }
+        Ok(Some(Busy::enter(&self.shared)))
+    }
+
+    /// The linker for `engine` and the Gantry functions `config` grants,
+    /// built once per engine of this sandbox and set of grants.
+    pub(crate) fn linker(
+        &self,
+        engine: &Engine,
+        config: &ContainerConfig,
+    ) -> Result<Arc<Linker<run::Ctx>>, SandboxError> {
+        let key = (stack_ceiling(config.limits.stack_bytes), host::Grants::of(config));
+        // Only a linker for one of our own engines is kept: a module from
+        // another sandbox gets a linker of its own.
+        let ours = lock(&self.shared.engines).get(&key.0).is_some_and(|e| Engine::same(e, engine));
+        if ours && let Some(l) = lock(&self.shared.linkers).get(&key) {
+            return Ok(l.clone());
+        }
+        let mut linker: Linker<run::Ctx> = Linker::new(engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |c: &mut run::Ctx| &mut c.wasi)
+            .map_err(|e| SandboxError::Engine(e.to_string()))?;
+        host::add_to_linker(&mut linker, key.1).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        let linker = Arc::new(linker);
+        if ours {
+            lock(&self.shared.linkers).insert(key, linker.clone());
+        }
+        Ok(linker)
     }
 
     /// The engine for a stack ceiling of `stack_bytes`.
     fn engine(&self, stack_bytes: u64) -> Result<Engine, SandboxError> {
-        let stack = stack_bytes.div_ceil(STACK_STEP).max(1) * STACK_STEP;
-        let mut engines = self.engines.lock().map_err(|_| SandboxError::Engine("engine table poisoned".into()))?;
+        let stack = stack_ceiling(stack_bytes);
+        let mut engines = lock(&self.shared.engines);
         if let Some(e) = engines.get(&stack) {
             return Ok(e.clone());
         }
@@ -134,7 +244,9 @@ impl Sandbox {
         c.cranelift_opt_level(OptLevel::Speed)
             .epoch_interruption(self.profile == Profile::Epoch)
             .max_wasm_stack(stack as usize)
-            .parallel_compilation(false);
+            .parallel_compilation(false)
+            .module_version(ModuleVersionStrategy::Custom(MODULE_VERSION.into()))
+            .map_err(|e| SandboxError::Engine(e.to_string()))?;
         let engine = Engine::new(&c).map_err(|e| SandboxError::Engine(e.to_string()))?;
         engines.insert(stack, engine.clone());
         Ok(engine)
@@ -195,10 +307,21 @@ impl Sandbox {
     }
 }
 
+/// The engine a stack ceiling uses: rounded up to [`STACK_STEP`].
+fn stack_ceiling(stack_bytes: u64) -> u64 {
+    stack_bytes.div_ceil(STACK_STEP).max(1) * STACK_STEP
+}
+
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.ticker.take() {
+        {
+            // Under the lock: the epoch thread is then either before its
+            // check of `quit` or waiting, and cannot miss the wake-up.
+            let _busy = lock(&self.shared.busy);
+            self.shared.quit.store(true, Ordering::Relaxed);
+            self.shared.wake.notify_all();
+        }
+        if let Some(t) = lock(&self.ticker).take() {
             let _ = t.join();
         }
     }

@@ -4,8 +4,11 @@
 //!   few tables); growing past it traps, reported as [`Outcome::MemoryLimit`].
 //! - **CPU**: the epoch ticks every [`TICK`](super::TICK); at each tick the
 //!   instance's callback stops it when the runtime asked it to stop or its
-//!   deadline passed ([`Outcome::Deadline`]), and enforces its CPU share by
-//!   sleeping for the rest of its duty cycle.
+//!   deadline passed ([`Outcome::Deadline`]), and enforces its CPU share:
+//!   it reads the CPU time its own thread used since the previous tick and
+//!   rests until that is at most `cpu_percent` of the wall time passed.
+//!   Time the thread spent descheduled, or blocked in a host call such as
+//!   `poll_oneoff`, is not CPU time and is never billed.
 //! - **Stack**: the engine's `max_wasm_stack`, one engine per ceiling.
 
 use std::sync::Arc;
@@ -13,22 +16,63 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use gantry_signing::config::ContainerConfig;
-use wasmtime::{Instance, Linker, Module, ResourceLimiter, Store, Trap, UpdateDeadline};
+use rustix::time::{ClockId, clock_gettime};
+use wasmtime::{Instance, Module, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::cli::OutputFile;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
-use super::host::{self, Host, HostIo};
-use super::{Sandbox, SandboxError, TICK};
+use super::host::{Host, HostIo};
+use super::{Busy, Sandbox, SandboxError};
 
 /// Per-instance state.
 pub(crate) struct Ctx {
-    wasi: WasiP1Ctx,
+    pub(crate) wasi: WasiP1Ctx,
     limits: Limits,
     pub(crate) host: Host,
     deadline: Option<Instant>,
     stop: Arc<AtomicBool>,
-    cpu_percent: u8,
+    /// `None` at 100 %: nothing to enforce, no clock to read.
+    cpu: Option<CpuShare>,
+}
+
+/// A CPU share: the container's thread may use `percent` of the wall time.
+/// Accounted per epoch tick from the thread's own CPU clock, so only what
+/// the guest (and the host calls it makes) actually computed is billed.
+struct CpuShare {
+    percent: u32,
+    /// Thread CPU time and wall time when the current window began (the
+    /// end of the previous tick's rest, or the start of the call).
+    cpu: Duration,
+    wall: Instant,
+}
+
+impl CpuShare {
+    fn new(percent: u8) -> Option<CpuShare> {
+        (percent < 100).then(|| CpuShare { percent: percent.max(1).into(), cpu: thread_cpu(), wall: Instant::now() })
+    }
+
+    /// Starts a new window now.
+    fn restart(&mut self) {
+        self.cpu = thread_cpu();
+        self.wall = Instant::now();
+    }
+}
+
+/// CPU time the calling thread has used.
+fn thread_cpu() -> Duration {
+    // CLOCK_THREAD_CPUTIME_ID cannot fail on Linux for the calling thread;
+    // rustix returns the value and panics on nothing.
+    let t = clock_gettime(ClockId::ThreadCPUTime);
+    Duration::new(u64::try_from(t.tv_sec).unwrap_or(0), u32::try_from(t.tv_nsec).unwrap_or(0))
+}
+
+/// How long a thread that used `cpu` of CPU time over `wall` of wall time
+/// must rest so that it used at most `percent` % of the wall time. One
+/// window at a time: time spent idle earns no credit beyond its window.
+fn rest_owed(cpu: Duration, wall: Duration, percent: u32) -> Duration {
+    let percent = percent.clamp(1, 100);
+    (cpu * 100 / percent).saturating_sub(wall)
 }
 
 /// Memory and table ceilings; remembers that a grow was refused, so the
@@ -86,9 +130,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Whether this counts as a failure for the restart policy.
-    pub fn is_failure(&self) -> bool {
-        !matches!(self, Outcome::Exited(0) | Outcome::Stopped)
+    /// Whether this counts as a failure for the restart policy and the
+    /// probation of a container with `config`: anything but an exit with one
+    /// of its `success_codes` (`[0]` unless it says otherwise) or a stop by
+    /// the runtime.
+    pub fn is_failure(&self, config: &ContainerConfig) -> bool {
+        match self {
+            Outcome::Exited(code) => !config.is_success(*code),
+            Outcome::Stopped => false,
+            _ => true,
+        }
     }
 }
 
@@ -115,6 +166,8 @@ impl std::error::Error for Interrupt {}
 pub struct Running {
     store: Store<Ctx>,
     instance: Instance,
+    sandbox: Arc<super::Shared>,
+    profile: super::Profile,
 }
 
 impl Running {
@@ -125,7 +178,13 @@ impl Running {
             .instance
             .get_typed_func::<(), i32>(&mut self.store, name)
             .map_err(|e| Outcome::Failed(format!("health export {name:?}: {e}")))?;
-        self.store.data_mut().deadline = Some(Instant::now() + timeout);
+        let ctx = self.store.data_mut();
+        ctx.deadline = Some(Instant::now() + timeout);
+        if let Some(cpu) = ctx.cpu.as_mut() {
+            cpu.restart();
+        }
+        // The epoch thread was started by `Sandbox::run`; only wake it.
+        let _busy = (self.profile == super::Profile::Epoch).then(|| super::Busy::enter(&self.sandbox));
         match f.call(&mut self.store, ()) {
             Ok(code) => Ok(code == 0),
             Err(e) => Err(classify(e, &self.store)),
@@ -164,27 +223,25 @@ impl Sandbox {
         stop: Arc<AtomicBool>,
     ) -> Result<(Outcome, Option<Running>), SandboxError> {
         let engine = module.engine();
-        let mut linker: Linker<Ctx> = Linker::new(engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |c: &mut Ctx| &mut c.wasi)
-            .map_err(|e| SandboxError::Engine(e.to_string()))?;
-        host::add_to_linker(&mut linker, config).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        let linker = self.linker(engine, config)?;
 
-        let wasi = wasi_ctx(config, &io)?;
+        let (wasi, log) = wasi_ctx(config, &io)?;
         let limits = Limits { memory_bytes: config.limits.memory_bytes as usize, hit: false };
         let deadline = config.limits.deadline_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
         let ctx = Ctx {
             wasi,
             limits,
-            host: Host::new(io),
+            host: Host::new(io, log),
             deadline,
             stop,
-            cpu_percent: config.limits.cpu_percent.clamp(1, 100),
+            cpu: CpuShare::new(config.limits.cpu_percent),
         };
+        let _busy: Option<Busy> = self.busy()?;
         let mut store = Store::new(engine, ctx);
         store.limiter(|c| &mut c.limits);
         if self.profile == super::Profile::Epoch {
             store.set_epoch_deadline(1);
-            store.epoch_deadline_callback(|ctx| on_tick(ctx.data()));
+            store.epoch_deadline_callback(|mut ctx| on_tick(ctx.data_mut()));
         }
 
         let instance = match linker.instantiate(&mut store, module) {
@@ -195,38 +252,68 @@ impl Sandbox {
             Ok(f) => f,
             Err(e) => return Ok((Outcome::Failed(format!("entry point {:?}: {e}", config.entry)), None)),
         };
+        if let Some(cpu) = store.data_mut().cpu.as_mut() {
+            cpu.restart();
+        }
         let result = entry.call(&mut store, ());
+        let profile = self.profile;
         Ok(match result {
-            Ok(()) => (Outcome::Exited(0), Some(Running { store, instance })),
+            Ok(()) => (Outcome::Exited(0), Some(Running { store, instance, sandbox: self.shared.clone(), profile })),
             Err(e) => (classify(e, &store), None),
         })
     }
 }
 
-fn on_tick(ctx: &Ctx) -> wasmtime::Result<UpdateDeadline> {
-    if ctx.stop.load(Ordering::Relaxed) {
-        return Err(Interrupt::Stopped.into());
+/// Longest single sleep while resting, so a stop or a deadline is seen
+/// within this even at a 1 % share.
+const REST_SLICE: Duration = Duration::from_millis(20);
+
+fn on_tick(ctx: &mut Ctx) -> wasmtime::Result<UpdateDeadline> {
+    check(ctx)?;
+    if let Some(cpu) = ctx.cpu.as_ref() {
+        let mut owed = rest_owed(thread_cpu().saturating_sub(cpu.cpu), cpu.wall.elapsed(), cpu.percent);
+        while !owed.is_zero() {
+            let nap = owed.min(REST_SLICE);
+            std::thread::sleep(nap);
+            owed -= nap;
+            check(ctx)?;
+        }
     }
-    if ctx.deadline.is_some_and(|d| Instant::now() >= d) {
-        return Err(Interrupt::Deadline.into());
-    }
-    if ctx.cpu_percent < 100 {
-        // Ran one tick; rest for the remainder of the duty cycle.
-        let p = ctx.cpu_percent as u32;
-        std::thread::sleep(TICK * (100 - p) / p);
+    if let Some(cpu) = ctx.cpu.as_mut() {
+        cpu.restart();
     }
     Ok(UpdateDeadline::Continue(1))
 }
 
-fn wasi_ctx(config: &ContainerConfig, io: &HostIo) -> Result<WasiP1Ctx, SandboxError> {
+/// Stop requests and the deadline.
+fn check(ctx: &Ctx) -> Result<(), Interrupt> {
+    if ctx.stop.load(Ordering::Relaxed) {
+        return Err(Interrupt::Stopped);
+    }
+    if ctx.deadline.is_some_and(|d| Instant::now() >= d) {
+        return Err(Interrupt::Deadline);
+    }
+    Ok(())
+}
+
+/// The WASI context, and the log file (opened once, shared by stdout,
+/// stderr and `gantry.log`) when anything may write to it.
+fn wasi_ctx(config: &ContainerConfig, io: &HostIo) -> Result<(WasiP1Ctx, Option<std::fs::File>), SandboxError> {
     let has = |cap: &str| config.capabilities.iter().any(|c| c == cap);
     let mut b = WasiCtxBuilder::new();
-    let log = || std::fs::OpenOptions::new().create(true).append(true).open(&io.log);
-    if has("wasi:stdout") {
-        b.stdout(OutputFile::new(log()?));
-    }
-    if has("wasi:stderr") {
-        b.stderr(OutputFile::new(log()?));
+    let log = if has("wasi:stdout") || has("wasi:stderr") || has("gantry:log") {
+        Some(std::fs::OpenOptions::new().create(true).append(true).open(&io.log)?)
+    } else {
+        None
+    };
+    if let Some(file) = log.as_ref().filter(|_| has("wasi:stdout") || has("wasi:stderr")) {
+        let out = OutputFile::new(file.try_clone()?);
+        if has("wasi:stdout") {
+            b.stdout(out.clone());
+        }
+        if has("wasi:stderr") {
+            b.stderr(out);
+        }
     }
     if has("wasi:args") {
         let mut args = vec![config.name.clone()];
@@ -243,5 +330,24 @@ fn wasi_ctx(config: &ContainerConfig, io: &HostIo) -> Result<WasiP1Ctx, SandboxE
         b.preopened_dir(&io.data_dir, "/data", wasmtime_wasi::FsPerms::ReadWrite)
             .map_err(|e| SandboxError::Engine(format!("data dir: {e}")))?;
     }
-    Ok(b.build_p1())
+    let log = log.filter(|_| has("gantry:log"));
+    Ok((b.build_p1(), log))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_share_bills_cpu_time_not_wall_time() {
+        let ms = Duration::from_millis;
+        // Computed a whole 5 ms window at 25 %: rests three times as long.
+        assert_eq!(rest_owed(ms(5), ms(5), 25), ms(15));
+        // Descheduled or blocked for most of the window: already within its share.
+        assert_eq!(rest_owed(ms(5), ms(40), 25), Duration::ZERO);
+        assert_eq!(rest_owed(ms(1), ms(2), 25), ms(2));
+        assert_eq!(rest_owed(ms(5), ms(5), 100), Duration::ZERO);
+        assert_eq!(rest_owed(ms(1), ms(1), 1), ms(99));
+        assert_eq!(rest_owed(ms(1), ms(1), 0), ms(99), "0 is read as 1 %");
+    }
 }

@@ -1,0 +1,484 @@
+//! The pull agent: enrolls with the update server, polls it with jitter
+//! and back-off, and installs what a fresh deployment ticket and the
+//! release signatures both allow (DESIGN.md: the ticket is signed by the
+//! server's online key, the release by offline keys; one is never enough).
+//!
+//! One [`Agent::cycle`]: log in if needed (a signed challenge) → check in
+//! with the inventory and a fresh nonce (304 when nothing changed) → verify
+//! the ticket (server key of the provisioned trust root, this device, this
+//! nonce, not expired, not older than the last one) → for each assignment
+//! the device does not run yet: fetch the envelope by its digest, verify it
+//! against the trust root, check the ticket names exactly its manifest,
+//! fetch each payload under the signed length and digest (resuming), and
+//! install through the update flow (probation, confirm or revert). Every
+//! step reports to the server; nothing unverified is written to flash.
+
+mod client;
+mod fetch;
+mod schedule;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use gantry_keys::{FileKeySource, KeySource, KeyType, SigningKey};
+use gantry_signing::device_auth::LoginProof;
+use gantry_signing::ticket::{Assignment, TicketPolicy, verify_ticket};
+use rand_core::{OsRng, RngCore as _};
+
+pub use client::{InventoryItem, Report};
+pub use fetch::{Caps, FetchError};
+pub use schedule::{Poller, Schedule};
+
+use crate::bundle;
+use crate::device::{Device, DeviceError};
+use crate::supervisor::unix_now;
+use crate::table::{Container, Phase, SlotTable};
+use crate::update::UpdateEvent;
+use client::{Checkin, Client};
+use fetch::Downloads;
+
+/// Largest envelope fetched (envelopes are a few KiB; payloads travel apart).
+pub const MAX_ENVELOPE: u64 = 64 * 1024;
+
+/// Why a cycle failed. The device keeps running what it ran.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The agent's configuration.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The network or HTTP layer.
+    #[error("connection: {0}")]
+    Transport(String),
+    /// The server refused the device's credentials.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// The server refused the request.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// Another error status.
+    #[error("{what}: HTTP {status}: {detail}")]
+    Status {
+        /// The call.
+        what: String,
+        /// HTTP status.
+        status: u16,
+        /// The server's message.
+        detail: String,
+    },
+    /// The server's answer is malformed.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The ticket was refused (attack or misconfiguration).
+    #[error("ticket refused: {0}")]
+    Ticket(String),
+    /// Local files.
+    #[error("{0}")]
+    Io(String),
+    /// The device.
+    #[error("{0}")]
+    Device(#[from] DeviceError),
+}
+
+/// What the agent needs to know.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// Base URL of the update server.
+    pub server: String,
+    /// A one-time enrollment token, for a device the operator did not
+    /// pre-authorize.
+    pub enrollment_token: Option<String>,
+    /// Poll timing.
+    pub schedule: Schedule,
+    /// Download limits.
+    pub caps: Caps,
+}
+
+/// Something the agent did, for the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AgentEvent {
+    /// Logged in (or enrolled).
+    LoggedIn {
+        /// Whether this was a first enrollment.
+        enrolled: bool,
+    },
+    /// The server has nothing new.
+    Unchanged,
+    /// A ticket was verified; it names this many assignments.
+    Ticket {
+        /// Assignments.
+        assignments: usize,
+    },
+    /// An assignment was not installed.
+    Skipped {
+        /// Stream.
+        stream: String,
+        /// Why.
+        reason: String,
+    },
+    /// An install ran through the update flow.
+    Update(UpdateEvent),
+}
+
+/// What a cycle achieved.
+#[derive(Debug, Default)]
+pub struct Cycle {
+    /// Containers switched to a new version (to be restarted on probation).
+    pub switched: Vec<String>,
+    /// Seconds the server asked to wait.
+    pub poll_after: Option<u64>,
+}
+
+/// The agent of one device.
+pub struct Agent {
+    config: AgentConfig,
+    client: Client,
+    device_id: String,
+    key: FileKeySource,
+    downloads: Downloads,
+    token: Option<(String, Instant)>,
+    etag: Option<String>,
+}
+
+/// The device's own key, created on first use: `STATE/device.key` (0600).
+/// The server knows the device by it (pre-authorization or enrollment).
+pub fn device_key(state: &Path) -> Result<FileKeySource, AgentError> {
+    let path = state.join("device.key");
+    if !path.exists() {
+        SigningKey::generate(KeyType::P256)
+            .write_pkcs8_file(&path)
+            .map_err(|e| AgentError::Io(format!("{}: {e}", path.display())))?;
+    }
+    FileKeySource::open(&path).map_err(|e| AgentError::Io(format!("{}: {e}", path.display())))
+}
+
+/// The id the server knows this device by: its 16-byte identity, in hex.
+pub fn device_id(device: &Device) -> Result<String, AgentError> {
+    Ok(hex(&device.store().identity().map_err(DeviceError::from)?.device_id))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// What the device runs, as a check-in reports it.
+pub fn inventory(table: &SlotTable) -> Vec<InventoryItem> {
+    table
+        .containers
+        .iter()
+        .filter_map(|c| {
+            let i = c.running()?;
+            let state = match (&c.phase, c.enabled) {
+                (_, false) => "disabled",
+                (Phase::Confirmed, _) => "confirmed",
+                (Phase::Probation { .. }, _) => "probation",
+                (Phase::Reverted { .. }, _) => "reverted",
+            };
+            Some(InventoryItem {
+                stream: c.name.clone(),
+                manifest_digest: hex(&i.manifest_digest),
+                sequence: i.sequence,
+                state: state.into(),
+            })
+        })
+        .collect()
+}
+
+/// Whether an assignment needs an install, or why not.
+fn wanted(c: Option<&Container>, a: &Assignment<'_>) -> Result<bool, String> {
+    let Some(c) = c else { return Ok(true) };
+    if c.running().is_some_and(|i| i.manifest_digest == a.manifest_digest) {
+        return Ok(false);
+    }
+    if matches!(c.phase, Phase::Reverted { .. }) && c.standby().is_some_and(|i| i.manifest_digest == a.manifest_digest)
+    {
+        return Err("this release was reverted on this device".into());
+    }
+    match c.running() {
+        Some(i) if i.sequence >= a.sequence => {
+            Err(format!("sequence {} is not above the installed {} (rollback refused)", a.sequence, i.sequence))
+        }
+        _ => Ok(true),
+    }
+}
+
+impl Agent {
+    /// An agent for the device in `state`.
+    pub fn new(config: AgentConfig, device: &Device, state: &Path) -> Result<Agent, AgentError> {
+        let client = Client::new(&config.server)?;
+        Ok(Agent {
+            client,
+            device_id: device_id(device)?,
+            key: device_key(state)?,
+            downloads: Downloads::new(&state.join("downloads"))?,
+            token: None,
+            etag: None,
+            config,
+        })
+    }
+
+    /// The device's id on the server.
+    pub fn id(&self) -> &str {
+        &self.device_id
+    }
+
+    /// The device's public key as SPKI PEM (what an operator pre-authorizes).
+    pub fn public_key_pem(&self) -> String {
+        self.key.public_key().to_spki_pem()
+    }
+
+    fn proof(&self, challenge: &[u8]) -> Result<Vec<u8>, AgentError> {
+        let proof =
+            LoginProof { device_id: self.device_id.clone(), challenge: challenge.to_vec(), timestamp: unix_now() };
+        proof.sign(&self.key).map_err(|e| AgentError::Config(format!("signing the login proof: {e}")))
+    }
+
+    /// A valid bearer token: logs in (or enrolls) when there is none.
+    fn session(&mut self, events: &mut dyn FnMut(AgentEvent)) -> Result<String, AgentError> {
+        if let Some((t, until)) = &self.token
+            && Instant::now() + Duration::from_secs(10) < *until
+        {
+            return Ok(t.clone());
+        }
+        let challenge = self.client.challenge(&self.device_id)?;
+        let proof = self.proof(&challenge)?;
+        let (login, enrolled) = match self.client.login(&self.device_id, &challenge, &proof) {
+            Ok(l) => (l, false),
+            Err(AgentError::Unauthorized(why)) => {
+                let Some(token) = self.config.enrollment_token.clone() else {
+                    return Err(AgentError::Unauthorized(format!(
+                        "{why}; pre-authorize device {} with its key, or give an enrollment token",
+                        self.device_id
+                    )));
+                };
+                let challenge = self.client.challenge(&self.device_id)?;
+                let proof = self.proof(&challenge)?;
+                (self.client.enroll(&self.device_id, &self.public_key_pem(), &token, &challenge, &proof)?, true)
+            }
+            Err(e) => return Err(e),
+        };
+        events(AgentEvent::LoggedIn { enrolled });
+        self.token = Some((login.token.clone(), Instant::now() + Duration::from_secs(login.expires_in)));
+        Ok(login.token)
+    }
+
+    fn report(&self, token: &str, stream: &str, digest: &[u8; 32], state: &str, detail: Option<String>) {
+        let r = Report {
+            stream: stream.to_owned(),
+            manifest_digest: hex(digest),
+            state: state.to_owned(),
+            progress: None,
+            detail: detail.map(|d| d.chars().take(1000).collect()),
+        };
+        // Reports are best effort: the next check-in's inventory says the same.
+        let _ = self.client.report(token, &r);
+    }
+
+    /// Reports an update outcome the supervisor reached (confirm, revert).
+    pub fn report_event(&mut self, device: &Device, event: &UpdateEvent) {
+        let (name, state, detail) = match event {
+            UpdateEvent::Confirmed { name, .. } => (name, "installed", None),
+            UpdateEvent::Reverted { name, reason, .. } => (name, "reverted", Some(reason.clone())),
+            _ => return,
+        };
+        let Ok(table) = device.store().table() else { return };
+        let digest = match event {
+            UpdateEvent::Reverted { .. } => table.get(name).and_then(|c| c.standby()).map(|i| i.manifest_digest),
+            _ => table.get(name).and_then(|c| c.running()).map(|i| i.manifest_digest),
+        };
+        let mut ignore = |_| {};
+        if let (Some(d), Ok(token)) = (digest, self.session(&mut ignore)) {
+            self.report(&token, name, &d, state, detail);
+        }
+    }
+
+    /// One poll: check in and install what the ticket assigns.
+    pub fn cycle(&mut self, device: &Device, events: &mut dyn FnMut(AgentEvent)) -> Result<Cycle, AgentError> {
+        let token = self.session(events)?;
+        let table = device.store().table().map_err(DeviceError::from)?;
+        let mut nonce = [0u8; 16];
+        OsRng.fill_bytes(&mut nonce);
+        let answer = match self.client.checkin(&token, &nonce, &inventory(&table), self.etag.as_deref()) {
+            Err(e @ AgentError::Unauthorized(_)) => {
+                self.token = None;
+                return Err(e);
+            }
+            other => other?,
+        };
+        let response = match answer {
+            Checkin::Unchanged { poll_after } => {
+                events(AgentEvent::Unchanged);
+                return Ok(Cycle { switched: Vec::new(), poll_after });
+            }
+            Checkin::Changed(r) => r,
+        };
+        let ticket_bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &response.ticket)
+            .map_err(|_| AgentError::Protocol("ticket: not base64".into()))?;
+        let now = unix_now();
+        let (server_keys, threshold) = device.store().server_keys(now).map_err(DeviceError::from)?;
+        let last = device.store().last_ticket().map_err(DeviceError::from)?;
+        let policy = TicketPolicy {
+            server_keys: &server_keys,
+            server_threshold: threshold,
+            device_id: &self.device_id,
+            nonce: &nonce,
+            now: Some(now),
+            last_issued_at: last,
+        };
+        let ticket =
+            verify_ticket(&ticket_bytes, &policy).map_err(|e| AgentError::Ticket(format!("{e} ({})", e.code())))?;
+        device.store().accept_ticket(ticket.issued_at()).map_err(DeviceError::from)?;
+        events(AgentEvent::Ticket { assignments: ticket.contents().assignment_count() });
+
+        let mut cycle = Cycle { switched: Vec::new(), poll_after: Some(response.poll_after) };
+        let mut all_done = true;
+        let mut keep = Vec::new();
+        for a in ticket.assignments() {
+            let skip = |reason: String| AgentEvent::Skipped { stream: a.stream.to_owned(), reason };
+            if a.stream.as_bytes() == gantry_signing::FIRMWARE_COMPONENT {
+                events(skip("firmware updates are installed through the bootloader, not by this agent yet".into()));
+                continue;
+            }
+            let table = device.store().table().map_err(DeviceError::from)?;
+            match wanted(table.get(a.stream), &a) {
+                Ok(false) => continue,
+                Ok(true) => {}
+                Err(reason) => {
+                    self.report(&token, a.stream, &a.manifest_digest, "failed", Some(reason.clone()));
+                    events(skip(reason));
+                    continue;
+                }
+            }
+            let size = response
+                .assignments
+                .iter()
+                .find(|v| v.stream == a.stream && unhex32(&v.envelope.sha256) == Some(a.envelope_sha256))
+                .map(|v| v.envelope.size);
+            match self.apply(device, &token, &a, size, &mut keep) {
+                Ok(event) => {
+                    if let UpdateEvent::Switched { name, .. } = &event {
+                        cycle.switched.push(name.clone());
+                    }
+                    events(AgentEvent::Update(event));
+                }
+                Err(e) => {
+                    all_done = false;
+                    self.report(&token, a.stream, &a.manifest_digest, "failed", Some(e.to_string()));
+                    events(skip(e.to_string()));
+                }
+            }
+        }
+        self.downloads.retain(&keep);
+        // Only a fully handled state is acknowledged: after a failure the
+        // next check-in gets a fresh ticket and tries again.
+        self.etag = if all_done { Some(response.etag) } else { None };
+        Ok(cycle)
+    }
+
+    /// Fetches, verifies and installs one assignment.
+    fn apply(
+        &mut self,
+        device: &Device,
+        token: &str,
+        a: &Assignment<'_>,
+        envelope_size: Option<u64>,
+        keep: &mut Vec<[u8; 32]>,
+    ) -> Result<UpdateEvent, AgentError> {
+        let size = envelope_size.filter(|&s| s <= MAX_ENVELOPE).ok_or_else(|| {
+            AgentError::Protocol(format!("{}: envelope size missing or above {MAX_ENVELOPE}", a.stream))
+        })?;
+        let caps = self.config.caps;
+        keep.push(a.envelope_sha256);
+        let envelope =
+            self.downloads.fetch(&self.client, &a.envelope_sha256, size, &caps, &mut |_| {}).map_err(fetch)?;
+        let trust = device.store().trust(unix_now()).map_err(DeviceError::from)?;
+        let release = bundle::verify_envelope(&envelope, &trust, 0)
+            .map_err(|e| AgentError::Ticket(format!("{}: the envelope does not verify: {e}", a.stream)))?;
+        if release.manifest_digest != a.manifest_digest || release.config.name != a.stream {
+            return Err(AgentError::Ticket(format!(
+                "{}: the envelope is not the release the ticket names (mix-and-match refused)",
+                a.stream
+            )));
+        }
+        self.report(token, a.stream, &a.manifest_digest, "downloading", None);
+        let mut payloads = Vec::with_capacity(release.payloads.len());
+        for p in &release.payloads {
+            keep.push(p.sha256);
+            payloads.push(self.downloads.fetch(&self.client, &p.sha256, p.len, &caps, &mut |_| {}).map_err(fetch)?);
+        }
+        self.report(token, a.stream, &a.manifest_digest, "installing", None);
+        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        let event = device.install(&envelope, &refs, unix_now())?;
+        if let UpdateEvent::Refused { reason, .. } = &event {
+            self.report(token, a.stream, &a.manifest_digest, "failed", Some(reason.clone()));
+        }
+        self.downloads.discard(&a.envelope_sha256);
+        for p in &release.payloads {
+            self.downloads.discard(&p.sha256);
+        }
+        Ok(event)
+    }
+
+    /// Where downloads are kept between cycles.
+    pub fn downloads_dir(state: &Path) -> PathBuf {
+        state.join("downloads")
+    }
+}
+
+fn fetch(e: FetchError) -> AgentError {
+    AgentError::Transport(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::Installed;
+    use gantry_boot::Slot;
+
+    fn container(phase: Phase, running: u64, standby: Option<u64>) -> Container {
+        let inst = |s: u64| Installed { manifest_digest: [s as u8; 32], sequence: s, version: s.to_string() };
+        Container {
+            name: "app".into(),
+            pair: 0,
+            active: Slot::A,
+            phase,
+            slots: [Some(inst(running)), standby.map(inst)],
+            counter: running,
+            enabled: true,
+        }
+    }
+
+    fn assignment(seq: u64) -> Assignment<'static> {
+        Assignment { stream: "app", manifest_digest: [seq as u8; 32], sequence: seq, envelope_sha256: [0; 32] }
+    }
+
+    #[test]
+    fn what_needs_an_install() {
+        assert_eq!(wanted(None, &assignment(1)), Ok(true));
+        let c = container(Phase::Confirmed, 2, Some(1));
+        assert_eq!(wanted(Some(&c), &assignment(2)), Ok(false), "already runs it");
+        assert_eq!(wanted(Some(&c), &assignment(3)), Ok(true));
+        assert!(wanted(Some(&c), &assignment(1)).unwrap_err().contains("rollback"));
+        let reverted = container(Phase::Reverted { reason: "crash".into() }, 1, Some(2));
+        assert!(wanted(Some(&reverted), &assignment(2)).unwrap_err().contains("reverted"));
+        assert_eq!(wanted(Some(&reverted), &assignment(3)), Ok(true), "a newer fix is welcome");
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let d = [0xabu8; 32];
+        assert_eq!(unhex32(&hex(&d)), Some(d));
+        assert_eq!(unhex32("zz"), None);
+        assert_eq!(unhex32(&"g".repeat(64)), None);
+    }
+}
