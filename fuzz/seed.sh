@@ -9,7 +9,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 vectors="${VECTORS:-$here/../../shared/vectors}"
 corpus="$here/corpus"
-mkdir -p "$corpus"/{envelope,verify,manifest,cose_sign1,cose_key,trust_root,boot_slot,boot_record,slot_table,container_slot}
+mkdir -p "$corpus"/{envelope,verify,manifest,cose_sign1,cose_key,trust_root,boot_slot,boot_record,slot_table,container_slot,ticket}
 
 # Envelopes: draft examples, libcsuit files, derived (Ed25519 + negative) vectors.
 envelopes=("$vectors"/suit/*.cbor "$vectors"/suit/libcsuit/*.suit "$vectors"/suit/derived/*.cbor)

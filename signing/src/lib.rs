@@ -44,8 +44,10 @@ extern crate alloc;
 
 mod cbor;
 pub mod cose;
+pub mod device_auth;
 mod error;
 pub mod suit;
+pub mod ticket;
 mod verify;
 
 #[cfg(feature = "std")]

@@ -84,6 +84,7 @@ fn main() {
     boot_record_seeds(&corpus.join("boot_record"));
     slot_table_seeds(&corpus.join("slot_table"));
     container_slot_seeds(&corpus.join("container_slot"), &ed);
+    ticket_seeds(&corpus.join("ticket"), &ed);
     println!("wrote seeds under {}", corpus.display());
 }
 
@@ -353,5 +354,44 @@ fn container_slot_seeds(dir: &Path, ed: &FileKeySource) {
             (_, got) => panic!("container seed {name}: the check gave {got:?}"),
         }
         write(dir, &format!("{name}.slot"), &image);
+    }
+}
+
+/// Tickets and login proofs for the `ticket` target, signed with the RFC
+/// 8032 key for the device and nonce the target expects: valid ones, and
+/// one refusal per check after the signature.
+fn ticket_seeds(dir: &Path, ed: &FileKeySource) {
+    use gantry_signing::device_auth::LoginProof;
+    use gantry_signing::ticket::{Ticket, TicketAssignment};
+    const NOW: u64 = 1_700_000_000;
+    let assignment = |stream: &str, n: u8| TicketAssignment {
+        stream: stream.into(),
+        manifest_digest: [n; 32],
+        sequence: n.into(),
+        envelope_sha256: [n ^ 0xff; 32],
+    };
+    let ticket = Ticket {
+        device_id: "fuzz-device".into(),
+        nonce: vec![0x5a; 16],
+        issued_at: NOW - 10,
+        expires_at: NOW + 3600,
+        assignments: vec![assignment("firmware", 1), assignment("sensor-filter", 2), assignment("a", 3)],
+    };
+    let seeds = [
+        ("ok-three", ticket.clone()),
+        ("ok-empty", Ticket { assignments: vec![], ..ticket.clone() }),
+        ("other-device", Ticket { device_id: "other".into(), ..ticket.clone() }),
+        ("other-nonce", Ticket { nonce: vec![0x5b; 32], ..ticket.clone() }),
+        ("expired", Ticket { issued_at: NOW - 7200, expires_at: NOW - 3600, ..ticket.clone() }),
+        ("stale", Ticket { issued_at: NOW - 200_000, expires_at: NOW + 10, ..ticket.clone() }),
+    ];
+    for (name, t) in seeds {
+        write(dir, &format!("{name}.ticket"), &t.sign(ed).expect("seed ticket signs"));
+    }
+    for (name, challenge, ts) in
+        [("ok", [0x5a; 16], 0), ("skewed", [0x5a; 16], NOW + 1000), ("other-challenge", [1; 16], NOW)]
+    {
+        let proof = LoginProof { device_id: "fuzz-device".into(), challenge: challenge.to_vec(), timestamp: ts };
+        write(dir, &format!("{name}.login"), &proof.sign(ed).expect("seed proof signs"));
     }
 }

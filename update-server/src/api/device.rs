@@ -1,0 +1,357 @@
+//! The device API: challenge, login, enrollment, check-in, reports.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use gantry_keys::{PublicKey, decode_cose_key, read_public_key_pem};
+use gantry_signing::device_auth::{LoginPolicy, valid_device_id, verify_login_proof};
+use gantry_signing::ticket::{NONCE_MAX, NONCE_MIN, Ticket};
+use rand_core::{OsRng, RngCore as _};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::{ApiJson, DeviceCaller, Shared};
+use crate::auth::secret_hash;
+use crate::error::ApiError;
+use crate::fleet::CachedDevice;
+use crate::metrics::inc;
+use crate::store::{NewDevice, ReportRecord, now};
+
+/// Header carrying the seconds until the next check-in (on 200 and 304).
+pub const POLL_AFTER: HeaderName = HeaderName::from_static("gantry-poll-after");
+/// Most inventory entries in one check-in.
+pub const MAX_INVENTORY: usize = 64;
+
+fn b64(field: &'static str, s: &str) -> Result<Vec<u8>, ApiError> {
+    B64.decode(s).map_err(|_| ApiError::bad_request("bad-request", format!("{field} is not standard base64")))
+}
+
+fn check_device_id(id: &str) -> Result<(), ApiError> {
+    if valid_device_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request("invalid-device-id", "device_id: 1-128 of A-Z a-z 0-9 . _ : -"))
+    }
+}
+
+/// A public key as the API takes it: SPKI PEM, or base64 of a COSE_Key.
+pub(super) fn parse_public_key(text: &str) -> Result<PublicKey, ApiError> {
+    let bad = |e: String| ApiError::bad_request("invalid-public-key", e);
+    if text.trim_start().starts_with("-----BEGIN") {
+        read_public_key_pem(text, "public_key").map_err(|e| bad(e.to_string()))
+    } else {
+        decode_cose_key(&b64("public_key", text)?).map_err(|e| bad(format!("public_key (COSE_Key): {e}")))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ChallengeRequest {
+    device_id: String,
+}
+
+#[derive(Serialize)]
+pub(super) struct ChallengeResponse {
+    challenge: String,
+    expires_in: u64,
+}
+
+/// `POST /api/v1/device/challenge`: a fresh challenge to sign. Answered
+/// for any well-formed id, enrolled or not, so it reveals nothing.
+pub(super) async fn challenge(
+    State(s): State<Shared>,
+    ApiJson(req): ApiJson<ChallengeRequest>,
+) -> Result<Json<ChallengeResponse>, ApiError> {
+    check_device_id(&req.device_id)?;
+    let ttl = s.config.devices.challenge_ttl.secs().max(1);
+    let c = s.device_auth.challenge(&req.device_id, now() as u64, ttl);
+    Ok(Json(ChallengeResponse { challenge: B64.encode(c), expires_in: ttl }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LoginRequest {
+    device_id: String,
+    challenge: String,
+    proof: String,
+}
+
+#[derive(Serialize)]
+pub(super) struct LoginResponse {
+    device_id: String,
+    token: String,
+    expires_in: u64,
+}
+
+fn login_refused(s: &Shared, e: impl std::fmt::Display) -> ApiError {
+    inc(&s.metrics.login_refusals);
+    ApiError::unauthorized(format!("login refused: {e}"))
+}
+
+/// Checks the challenge, then the proof under `key`.
+fn check_proof(s: &Shared, device_id: &str, key: &PublicKey, challenge: &str, proof: &str) -> Result<(), ApiError> {
+    let challenge = b64("challenge", challenge)?;
+    let proof = b64("proof", proof)?;
+    let now = now() as u64;
+    s.device_auth.redeem_challenge(&challenge, device_id, now).map_err(|e| login_refused(s, e))?;
+    let policy = LoginPolicy {
+        device_key: key,
+        device_id,
+        challenge: &challenge,
+        now: Some(now),
+        max_clock_skew: s.config.devices.max_clock_skew.map(|d| d.secs()).unwrap_or(u64::MAX),
+    };
+    verify_login_proof(&proof, &policy).map_err(|e| login_refused(s, format_args!("{e} ({})", e.code())))?;
+    Ok(())
+}
+
+fn issue_token(s: &Shared, device_id: &str) -> LoginResponse {
+    inc(&s.metrics.logins);
+    let ttl = s.config.devices.token_ttl.secs().max(1);
+    let token = s.device_auth.token(device_id, now() as u64 + ttl);
+    LoginResponse { device_id: device_id.to_owned(), token, expires_in: ttl }
+}
+
+async fn enrolled(s: &Shared, id: &str) -> Result<CachedDevice, ApiError> {
+    match s.fleet.device(&s.store, id).await? {
+        Some(d) if d.disabled => Err(ApiError::forbidden(format!("device {id} is disabled"))),
+        Some(d) => Ok(d),
+        None => Err(ApiError::forbidden(format!("device {id} is not enrolled"))),
+    }
+}
+
+/// `POST /api/v1/device/login`: a signed challenge for a bearer token.
+pub(super) async fn login(
+    State(s): State<Shared>,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    check_device_id(&req.device_id)?;
+    let device = match s.fleet.device(&s.store, &req.device_id).await? {
+        Some(d) if !d.disabled => d,
+        // One answer for unknown and disabled devices and bad proofs.
+        _ => return Err(login_refused(&s, "unknown or disabled device")),
+    };
+    check_proof(&s, &req.device_id, &device.key, &req.challenge, &req.proof)?;
+    Ok(Json(issue_token(&s, &req.device_id)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EnrollRequest {
+    device_id: String,
+    public_key: String,
+    enrollment_token: String,
+    challenge: String,
+    proof: String,
+}
+
+/// `POST /api/v1/device/enroll`: a device enrolls itself with an
+/// enrollment token, proving it holds the key it enrolls; answered like a
+/// login.
+pub(super) async fn enroll(
+    State(s): State<Shared>,
+    ApiJson(req): ApiJson<EnrollRequest>,
+) -> Result<(StatusCode, Json<LoginResponse>), ApiError> {
+    check_device_id(&req.device_id)?;
+    let key = parse_public_key(&req.public_key)?;
+    check_proof(&s, &req.device_id, &key, &req.challenge, &req.proof)?;
+    let cose = key.to_cose_key();
+    if let Some(existing) = s.store.device(&req.device_id).await? {
+        // Enrolling again with the same key (a retry after a lost answer)
+        // is a login; another key is someone else's device id.
+        return if existing.public_key == cose {
+            Ok((StatusCode::OK, Json(issue_token(&s, &req.device_id))))
+        } else {
+            Err(ApiError::conflict("device-exists", format!("device {} is enrolled with another key", req.device_id)))
+        };
+    }
+    let grant = s
+        .store
+        .use_enrollment_token(&secret_hash(&req.enrollment_token))
+        .await?
+        .ok_or_else(|| ApiError::forbidden("enrollment token unknown, used up or expired"))?;
+    let key_id = key.key_id().to_string();
+    let by = format!("enrollment-token:{}", grant.token_id);
+    let new = NewDevice {
+        id: &req.device_id,
+        public_key: &cose,
+        key_id: &key_id,
+        enrolled_by: &by,
+        groups: &grant.groups,
+        tags: &grant.tags,
+    };
+    if !s.store.insert_device(&new).await? {
+        return Err(ApiError::conflict("device-exists", format!("device {} was enrolled meanwhile", req.device_id)));
+    }
+    tracing::info!(device = %req.device_id, key = %key_id, token = %grant.token_id, "device enrolled");
+    Ok((StatusCode::CREATED, Json(issue_token(&s, &req.device_id))))
+}
+
+/// One entry of a device's inventory: what it runs on a stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct InventoryItem {
+    stream: String,
+    manifest_digest: String,
+    sequence: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CheckinRequest {
+    nonce: String,
+    #[serde(default)]
+    inventory: Vec<InventoryItem>,
+}
+
+#[derive(Serialize)]
+pub(super) struct BlobRef {
+    url: String,
+    sha256: String,
+    size: i64,
+}
+
+#[derive(Serialize)]
+pub(super) struct AssignmentView {
+    stream: String,
+    manifest_digest: String,
+    sequence: i64,
+    envelope: BlobRef,
+}
+
+#[derive(Serialize)]
+pub(super) struct CheckinResponse {
+    ticket: String,
+    etag: String,
+    poll_after: u64,
+    assignments: Vec<AssignmentView>,
+}
+
+fn poll_after(s: &Shared) -> u64 {
+    let d = &s.config.devices;
+    let jitter = d.poll_jitter.secs();
+    d.poll_interval.secs() + if jitter == 0 { 0 } else { OsRng.next_u64() % (jitter + 1) }
+}
+
+fn check_inventory(items: &[InventoryItem]) -> Result<(), ApiError> {
+    if items.len() > MAX_INVENTORY {
+        return Err(ApiError::bad_request("bad-request", format!("inventory: at most {MAX_INVENTORY} entries")));
+    }
+    for i in items {
+        let digest_ok = i.manifest_digest.len() == 64 && i.manifest_digest.bytes().all(|b| b.is_ascii_hexdigit());
+        if i.stream.is_empty() || i.stream.len() > 64 || !digest_ok || i.state.as_ref().is_some_and(|s| s.len() > 32) {
+            return Err(ApiError::bad_request(
+                "bad-request",
+                "inventory entry: stream 1-64 bytes, manifest_digest 64 hex digits, state at most 32 bytes",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/device/checkin`: the device's inventory and a fresh
+/// nonce; 304 if what it should run has not changed since the ETag it
+/// sends in `If-None-Match`, else 200 with a ticket signed for the nonce.
+pub(super) async fn checkin(
+    State(s): State<Shared>,
+    caller: DeviceCaller,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<CheckinRequest>,
+) -> Result<Response, ApiError> {
+    let nonce = b64("nonce", &req.nonce)?;
+    if !(NONCE_MIN..=NONCE_MAX).contains(&nonce.len()) {
+        return Err(ApiError::bad_request("bad-request", "nonce: 16 to 32 random bytes"));
+    }
+    check_inventory(&req.inventory)?;
+    let id = &caller.device_id;
+    let device = enrolled(&s, id).await?;
+
+    // The inventory is written only when it changed.
+    let inventory = serde_json::to_string(&req.inventory).map_err(ApiError::internal)?;
+    let hash: [u8; 32] = Sha256::digest(inventory.as_bytes()).into();
+    if device.inventory_hash != Some(hash) {
+        s.store.save_inventory(id, &inventory, &hash).await?;
+        s.fleet.set_inventory_hash(id, hash);
+        inc(&s.metrics.inventory_writes);
+    }
+    let now = now();
+    s.fleet.touch(id, now);
+
+    let desired = &device.desired;
+    let poll = poll_after(&s);
+    let etag = HeaderValue::from_str(&desired.etag).map_err(ApiError::internal)?;
+    let poll_header = HeaderValue::from(poll);
+    let unchanged = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == desired.etag));
+    if unchanged {
+        inc(&s.metrics.checkins_unchanged);
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag), (POLL_AFTER, poll_header)]).into_response());
+    }
+
+    let ticket = Ticket {
+        device_id: id.clone(),
+        nonce,
+        issued_at: now as u64,
+        expires_at: now as u64 + s.config.devices.ticket_ttl.secs().max(1),
+        assignments: desired.assignments.clone(),
+    };
+    let signed = ticket.sign(s.server_key.as_ref()).map_err(ApiError::internal)?;
+    inc(&s.metrics.checkins_ticket);
+    let assignments = desired
+        .rows
+        .iter()
+        .map(|r| AssignmentView {
+            stream: r.stream.clone(),
+            manifest_digest: r.manifest_digest.clone(),
+            sequence: r.sequence,
+            envelope: BlobRef {
+                url: format!("/blobs/sha256/{}", r.envelope_sha256),
+                sha256: r.envelope_sha256.clone(),
+                size: r.envelope_size,
+            },
+        })
+        .collect();
+    let body =
+        CheckinResponse { ticket: B64.encode(signed), etag: desired.etag.clone(), poll_after: poll, assignments };
+    Ok((StatusCode::OK, [(header::ETAG, etag), (POLL_AFTER, poll_header)], Json(body)).into_response())
+}
+
+/// Report states a device may send.
+pub const REPORT_STATES: [&str; 6] = ["downloading", "downloaded", "installing", "installed", "failed", "reverted"];
+
+/// `POST /api/v1/device/reports`: progress or the result of an update.
+pub(super) async fn report(
+    State(s): State<Shared>,
+    caller: DeviceCaller,
+    ApiJson(report): ApiJson<ReportRecord>,
+) -> Result<StatusCode, ApiError> {
+    let digest_ok = report.manifest_digest.len() == 64 && report.manifest_digest.bytes().all(|b| b.is_ascii_hexdigit());
+    if !REPORT_STATES.contains(&report.state.as_str())
+        || !digest_ok
+        || report.stream.is_empty()
+        || report.stream.len() > 64
+        || report.progress.is_some_and(|p| !(0..=100).contains(&p))
+        || report.detail.as_ref().is_some_and(|d| d.len() > 1024)
+    {
+        return Err(ApiError::bad_request(
+            "bad-request",
+            format!(
+                "report: state one of {}, manifest_digest 64 hex digits, stream 1-64 bytes, progress 0-100, detail at most 1024 bytes",
+                REPORT_STATES.join(", ")
+            ),
+        ));
+    }
+    enrolled(&s, &caller.device_id).await?;
+    s.store.record_report(&caller.device_id, &report).await?;
+    if report.state == "installed" || report.state == "failed" || report.state == "reverted" {
+        tracing::info!(device = %caller.device_id, stream = %report.stream, state = %report.state, digest = %report.manifest_digest, "update result");
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,302 @@
+//! Configuration: built-in defaults, then a TOML file, then `GANTRY_*`
+//! environment variables, then command-line flags (later wins). Every key
+//! and variable is listed in docs/operations.md.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {error}")]
+    Read {
+        /// File.
+        path: String,
+        /// Cause.
+        error: std::io::Error,
+    },
+    /// The file is not valid configuration.
+    #[error("{path}: {error}")]
+    Parse {
+        /// File.
+        path: String,
+        /// Cause.
+        error: Box<toml::de::Error>,
+    },
+    /// An environment variable has an invalid value.
+    #[error("environment variable {name}: {reason}")]
+    Env {
+        /// Variable.
+        name: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A duration written as humantime (`"90s"`, `"5m"`, `"1h 30m"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span(pub Duration);
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map(Span).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Span {
+    /// Whole seconds.
+    pub fn secs(self) -> u64 {
+        self.0.as_secs()
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where the SQLite database, blobs, server key and bootstrap token
+    /// live by default.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://...`; default `sqlite://<data_dir>/gantry.db`.
+    pub database_url: Option<String>,
+    /// The server's online ticket-signing key (PKCS#8 PEM, mode 0600);
+    /// default `<data_dir>/server-key.pem`, generated on first start.
+    pub server_key: Option<PathBuf>,
+    /// Key type generated on first start: `ed25519` or `p256`.
+    pub server_key_type: String,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// Blob storage.
+    pub blobs: BlobConfig,
+    /// Device protocol timing.
+    pub devices: DeviceConfig,
+    /// Request limits.
+    pub limits: Limits,
+}
+
+/// Where blobs are kept.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlobConfig {
+    /// `local` (a directory) or `s3` (needs the `s3` build feature).
+    pub backend: String,
+    /// Directory for `local`; default `<data_dir>/blobs`.
+    pub dir: Option<PathBuf>,
+    /// S3 bucket.
+    pub bucket: Option<String>,
+    /// S3 endpoint URL, for S3-compatible stores (MinIO, Ceph, R2...).
+    pub endpoint: Option<String>,
+    /// S3 region.
+    pub region: Option<String>,
+    /// Allow a plain-HTTP endpoint (test setups only).
+    pub allow_http: bool,
+}
+
+/// Device protocol timing.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// Time between check-ins the server asks for.
+    pub poll_interval: Span,
+    /// Up to this much is added at random to each poll interval, so a
+    /// fleet that rebooted together does not poll together.
+    pub poll_jitter: Span,
+    /// Lifetime of a device bearer token.
+    pub token_ttl: Span,
+    /// Lifetime of a deployment ticket.
+    pub ticket_ttl: Span,
+    /// Lifetime of a login challenge.
+    pub challenge_ttl: Span,
+    /// If set, login proofs whose device clock is further off are refused.
+    pub max_clock_skew: Option<Span>,
+    /// How often last-seen times are written to the database.
+    pub last_seen_flush: Span,
+    /// How often this node polls the database for desired-state changes
+    /// made by other nodes.
+    pub cache_refresh: Span,
+}
+
+/// Bounds on what one request may cost.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Time to answer one API request (blob bodies stream after it).
+    pub request_timeout: Span,
+    /// Time to receive one blob upload.
+    pub upload_timeout: Span,
+    /// Largest JSON body.
+    pub max_json_bytes: usize,
+    /// Largest release envelope or trust root.
+    pub max_envelope_bytes: usize,
+    /// Largest blob.
+    pub max_blob_bytes: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("gantry-data"),
+            database_url: None,
+            server_key: None,
+            server_key_type: "ed25519".into(),
+            log_format: LogFormat::Text,
+            blobs: BlobConfig::default(),
+            devices: DeviceConfig::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for BlobConfig {
+    fn default() -> Self {
+        BlobConfig { backend: "local".into(), dir: None, bucket: None, endpoint: None, region: None, allow_http: false }
+    }
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        let s = |secs| Span(Duration::from_secs(secs));
+        DeviceConfig {
+            poll_interval: s(300),
+            poll_jitter: s(60),
+            token_ttl: s(900),
+            ticket_ttl: s(3600),
+            challenge_ttl: s(60),
+            max_clock_skew: None,
+            last_seen_flush: s(10),
+            cache_refresh: s(1),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            request_timeout: Span(Duration::from_secs(30)),
+            upload_timeout: Span(Duration::from_secs(600)),
+            max_json_bytes: 64 * 1024,
+            max_envelope_bytes: 1024 * 1024,
+            max_blob_bytes: 1 << 30,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, overlaid with `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|error| ConfigError::Read { path: path.display().to_string(), error })?;
+                toml::from_str(&text)
+                    .map_err(|error| ConfigError::Parse { path: path.display().to_string(), error: Box::new(error) })?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        Ok(config)
+    }
+
+    /// Applies the `GANTRY_*` variables `get` returns.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = get("GANTRY_LISTEN") {
+            self.listen =
+                v.parse().map_err(|e| ConfigError::Env { name: "GANTRY_LISTEN", reason: format!("{v:?}: {e}") })?;
+        }
+        if let Some(v) = get("GANTRY_DATA_DIR") {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = get("GANTRY_DATABASE_URL") {
+            self.database_url = Some(v);
+        }
+        if let Some(v) = get("GANTRY_SERVER_KEY") {
+            self.server_key = Some(v.into());
+        }
+        if let Some(v) = get("GANTRY_LOG_FORMAT") {
+            self.log_format = match v.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => return Err(ConfigError::Env { name: "GANTRY_LOG_FORMAT", reason: "use text or json".into() }),
+            };
+        }
+        if let Some(v) = get("GANTRY_BLOBS_BACKEND") {
+            self.blobs.backend = v;
+        }
+        if let Some(v) = get("GANTRY_BLOBS_DIR") {
+            self.blobs.dir = Some(v.into());
+        }
+        if let Some(v) = get("GANTRY_S3_BUCKET") {
+            self.blobs.bucket = Some(v);
+        }
+        if let Some(v) = get("GANTRY_S3_ENDPOINT") {
+            self.blobs.endpoint = Some(v);
+        }
+        if let Some(v) = get("GANTRY_S3_REGION") {
+            self.blobs.region = Some(v);
+        }
+        if let Some(v) = get("GANTRY_POLL_INTERVAL") {
+            self.devices.poll_interval = Span(
+                humantime::parse_duration(&v)
+                    .map_err(|e| ConfigError::Env { name: "GANTRY_POLL_INTERVAL", reason: e.to_string() })?,
+            );
+        }
+        Ok(())
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("gantry.db").display()))
+    }
+
+    /// The server key path in effect.
+    pub fn server_key_path(&self) -> PathBuf {
+        self.server_key.clone().unwrap_or_else(|| self.data_dir.join("server-key.pem"))
+    }
+
+    /// The local blob directory in effect.
+    pub fn blob_dir(&self) -> PathBuf {
+        self.blobs.dir.clone().unwrap_or_else(|| self.data_dir.join("blobs"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment() {
+        let c: Config = toml::from_str(
+            "listen = \"0.0.0.0:9000\"\n[devices]\npoll_interval = \"2m\"\n[limits]\nmax_blob_bytes = 1024\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.devices.poll_interval.secs(), 120);
+        assert_eq!(c.devices.poll_jitter.secs(), 60);
+        assert_eq!(c.limits.max_blob_bytes, 1024);
+        assert!(toml::from_str::<Config>("lisen = \"x\"").is_err(), "unknown keys are refused");
+        let mut c = Config::default();
+        c.apply_env(|n| (n == "GANTRY_DATA_DIR").then(|| "/srv/gantry".to_owned())).unwrap();
+        assert_eq!(c.database_url(), "sqlite:///srv/gantry/gantry.db");
+        assert_eq!(c.server_key_path(), PathBuf::from("/srv/gantry/server-key.pem"));
+        assert!(c.apply_env(|n| (n == "GANTRY_LISTEN").then(|| "nope".to_owned())).is_err());
+    }
+}

@@ -1,0 +1,171 @@
+//! The fleet as check-ins see it, in memory: each device's key, whether it
+//! is disabled, what it should run (with its ETag) and the hash of its
+//! last inventory, so a check-in that changes nothing reads nothing from
+//! the database and writes nothing to it. Last-seen times are collected
+//! here and written in batches by a background task.
+//!
+//! Several nodes may share one database: every change to what a device
+//! should run bumps a generation counter in the database; each node polls
+//! it and reloads entries cached under an older generation.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher as _, RandomState};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use gantry_keys::{PublicKey, decode_cose_key};
+use gantry_signing::ticket::TicketAssignment;
+use sha2::{Digest as _, Sha256};
+
+use crate::store::{DesiredRow, Store, StoreError};
+
+const SHARDS: usize = 16;
+
+/// A device's cached state.
+#[derive(Clone, Debug)]
+pub struct CachedDevice {
+    /// Its enrolled key.
+    pub key: Arc<PublicKey>,
+    /// Refused at login and check-in.
+    pub disabled: bool,
+    /// What it should run.
+    pub desired: Arc<Desired>,
+    /// SHA-256 of its last stored inventory.
+    pub inventory_hash: Option<[u8; 32]>,
+    generation: i64,
+}
+
+/// What one device should run.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Desired {
+    /// Quoted strong ETag of this desired state.
+    pub etag: String,
+    /// The rows, by stream.
+    pub rows: Vec<DesiredRow>,
+    /// The same, as ticket assignments.
+    pub assignments: Vec<TicketAssignment>,
+}
+
+impl Desired {
+    fn new(rows: Vec<DesiredRow>) -> Result<Self, StoreError> {
+        let mut h = Sha256::new();
+        let mut assignments = Vec::with_capacity(rows.len());
+        for r in &rows {
+            for part in [r.stream.as_str(), &r.manifest_digest, &r.envelope_sha256] {
+                h.update((part.len() as u64).to_be_bytes());
+                h.update(part.as_bytes());
+            }
+            let digest = |hex_str: &str| -> Result<[u8; 32], StoreError> {
+                let mut out = [0u8; 32];
+                hex::decode_to_slice(hex_str, &mut out)
+                    .map_err(|e| StoreError::Corrupt(format!("digest {hex_str}: {e}")))?;
+                Ok(out)
+            };
+            assignments.push(TicketAssignment {
+                stream: r.stream.clone(),
+                manifest_digest: digest(&r.manifest_digest)?,
+                sequence: r.sequence as u64,
+                envelope_sha256: digest(&r.envelope_sha256)?,
+            });
+        }
+        let etag = format!("\"{}\"", hex::encode(&h.finalize()[..16]));
+        Ok(Desired { etag, rows, assignments })
+    }
+}
+
+/// The in-memory fleet.
+pub struct Fleet {
+    shards: Vec<Mutex<HashMap<String, CachedDevice>>>,
+    hasher: RandomState,
+    generation: AtomicI64,
+    last_seen: Mutex<HashMap<String, i64>>,
+}
+
+impl Default for Fleet {
+    fn default() -> Self {
+        Fleet {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            generation: AtomicI64::new(0),
+            last_seen: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves a map, which is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Fleet {
+    fn shard(&self, id: &str) -> &Mutex<HashMap<String, CachedDevice>> {
+        &self.shards[self.hasher.hash_one(id) as usize % SHARDS]
+    }
+
+    /// The device `id`, from memory, or loaded if it is not cached or was
+    /// cached under an older generation. `None`: not enrolled.
+    pub async fn device(&self, store: &Store, id: &str) -> Result<Option<CachedDevice>, StoreError> {
+        let generation = self.generation.load(Ordering::Acquire);
+        if let Some(d) = lock(self.shard(id)).get(id)
+            && d.generation >= generation
+        {
+            return Ok(Some(d.clone()));
+        }
+        let Some(record) = store.device(id).await? else {
+            lock(self.shard(id)).remove(id);
+            return Ok(None);
+        };
+        let key = decode_cose_key(&record.public_key)
+            .map_err(|e| StoreError::Corrupt(format!("device {id} public key: {e}")))?;
+        let desired = Desired::new(store.desired(id).await?)?;
+        let inventory_hash = record.inventory_hash.as_deref().and_then(|h| h.try_into().ok());
+        let entry = CachedDevice {
+            key: Arc::new(key),
+            disabled: record.disabled,
+            desired: Arc::new(desired),
+            inventory_hash,
+            generation,
+        };
+        lock(self.shard(id)).insert(id.to_owned(), entry.clone());
+        Ok(Some(entry))
+    }
+
+    /// Drops `id` from the cache (after a change made through this node).
+    pub fn invalidate(&self, id: &str) {
+        lock(self.shard(id)).remove(id);
+    }
+
+    /// Records that `id`'s stored inventory now hashes to `hash`.
+    pub fn set_inventory_hash(&self, id: &str, hash: [u8; 32]) {
+        if let Some(d) = lock(self.shard(id)).get_mut(id) {
+            d.inventory_hash = Some(hash);
+        }
+    }
+
+    /// Notes a check-in; written to the database by the next flush.
+    pub fn touch(&self, id: &str, now: i64) {
+        let mut seen = lock(&self.last_seen);
+        match seen.get_mut(id) {
+            Some(t) => *t = (*t).max(now),
+            None => {
+                seen.insert(id.to_owned(), now);
+            }
+        }
+    }
+
+    /// The last-seen times collected since the previous call.
+    pub fn take_last_seen(&self) -> Vec<(String, i64)> {
+        std::mem::take(&mut *lock(&self.last_seen)).into_iter().collect()
+    }
+
+    /// Adopts the database's desired-state generation; entries cached under
+    /// an older one are reloaded at their next use.
+    pub fn set_generation(&self, generation: i64) {
+        self.generation.fetch_max(generation, Ordering::AcqRel);
+    }
+
+    /// Number of cached devices.
+    pub fn cached(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+}

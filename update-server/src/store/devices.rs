@@ -1,0 +1,427 @@
+//! Devices, their groups and tags, what they should run (assignments) and
+//! what they report.
+
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError, now};
+
+/// A device to enroll.
+#[derive(Clone, Debug)]
+pub struct NewDevice<'a> {
+    /// Device id.
+    pub id: &'a str,
+    /// COSE_Key of its public key.
+    pub public_key: &'a [u8],
+    /// Hex key id of that key.
+    pub key_id: &'a str,
+    /// Who enrolled it (operator token name, or `enrollment-token:<id>`).
+    pub enrolled_by: &'a str,
+    /// Groups.
+    pub groups: &'a [String],
+    /// Tags.
+    pub tags: &'a [String],
+}
+
+/// A device as stored.
+#[derive(Clone, Debug)]
+pub struct DeviceRecord {
+    /// Device id.
+    pub id: String,
+    /// COSE_Key of its public key.
+    pub public_key: Vec<u8>,
+    /// Hex key id.
+    pub key_id: String,
+    /// Enrollment time.
+    pub enrolled_at: i64,
+    /// Who enrolled it.
+    pub enrolled_by: String,
+    /// Refused at login and check-in.
+    pub disabled: bool,
+    /// Last check-in (flushed in batches, so up to a flush interval old).
+    pub last_seen: Option<i64>,
+    /// Last inventory, JSON.
+    pub inventory: Option<String>,
+    /// SHA-256 of the last inventory's canonical JSON.
+    pub inventory_hash: Option<Vec<u8>>,
+    /// Groups, sorted.
+    pub groups: Vec<String>,
+    /// Tags, sorted.
+    pub tags: Vec<String>,
+}
+
+/// Which devices to list.
+#[derive(Clone, Debug, Default)]
+pub struct DeviceFilter {
+    /// Only members of this group.
+    pub group: Option<String>,
+    /// Only devices with this tag.
+    pub tag: Option<String>,
+    /// Only ids after this one (pagination).
+    pub after: Option<String>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// One stream assigned to a device, with what a ticket and the device need.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredRow {
+    /// Stream.
+    pub stream: String,
+    /// Manifest digest, hex.
+    pub manifest_digest: String,
+    /// Sequence number.
+    pub sequence: i64,
+    /// Envelope SHA-256, hex.
+    pub envelope_sha256: String,
+    /// Envelope size.
+    pub envelope_size: i64,
+}
+
+/// What a device confirmed it runs on one stream.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StreamRecord {
+    /// Stream.
+    pub stream: String,
+    /// Manifest digest, hex.
+    pub manifest_digest: String,
+    /// Last reported state.
+    pub state: String,
+    /// When.
+    pub updated_at: i64,
+}
+
+/// One progress or result report.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ReportRecord {
+    /// Stream.
+    pub stream: String,
+    /// Manifest digest, hex.
+    pub manifest_digest: String,
+    /// State (`downloading`, `installing`, `installed`, `failed`, `reverted`).
+    pub state: String,
+    /// Progress, percent.
+    pub progress: Option<i64>,
+    /// Free text (an error message).
+    pub detail: Option<String>,
+    /// When the server received it.
+    #[serde(default)]
+    pub at: i64,
+}
+
+fn device(row: &AnyRow, groups: Vec<String>, tags: Vec<String>) -> Result<DeviceRecord, sqlx::Error> {
+    Ok(DeviceRecord {
+        id: row.try_get("id")?,
+        public_key: row.try_get("public_key")?,
+        key_id: row.try_get("key_id")?,
+        enrolled_at: row.try_get("enrolled_at")?,
+        enrolled_by: row.try_get("enrolled_by")?,
+        disabled: row.try_get::<i64, _>("disabled")? != 0,
+        last_seen: row.try_get("last_seen")?,
+        inventory: row.try_get("inventory")?,
+        inventory_hash: row.try_get("inventory_hash")?,
+        groups,
+        tags,
+    })
+}
+
+impl Store {
+    /// Enrolls a device. `Ok(false)` if the id is taken (by any key).
+    pub async fn insert_device(&self, d: &NewDevice<'_>) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO devices (id, public_key, key_id, enrolled_at, enrolled_by) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(d.id)
+        .bind(d.public_key.to_vec())
+        .bind(d.key_id)
+        .bind(now())
+        .bind(d.enrolled_by)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !inserted {
+            return Ok(false);
+        }
+        for g in d.groups {
+            sqlx::query("INSERT INTO device_groups (device_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(d.id)
+                .bind(g)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for t in d.tags {
+            sqlx::query("INSERT INTO device_tags (device_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(d.id)
+                .bind(t)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// A device, with its groups and tags.
+    pub async fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        let Some(row) = sqlx::query("SELECT * FROM devices WHERE id = $1").bind(id).fetch_optional(&self.pool).await?
+        else {
+            return Ok(None);
+        };
+        let groups = self.strings("SELECT name FROM device_groups WHERE device_id = $1 ORDER BY name", id).await?;
+        let tags = self.strings("SELECT tag FROM device_tags WHERE device_id = $1 ORDER BY tag", id).await?;
+        Ok(Some(device(&row, groups, tags)?))
+    }
+
+    async fn strings(&self, sql: &str, id: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(sql).bind(id).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<_, _>>()?)
+    }
+
+    /// Devices matching `filter`, by id (groups and tags included).
+    pub async fn devices(&self, filter: &DeviceFilter) -> Result<Vec<DeviceRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM devices d WHERE ($1 = '' OR d.id > $1) \
+             AND ($2 = '' OR EXISTS (SELECT 1 FROM device_groups g WHERE g.device_id = d.id AND g.name = $2)) \
+             AND ($3 = '' OR EXISTS (SELECT 1 FROM device_tags t WHERE t.device_id = d.id AND t.tag = $3)) \
+             ORDER BY d.id LIMIT $4",
+        )
+        .bind(filter.after.clone().unwrap_or_default())
+        .bind(filter.group.clone().unwrap_or_default())
+        .bind(filter.tag.clone().unwrap_or_default())
+        .bind(filter.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            let groups = self.strings("SELECT name FROM device_groups WHERE device_id = $1 ORDER BY name", &id).await?;
+            let tags = self.strings("SELECT tag FROM device_tags WHERE device_id = $1 ORDER BY tag", &id).await?;
+            out.push(device(row, groups, tags)?);
+        }
+        Ok(out)
+    }
+
+    /// Replaces a device's groups and/or tags, and sets `disabled`; false
+    /// if there is no such device.
+    pub async fn update_device(
+        &self,
+        id: &str,
+        groups: Option<&[String]>,
+        tags: Option<&[String]>,
+        disabled: Option<bool>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let exists = sqlx::query("SELECT 1 FROM devices WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
+        if exists.is_none() {
+            return Ok(false);
+        }
+        if let Some(groups) = groups {
+            sqlx::query("DELETE FROM device_groups WHERE device_id = $1").bind(id).execute(&mut *tx).await?;
+            for g in groups {
+                sqlx::query("INSERT INTO device_groups (device_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(id)
+                    .bind(g)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        if let Some(tags) = tags {
+            sqlx::query("DELETE FROM device_tags WHERE device_id = $1").bind(id).execute(&mut *tx).await?;
+            for t in tags {
+                sqlx::query("INSERT INTO device_tags (device_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(id)
+                    .bind(t)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        if let Some(disabled) = disabled {
+            sqlx::query("UPDATE devices SET disabled = $1 WHERE id = $2")
+                .bind(disabled as i64)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            // Other nodes must see the change at their next check-in.
+            Self::bump_generation(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Stores a new inventory (only called when its hash changed).
+    pub async fn save_inventory(&self, id: &str, json: &str, hash: &[u8]) -> Result<(), StoreError> {
+        sqlx::query("UPDATE devices SET inventory = $1, inventory_hash = $2 WHERE id = $3")
+            .bind(json)
+            .bind(hash.to_vec())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Writes a batch of last-seen times in one transaction.
+    pub async fn flush_last_seen(&self, batch: &[(String, i64)]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (id, at) in batch {
+            sqlx::query("UPDATE devices SET last_seen = $1 WHERE id = $2 AND (last_seen IS NULL OR last_seen < $1)")
+                .bind(*at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// What `id` should run, per stream, in stream order.
+    pub async fn desired(&self, id: &str) -> Result<Vec<DesiredRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.stream, a.manifest_digest, r.sequence, r.envelope_sha256, r.envelope_size \
+             FROM device_assignments a JOIN releases r ON r.manifest_digest = a.manifest_digest \
+             WHERE a.device_id = $1 ORDER BY a.stream",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let row = |r: &AnyRow| -> Result<DesiredRow, sqlx::Error> {
+            Ok(DesiredRow {
+                stream: r.try_get(0)?,
+                manifest_digest: r.try_get(1)?,
+                sequence: r.try_get(2)?,
+                envelope_sha256: r.try_get(3)?,
+                envelope_size: r.try_get(4)?,
+            })
+        };
+        Ok(rows.iter().map(row).collect::<Result<_, _>>()?)
+    }
+
+    /// Assigns a release to a device's stream (replacing what was there).
+    pub async fn assign(&self, id: &str, stream: &str, digest: &str, by: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO device_assignments (device_id, stream, manifest_digest, assigned_at, assigned_by) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (device_id, stream) DO UPDATE SET \
+             manifest_digest = excluded.manifest_digest, assigned_at = excluded.assigned_at, \
+             assigned_by = excluded.assigned_by, rollout_id = NULL",
+        )
+        .bind(id)
+        .bind(stream)
+        .bind(digest)
+        .bind(now())
+        .bind(by)
+        .execute(&mut *tx)
+        .await?;
+        Self::bump_generation(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes a device's assignment on `stream`; false if there was none.
+    pub async fn unassign(&self, id: &str, stream: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("DELETE FROM device_assignments WHERE device_id = $1 AND stream = $2")
+            .bind(id)
+            .bind(stream)
+            .execute(&mut *tx)
+            .await?;
+        Self::bump_generation(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records a device's report; an `installed` one also becomes the
+    /// stream's confirmed state.
+    pub async fn record_report(&self, id: &str, report: &ReportRecord) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let at = now();
+        sqlx::query(
+            "INSERT INTO device_reports (device_id, stream, manifest_digest, state, progress, detail, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(id)
+        .bind(&report.stream)
+        .bind(&report.manifest_digest)
+        .bind(&report.state)
+        .bind(report.progress)
+        .bind(report.detail.clone())
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        if matches!(report.state.as_str(), "installed" | "reverted" | "failed") {
+            let digest_kept =
+                if report.state == "installed" { "excluded.manifest_digest" } else { "device_streams.manifest_digest" };
+            let sql = format!(
+                "INSERT INTO device_streams (device_id, stream, manifest_digest, state, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (device_id, stream) DO UPDATE SET \
+                 manifest_digest = {digest_kept}, state = excluded.state, updated_at = excluded.updated_at"
+            );
+            sqlx::query(&sql)
+                .bind(id)
+                .bind(&report.stream)
+                .bind(&report.manifest_digest)
+                .bind(&report.state)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// What a device confirmed, per stream.
+    pub async fn streams(&self, id: &str) -> Result<Vec<StreamRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT stream, manifest_digest, state, updated_at FROM device_streams WHERE device_id = $1 ORDER BY stream",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let row = |r: &AnyRow| -> Result<StreamRecord, sqlx::Error> {
+            Ok(StreamRecord {
+                stream: r.try_get(0)?,
+                manifest_digest: r.try_get(1)?,
+                state: r.try_get(2)?,
+                updated_at: r.try_get(3)?,
+            })
+        };
+        Ok(rows.iter().map(row).collect::<Result<_, _>>()?)
+    }
+
+    /// A device's latest reports, newest first.
+    pub async fn reports(&self, id: &str, limit: i64) -> Result<Vec<ReportRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT stream, manifest_digest, state, progress, detail, at FROM device_reports \
+             WHERE device_id = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let row = |r: &AnyRow| -> Result<ReportRecord, sqlx::Error> {
+            Ok(ReportRecord {
+                stream: r.try_get(0)?,
+                manifest_digest: r.try_get(1)?,
+                state: r.try_get(2)?,
+                progress: r.try_get(3)?,
+                detail: r.try_get(4)?,
+                at: r.try_get(5)?,
+            })
+        };
+        Ok(rows.iter().map(row).collect::<Result<_, _>>()?)
+    }
+
+    /// What a device has been assigned, per stream (for operators).
+    pub async fn assignments(&self, id: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT stream, manifest_digest FROM device_assignments WHERE device_id = $1 ORDER BY stream")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_, sqlx::Error>>()?)
+    }
+}
