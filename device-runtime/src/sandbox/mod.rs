@@ -112,7 +112,13 @@ pub struct Sandbox {
 
 /// What the sandbox shares with its epoch thread and its instances.
 struct Shared {
+    /// Engines that run instances, without a compiler (only cached
+    /// artifacts are loaded at run time), ticked by the epoch thread.
     engines: Mutex<BTreeMap<u64, Engine>>,
+    /// Engines with Cranelift, for install: built only in a process that
+    /// compiles, so a runtime that finds every artifact cached never
+    /// touches the compiler's code or tables.
+    compilers: Mutex<BTreeMap<u64, Engine>>,
     /// One linker per engine and set of Gantry grants: the WASI and host
     /// functions are defined once, not at every start.
     linkers: Mutex<Linkers>,
@@ -182,6 +188,7 @@ impl Sandbox {
         std::fs::create_dir_all(&cache)?;
         let shared = Arc::new(Shared {
             engines: Mutex::default(),
+            compilers: Mutex::default(),
             linkers: Mutex::default(),
             busy: Mutex::new(0),
             wake: Condvar::new(),
@@ -233,18 +240,40 @@ impl Sandbox {
         Ok(linker)
     }
 
-    /// The engine for a stack ceiling of `stack_bytes`.
+    /// The engine that runs instances with a stack ceiling of
+    /// `stack_bytes`: the compiler's settings that artifacts depend on
+    /// (epoch checks, module version), and no compiler.
     fn engine(&self, stack_bytes: u64) -> Result<Engine, SandboxError> {
+        self.engine_in(&self.shared.engines, stack_bytes, false)
+    }
+
+    /// The engine that compiles for [`engine`](Self::engine).
+    fn compiler(&self, stack_bytes: u64) -> Result<Engine, SandboxError> {
+        self.engine_in(&self.shared.compilers, stack_bytes, true)
+    }
+
+    fn engine_in(
+        &self,
+        table: &Mutex<BTreeMap<u64, Engine>>,
+        stack_bytes: u64,
+        compiles: bool,
+    ) -> Result<Engine, SandboxError> {
         let stack = stack_ceiling(stack_bytes);
-        let mut engines = lock(&self.shared.engines);
+        let mut engines = lock(table);
         if let Some(e) = engines.get(&stack) {
             return Ok(e.clone());
         }
         let mut c = Config::new();
-        c.cranelift_opt_level(OptLevel::Speed)
-            .epoch_interruption(self.profile == Profile::Epoch)
+        c.enable_compiler(compiles);
+        if compiles {
+            // Functions compiled on every core: a 1 MiB module installs in
+            // about 0.6x the time on two cores (docs/benchmarks.md). rayon's
+            // pool is created at the first compile, so only in a process
+            // that compiles (an install, or a run rebuilding an artifact).
+            c.cranelift_opt_level(OptLevel::Speed).parallel_compilation(true);
+        }
+        c.epoch_interruption(self.profile == Profile::Epoch)
             .max_wasm_stack(stack as usize)
-            .parallel_compilation(false)
             .module_version(ModuleVersionStrategy::Custom(MODULE_VERSION.into()))
             .map_err(|e| SandboxError::Engine(e.to_string()))?;
         let engine = Engine::new(&c).map_err(|e| SandboxError::Engine(e.to_string()))?;
@@ -269,7 +298,7 @@ impl Sandbox {
         if Sha256::digest(wasm)[..] != module_sha256[..] {
             return Err(SandboxError::Artifact("the module does not match its signed digest".into()));
         }
-        let engine = self.engine(config.limits.stack_bytes)?;
+        let engine = self.compiler(config.limits.stack_bytes)?;
         let module = Module::new(&engine, wasm).map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
         check_imports(module.imports().map(|i| (i.module(), i.name(), i.ty().func().is_some())), config)?;
         let bytes = module.serialize().map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
