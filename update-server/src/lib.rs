@@ -32,6 +32,7 @@ pub mod config;
 pub mod error;
 pub mod fleet;
 pub mod metrics;
+pub mod rollout;
 pub mod serve;
 pub mod store;
 

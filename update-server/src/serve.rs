@@ -234,11 +234,26 @@ async fn flush_last_seen(s: &Shared) {
     }
 }
 
+async fn evaluate_rollouts(s: &Shared) {
+    let running = match s.store.rollouts(Some("running"), 1000).await {
+        Ok(r) => r,
+        Err(e) => return tracing::warn!(error = %e, "cannot list running rollouts"),
+    };
+    for r in running {
+        if let Err(e) = crate::rollout::evaluate(&s.store, &r.id).await {
+            tracing::warn!(rollout = %r.id, error = %e, "rollout evaluation failed");
+        }
+    }
+}
+
 async fn background(s: Shared, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut flush =
         tokio::time::interval(s.config.devices.last_seen_flush.0.max(std::time::Duration::from_millis(100)));
     let mut refresh =
         tokio::time::interval(s.config.devices.cache_refresh.0.max(std::time::Duration::from_millis(100)));
+    // Rollouts are also moved by reports; this catches what another node or
+    // a restart left waiting.
+    let mut rollouts = tokio::time::interval(std::time::Duration::from_secs(5));
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -247,6 +262,7 @@ async fn background(s: Shared, mut stop: tokio::sync::watch::Receiver<bool>) {
                 Ok(g) => s.fleet.set_generation(g),
                 Err(e) => tracing::warn!(error = %e, "cannot read the desired-state generation"),
             },
+            _ = rollouts.tick() => evaluate_rollouts(&s).await,
         }
     }
 }

@@ -69,3 +69,26 @@ async fn blobs_answer_ranges_and_validators(s: &TestServer) {
     assert_eq!(s.http.get(s.url(&format!("/blobs/sha256/{}", hex.to_uppercase()))).send().await.unwrap().status(), 404);
 }
 on_both_backends!(blobs_answer_ranges_and_validators);
+
+async fn openapi_describes_the_routes(s: &TestServer) {
+    let doc: serde_json::Value = s.http.get(s.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in [
+        "/api/v1/device/challenge",
+        "/api/v1/device/login",
+        "/api/v1/device/enroll",
+        "/api/v1/device/checkin",
+        "/api/v1/device/reports",
+        "/blobs/sha256/{hex}",
+        "/api/v1/blobs/sha256/{hex}",
+        "/api/v1/releases",
+        "/api/v1/devices/{id}/assignments/{stream}",
+        "/api/v1/rollouts/{id}/{action}",
+        "/api/v1/trust-root",
+        "/api/v1/tokens",
+        "/api/v1/enrollment-tokens",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing from /openapi.json");
+    }
+}
+on_both_backends!(openapi_describes_the_routes);

@@ -79,15 +79,36 @@ pub(super) async fn download(
 }
 
 /// `PUT /api/v1/blobs/sha256/{hex}` (release-manager): the raw bytes,
-/// streamed into the store and kept only if they hash to `hex`.
+/// streamed into the store and kept only if they hash to `hex`. A refusal
+/// may leave the body unread, so it closes the connection (a client
+/// reusing it would otherwise see its next request fail).
 pub(super) async fn upload(
     State(s): State<Shared>,
-    caller: OperatorCaller,
+    caller: Result<OperatorCaller, ApiError>,
     Path(hex): Path<String>,
     headers: HeaderMap,
     body: Body,
+) -> Response {
+    match store_upload(&s, caller, &hex, &headers, body).await {
+        Ok(status) => status.into_response(),
+        Err(e) => {
+            let mut r = e.into_response();
+            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        }
+    }
+}
+
+async fn store_upload(
+    s: &Shared,
+    caller: Result<OperatorCaller, ApiError>,
+    hex: &str,
+    headers: &HeaderMap,
+    body: Body,
 ) -> Result<StatusCode, ApiError> {
+    let caller = caller?;
     caller.require(Permission::UploadReleases)?;
+    let hex = hex.to_owned();
     check_hex(&hex)
         .map_err(|_| ApiError::bad_request("bad-request", "name the blob by its SHA-256: 64 lowercase hex"))?;
     let limit = s.config.limits.max_blob_bytes;

@@ -350,6 +350,17 @@ pub(super) async fn report(
     }
     enrolled(&s, &caller.device_id).await?;
     s.store.record_report(&caller.device_id, &report).await?;
+    // A result for a release a rollout assigned moves that rollout.
+    if matches!(report.state.as_str(), "installed" | "failed" | "reverted") {
+        let installed = report.state == "installed";
+        let rollout =
+            s.store.rollout_result(&caller.device_id, &report.stream, &report.manifest_digest, installed).await?;
+        if let Some(id) = rollout
+            && crate::rollout::evaluate(&s.store, &id).await? != crate::rollout::Outcome::Unchanged
+        {
+            super::refresh_generation(&s).await;
+        }
+    }
     if report.state == "installed" || report.state == "failed" || report.state == "reverted" {
         tracing::info!(device = %caller.device_id, stream = %report.stream, state = %report.state, digest = %report.manifest_digest, "update result");
     }

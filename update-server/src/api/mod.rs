@@ -12,6 +12,7 @@ mod blobs;
 mod device;
 mod extract;
 mod operator;
+mod rollouts;
 
 use std::sync::Arc;
 
@@ -73,7 +74,10 @@ pub fn router(state: Shared) -> Router {
         .route("/devices/{id}", get(operator::get_device).patch(operator::update_device))
         .route("/devices/{id}/assignments/{stream}", put(operator::assign).delete(operator::unassign))
         .route("/devices/{id}/reports", get(operator::device_reports))
-        .route("/enrollment-tokens", post(operator::create_enrollment_token));
+        .route("/enrollment-tokens", post(operator::create_enrollment_token))
+        .route("/rollouts", get(rollouts::list).post(rollouts::create))
+        .route("/rollouts/{id}", get(rollouts::get))
+        .route("/rollouts/{id}/{action}", post(rollouts::act));
     let api = Router::new()
         .nest("/api/v1/device", device)
         .nest("/api/v1", operator)
@@ -89,6 +93,15 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/blobs/sha256/{hex}", put(blobs::upload).layer(DefaultBodyLimit::disable()))
         .route("/blobs/sha256/{hex}", get(blobs::download).head(blobs::download));
     api.merge(blob_routes).layer(trace).with_state(state)
+}
+
+/// Adopts the database's desired-state generation at once, so a change
+/// made through this node is seen by its next check-in.
+pub(crate) async fn refresh_generation(s: &Shared) {
+    match s.store.desired_generation().await {
+        Ok(g) => s.fleet.set_generation(g),
+        Err(e) => tracing::warn!(error = %e, "cannot read the desired-state generation"),
+    }
 }
 
 async fn metrics(State(s): State<Shared>) -> String {

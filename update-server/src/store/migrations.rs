@@ -15,8 +15,14 @@ use super::{Backend, StoreError};
 /// (version, description, SQL) per backend, oldest first.
 type Embedded = &'static [(i64, &'static str, &'static str)];
 
-const SQLITE: Embedded = &[(1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql"))];
-const POSTGRES: Embedded = &[(1, "initial", include_str!("../../migrations/postgres/0001_initial.sql"))];
+const SQLITE: Embedded = &[
+    (1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql")),
+    (2, "rollout previous", include_str!("../../migrations/sqlite/0002_rollout_previous.sql")),
+];
+const POSTGRES: Embedded = &[
+    (1, "initial", include_str!("../../migrations/postgres/0001_initial.sql")),
+    (2, "rollout previous", include_str!("../../migrations/postgres/0002_rollout_previous.sql")),
+];
 
 #[derive(Debug)]
 struct Source(Embedded);

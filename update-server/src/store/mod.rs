@@ -11,6 +11,7 @@
 mod devices;
 mod migrations;
 mod releases;
+mod rollouts;
 mod tokens;
 
 use std::time::Duration;
@@ -20,6 +21,7 @@ use sqlx::{AnyPool, Row as _};
 
 pub use devices::{DesiredRow, DeviceFilter, DeviceRecord, NewDevice, ReportRecord, StreamRecord};
 pub use releases::{PayloadRecord, ReleaseRecord};
+pub use rollouts::{RolloutRecord, StageCount};
 pub use tokens::{ApiTokenRecord, EnrollmentGrant};
 
 /// Which database a [`Store`] talks to.
