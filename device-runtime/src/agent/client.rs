@@ -14,8 +14,6 @@ use super::AgentError;
 
 /// Largest JSON answer accepted from the server.
 const MAX_JSON: u64 = 256 * 1024;
-/// Deadline of one API call (downloads have their own).
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A session with one server.
 pub(crate) struct Client {
@@ -111,15 +109,17 @@ fn transport(what: &str) -> impl FnOnce(ureq::Error) -> AgentError + '_ {
 }
 
 impl Client {
-    pub(crate) fn new(base: &str) -> Result<Client, AgentError> {
+    /// A client of the server at `base`; each API call must finish within
+    /// `call_timeout` (downloads have their own deadlines).
+    pub(crate) fn new(base: &str, call_timeout: Duration) -> Result<Client, AgentError> {
         let base = base.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(AgentError::Config(format!("server URL {base:?}: use http:// or https://")));
         }
         let http: Http = Http::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(CALL_TIMEOUT))
-            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_global(Some(call_timeout))
+            .timeout_connect(Some(call_timeout.min(Duration::from_secs(10))))
             .max_redirects(0)
             .user_agent(concat!("gantry-device/", env!("CARGO_PKG_VERSION")))
             .build()

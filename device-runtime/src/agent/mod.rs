@@ -91,6 +91,8 @@ pub struct AgentConfig {
     pub schedule: Schedule,
     /// Download limits.
     pub caps: Caps,
+    /// Deadline of one API call (login, check-in, report).
+    pub call_timeout: Duration,
 }
 
 /// Something the agent did, for the log.
@@ -215,7 +217,7 @@ fn wanted(c: Option<&Container>, a: &Assignment<'_>) -> Result<bool, String> {
 impl Agent {
     /// An agent for the device in `state`.
     pub fn new(config: AgentConfig, device: &Device, state: &Path) -> Result<Agent, AgentError> {
-        let client = Client::new(&config.server)?;
+        let client = Client::new(&config.server, config.call_timeout)?;
         Ok(Agent {
             client,
             device_id: device_id(device)?,
