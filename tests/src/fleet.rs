@@ -165,7 +165,7 @@ impl Fleet {
         device_id[..8].copy_from_slice(&(n as u64).to_be_bytes());
         device_id[8..].copy_from_slice(&Sha256::digest(state.to_string_lossy().as_bytes())[..8]);
         let identity = Identity { device_id, vendor_id, class_id: class_id_from_model(&vendor_id, CLASS) };
-        let geometry = Geometry { firmware_pages: 1, device_kv_pages: 4, max_containers: 2, slot_size: 64 * 1024 };
+        let geometry = Geometry { firmware_pages: 1, device_kv_pages: 4, max_containers: 2, slot_size: 512 * 1024 };
         let device =
             Device::init(&state, geometry, &identity, &self.trust_root, supervisor::unix_now()).expect("device init");
         let config = AgentConfig {

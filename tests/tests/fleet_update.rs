@@ -7,7 +7,7 @@ use std::time::Duration;
 use gantry_device::agent::AgentEvent;
 use gantry_device::update::UpdateEvent;
 use gantry_e2e::fleet::{Body, Fleet, SimDevice, fixture};
-use gantry_e2e::proxy::{Fault, HostileProxy};
+use gantry_e2e::proxy::{Chooser, Fault, HostileProxy};
 
 const APP: &str = "name = \"app\"\nversion = \"VERSION\"\ncapabilities = [\"wasi:stdout\"]\n[restart]\npolicy = \"on-failure\"\nmax_restarts = 1\nbackoff_initial_ms = 20\n";
 
@@ -86,53 +86,121 @@ fn a_release_reaches_100_devices_and_a_crashing_one_is_rolled_back() {
     assert!(text.contains("\"reverted\"") && text.contains(&v2.digest), "{reports:#}");
 }
 
-#[test]
-fn a_hostile_network_installs_nothing_unverified_and_the_devices_recover() {
+/// `hello` with a 192 KiB custom section: a download big enough to cut,
+/// corrupt and resume.
+fn big_hello() -> Vec<u8> {
+    let mut m = fixture("hello");
+    let name = b"pad";
+    let payload = 192 * 1024;
+    let size = 1 + name.len() + payload;
+    m.push(0); // custom section
+    let mut v = size;
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        m.push(if v == 0 { byte } else { byte | 0x80 });
+        if v == 0 {
+            break;
+        }
+    }
+    m.push(name.len() as u8);
+    m.extend_from_slice(name);
+    m.extend((0..payload).map(|i| (i % 251) as u8));
+    m
+}
+
+/// Devices behind `proxy` try to install `module` for `rounds` rounds
+/// under attack; whatever happens, each runs nothing or the verified v1.
+/// Then the network heals and each must end up on v1. Returns the errors
+/// the attacks caused and how many requests resumed a download.
+fn under_attack(chooser: Chooser, rounds: usize) -> (Vec<String>, u64) {
     let fleet = Fleet::start();
     let upstream = fleet.url.trim_start_matches("http://").parse().expect("addr");
+    let proxy = HostileProxy::start(upstream, chooser).expect("proxy");
+    let mut devices: Vec<SimDevice> = (0..12).map(|n| fleet.device(n, &proxy.url())).collect();
+    let v1 = fleet.release(&app("1.0"), big_hello(), 1);
+    for d in &devices {
+        fleet.assign(&d.id(), "app", &v1);
+    }
+    let mut errors = Vec::new();
+    for _ in 0..rounds {
+        for r in round(&mut devices) {
+            match r {
+                Ok(events) => {
+                    assert!(
+                        !events.iter().any(
+                            |e| matches!(e, AgentEvent::Update(UpdateEvent::Switched { sequence, .. }) if *sequence != 1)
+                        ),
+                        "{events:?}"
+                    );
+                    errors.extend(events.into_iter().filter_map(|e| match e {
+                        AgentEvent::Skipped { reason, .. } => Some(reason),
+                        _ => None,
+                    }));
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        for d in &devices {
+            assert!(matches!(d.running("app"), None | Some(1)), "device {}", d.id());
+        }
+    }
+    assert!(proxy.requests() > 12);
+
+    proxy.set_chooser(Box::new(|_, _| Fault::None));
+    for _ in 0..3 {
+        for (n, r) in round(&mut devices).into_iter().enumerate() {
+            if let Err(e) = r {
+                eprintln!("device {n} while the network heals: {e}");
+            }
+        }
+    }
+    for d in &devices {
+        assert_eq!(d.running("app"), Some(1), "device {}", d.id());
+    }
+    (errors, proxy.ranged_requests())
+}
+
+#[test]
+fn attacks_on_every_request_install_nothing_unverified_and_the_devices_recover() {
     let faults = [
         Fault::Drop(300),
         Fault::Corrupt(97),
         Fault::Stall(200),
         Fault::Endless,
-        Fault::Trickle(Duration::from_millis(20)),
         Fault::None,
         Fault::Drop(2000),
         Fault::Corrupt(501),
+        Fault::None,
     ];
-    let proxy = HostileProxy::start(upstream, Box::new(move |n| faults[(n as usize) % faults.len()])).expect("proxy");
-    let mut devices: Vec<SimDevice> = (0..12).map(|n| fleet.device(n, &proxy.url())).collect();
-    let v1 = fleet.release(&app("1.0"), fixture("hello"), 1);
-    for d in &devices {
-        fleet.assign(&d.id(), "app", &v1);
-    }
-    let mut failures = 0;
-    for _ in 0..4 {
-        for r in round(&mut devices) {
-            match r {
-                Ok(events) => assert!(
-                    !events.iter().any(
-                        |e| matches!(e, AgentEvent::Update(UpdateEvent::Switched { sequence, .. }) if *sequence != 1)
-                    ),
-                    "{events:?}"
-                ),
-                Err(_) => failures += 1,
-            }
-        }
-        // Whatever happened, each device runs nothing or the verified v1.
-        for d in &devices {
-            assert!(matches!(d.running("app"), None | Some(1)));
-        }
-    }
-    assert!(failures > 0, "the proxy attacked nothing");
-    assert!(proxy.connections() > 12);
+    let (errors, _) = under_attack(Box::new(move |n, _| faults[(n as usize) % faults.len()]), 4);
+    assert!(errors.len() > 5, "the proxy attacked nothing: {errors:?}");
+}
 
-    // The network heals: every device converges on v1.
-    proxy.set_chooser(Box::new(|_| Fault::None));
-    for _ in 0..3 {
-        let _ = round(&mut devices);
-    }
-    for d in &devices {
-        assert_eq!(d.running("app"), Some(1), "device {}", d.id());
-    }
+#[test]
+fn attacks_on_downloads_are_refused_and_a_cut_download_resumes() {
+    // Every blob answer is attacked in turn: cut after 64 KiB (the next
+    // try resumes with Range), corrupted, followed by endless junk,
+    // trickled past its deadline, stalled.
+    let faults = [
+        Fault::Drop(64 * 1024),
+        Fault::Corrupt(4093),
+        Fault::Endless,
+        Fault::Trickle(Duration::from_millis(2)),
+        Fault::Stall(100 * 1024),
+    ];
+    let mut blob_requests = 0usize;
+    let chooser: Chooser = Box::new(move |_, line| {
+        if !line.contains("/blobs/") {
+            return Fault::None;
+        }
+        blob_requests += 1;
+        faults[blob_requests % faults.len()]
+    });
+    let (errors, resumed) = under_attack(chooser, 4);
+    assert!(resumed > 0, "no download was resumed");
+    let seen = |what: &str| errors.iter().any(|e| e.contains(what));
+    assert!(seen("do not match their digest"), "{errors:#?}");
+    assert!(seen("more than the"), "endless data: {errors:#?}");
+    assert!(seen("not done within") || seen("timeout"), "slow retrieval: {errors:#?}");
 }

@@ -304,8 +304,18 @@ impl Agent {
         }
     }
 
-    /// One poll: check in and install what the ticket assigns.
+    /// One poll: check in and install what the ticket assigns. After a
+    /// failure the connections are dropped, so a broken or hostile one is
+    /// not reused.
     pub fn cycle(&mut self, device: &Device, events: &mut dyn FnMut(AgentEvent)) -> Result<Cycle, AgentError> {
+        let result = self.check_in(device, events);
+        if result.is_err() {
+            self.client = Client::new(&self.config.server, self.config.call_timeout)?;
+        }
+        result
+    }
+
+    fn check_in(&mut self, device: &Device, events: &mut dyn FnMut(AgentEvent)) -> Result<Cycle, AgentError> {
         let token = self.session(events)?;
         let table = device.store().table().map_err(DeviceError::from)?;
         let mut nonce = [0u8; 16];
