@@ -4,9 +4,10 @@
 //! version. A container that traps, loops or hogs memory only ever affects
 //! its own thread.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use gantry_signing::config::{HealthKind, RestartPolicy};
@@ -55,15 +56,58 @@ pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// What can be asked of a running supervisor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// `name` switched to a new version (or was installed): stop its
+    /// current run and start its active slot, on probation. The other
+    /// containers are not touched.
+    Reload(String),
+}
+
 /// Runs every enabled container until `stop` is set, sending reports to `tx`.
 pub fn run(device: &Device, stop: &Arc<AtomicBool>, tx: &Sender<Report>) -> Result<(), DeviceError> {
+    let (_keep, control) = std::sync::mpsc::channel();
+    run_controlled(device, stop, tx, control)
+}
+
+/// [`run`], obeying `control` meanwhile (the pull agent reloads what it
+/// installed).
+pub fn run_controlled(
+    device: &Device,
+    stop: &Arc<AtomicBool>,
+    tx: &Sender<Report>,
+    control: Receiver<Control>,
+) -> Result<(), DeviceError> {
     let (runnable, events) = device.store().start(unix_now())?;
     for e in events {
         let _ = tx.send(Report::Update(e));
     }
     std::thread::scope(|s| {
-        for r in runnable {
-            s.spawn(move || supervise(device, r, stop, tx));
+        let spawn = |r: Runnable| {
+            let flag = Arc::new(AtomicBool::new(false));
+            let mine = flag.clone();
+            (flag, s.spawn(move || supervise(device, r, &mine, tx)))
+        };
+        let mut running: BTreeMap<String, _> = runnable.into_iter().map(|r| (r.name.clone(), spawn(r))).collect();
+        while !stop.load(Ordering::Relaxed) {
+            let Ok(Control::Reload(name)) = control.recv_timeout(Duration::from_millis(50)) else { continue };
+            if let Some((flag, thread)) = running.remove(&name) {
+                flag.store(true, Ordering::Relaxed);
+                let _ = thread.join();
+            }
+            match device.store().runnable(&name, unix_now()) {
+                Ok(Some(r)) => {
+                    running.insert(name, spawn(r));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = tx.send(Report::GaveUp { name, reason: format!("its active slot does not verify: {e}") });
+                }
+            }
+        }
+        for (flag, _) in running.values() {
+            flag.store(true, Ordering::Relaxed);
         }
     });
     Ok(())

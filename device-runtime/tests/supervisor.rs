@@ -188,3 +188,50 @@ fn an_exit_code_the_config_declares_successful_is_not_a_crash() {
         "{reports:?}"
     );
 }
+
+#[test]
+fn a_reload_starts_the_new_version_and_leaves_the_others_running() {
+    let fleet = Fleet::new();
+    let dir = tempfile::tempdir().unwrap();
+    let device = device(&fleet, dir.path());
+    let beat = |name: &str, version: &str| {
+        format!(
+            "name = \"{name}\"\nversion = \"{version}\"\n[health]\nkind = \"heartbeat\"\ninterval_ms = 50\nfailure_threshold = 2\nprobation_ms = 200\n"
+        )
+    };
+    install(&device, &fleet, &beat("svc", "1"), "heartbeat", 1);
+    install(&device, &fleet, &beat("other", "1"), "heartbeat", 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = channel();
+    let (control, commands) = channel();
+    let reports = std::thread::scope(|s| {
+        let handle = s.spawn(|| supervisor::run_controlled(&device, &stop, &tx, commands));
+        let mut confirmed = 0;
+        let mut reports = collect(&rx, &mut |r| {
+            confirmed += matches!(r, Report::Update(UpdateEvent::Confirmed { .. })) as u32;
+            confirmed == 2
+        });
+        // Installed while both run, then reloaded: only svc restarts.
+        install(&device, &fleet, &beat("svc", "2"), "heartbeat", 2);
+        control.send(supervisor::Control::Reload("svc".into())).unwrap();
+        reports.extend(collect(&rx, &mut |r| matches!(r, Report::Update(UpdateEvent::Confirmed { sequence: 2, .. }))));
+        stop.store(true, Ordering::Relaxed);
+        handle.join().unwrap().unwrap();
+        reports
+    });
+    let after_reload: Vec<&Report> = reports
+        .iter()
+        .skip_while(|r| !matches!(r, Report::Update(UpdateEvent::Confirmed { name, .. }) if name == "other"))
+        .collect();
+    assert!(after_reload.contains(&&Report::Started { name: "svc".into(), sequence: 2 }), "{reports:?}");
+    assert!(
+        after_reload.contains(&&Report::Update(UpdateEvent::Confirmed { name: "svc".into(), sequence: 2 })),
+        "{reports:?}"
+    );
+    assert!(
+        !after_reload
+            .iter()
+            .any(|r| matches!(r, Report::Started { name, .. } | Report::Ended { name, .. } if name == "other")),
+        "the other container was touched: {reports:?}"
+    );
+}
