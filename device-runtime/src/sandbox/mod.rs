@@ -266,10 +266,11 @@ impl Sandbox {
         let mut c = Config::new();
         c.enable_compiler(compiles);
         if compiles {
-            // Functions compiled on every core: a 1 MiB module installs in
-            // about 0.6x the time on two cores (docs/benchmarks.md). rayon's
-            // pool is created at the first compile, so only in a process
-            // that compiles (an install, or a run rebuilding an artifact).
+            // Functions compiled on every core: a 1 MiB module installed in
+            // 0.5-1.1x the serial time in paired runs on a busy two-core
+            // machine (docs/benchmarks.md). rayon's pool is created at the
+            // first compile, so only in a process that compiles (an
+            // install, or a run rebuilding an artifact).
             c.cranelift_opt_level(OptLevel::Speed).parallel_compilation(true);
         }
         c.epoch_interruption(self.profile == Profile::Epoch)
