@@ -1,4 +1,5 @@
 //! `gantry-server`: the command line around the library.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 

@@ -70,8 +70,10 @@ pub fn plan(rollout_id: &str, mut devices: Vec<String>, stages: &[u32]) -> Vec<(
         .enumerate()
         .map(|(k, d)| {
             // The first stage whose cumulative share covers position k.
-            let stage =
-                stages.iter().position(|&pct| (k as u64) < (n * pct as u64).div_ceil(100)).unwrap_or(stages.len() - 1);
+            let stage = stages
+                .iter()
+                .position(|&pct| (k as u64) < (n * pct as u64).div_ceil(100))
+                .unwrap_or(stages.len().saturating_sub(1));
             (d, stage as i64)
         })
         .collect()
