@@ -229,6 +229,11 @@ impl Agent {
         })
     }
 
+    /// Its poll timing rules.
+    pub fn schedule(&self) -> Schedule {
+        self.config.schedule
+    }
+
     /// The device's id on the server.
     pub fn id(&self) -> &str {
         &self.device_id

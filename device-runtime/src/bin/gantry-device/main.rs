@@ -6,16 +6,17 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-use std::sync::mpsc::channel;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
+use gantry_device::agent::{self, Agent, AgentConfig, AgentEvent, Caps, Poller, Schedule};
 use gantry_device::device::Device;
 use gantry_device::layout::Geometry;
 use gantry_device::store::Identity;
-use gantry_device::supervisor::{self, Report};
+use gantry_device::supervisor::{self, Control, Report};
 use gantry_device::table::{Container, Phase};
 use gantry_device::update::UpdateEvent;
 use gantry_signing::build::{class_id_from_model, vendor_id_from_domain};
@@ -100,12 +101,30 @@ enum Command {
         tail: Option<usize>,
     },
     /// Runs the enabled containers, supervised, until SIGINT or SIGTERM
-    /// (or for --seconds).
+    /// (or for --seconds). With --server, also pulls updates: enrolls,
+    /// polls, verifies ticket and release, downloads, installs, reports.
     Run {
         /// Stop after this many seconds.
         #[arg(long)]
         seconds: Option<u64>,
         /// Print reports as JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// The update server to pull from (e.g. http://10.0.0.5:8480).
+        #[arg(long, env = "GANTRY_SERVER")]
+        server: Option<String>,
+        /// A one-time enrollment token, if the operator did not
+        /// pre-authorize this device's key (`gantry-device identity`).
+        #[arg(long, env = "GANTRY_ENROLL_TOKEN", hide_env_values = true)]
+        enroll_token: Option<String>,
+        /// Poll interval until the server names one, in seconds.
+        #[arg(long, default_value_t = 60)]
+        poll_seconds: u64,
+    },
+    /// Prints the device's id and public key (created on first use), for
+    /// an operator to pre-authorize on the update server.
+    Identity {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -205,25 +224,62 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{line}");
             }
         }
-        Command::Run { seconds, json } => {
+        Command::Identity { json } => {
+            let device = Device::open(state)?;
+            let id = agent::device_id(&device)?;
+            let key = agent::device_key(state)?;
+            let pem = gantry_keys::KeySource::public_key(&key).to_spki_pem();
+            if json {
+                println!("{}", json!({ "device_id": id, "public_key": pem }));
+            } else {
+                print!("device {id}\n{pem}");
+            }
+        }
+        Command::Run { seconds, json, server, enroll_token, poll_seconds } => {
             let device = Device::open(state)?;
             let stop = Arc::new(AtomicBool::new(false));
             signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
             signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
             let (tx, rx) = channel();
+            let (control, commands) = channel();
+            let (outcomes, to_report) = channel();
+            let agent = match server {
+                Some(url) => {
+                    let config = AgentConfig {
+                        server: url,
+                        enrollment_token: enroll_token,
+                        schedule: Schedule {
+                            default_interval: Duration::from_secs(poll_seconds),
+                            ..Schedule::default()
+                        },
+                        caps: Caps::default(),
+                        call_timeout: Duration::from_secs(30),
+                    };
+                    Some(Agent::new(config, &device, state)?)
+                }
+                None => None,
+            };
             let until = seconds.map(|s| Instant::now() + Duration::from_secs(s));
             std::thread::scope(|s| {
-                let supervisor = s.spawn(|| supervisor::run(&device, &stop, &tx));
+                let supervisor = s.spawn(|| supervisor::run_controlled(&device, &stop, &tx, commands));
+                if let Some(agent) = agent {
+                    s.spawn(|| pull(agent, &device, &stop, &control, to_report, json));
+                }
                 loop {
                     match rx.recv_timeout(Duration::from_millis(100)) {
-                        Ok(r) => println!("{}", if json { report_json(&r).to_string() } else { report_text(&r) }),
+                        Ok(r) => {
+                            println!("{}", if json { report_json(&r).to_string() } else { report_text(&r) });
+                            if let Report::Update(e) = r {
+                                let _ = outcomes.send(e);
+                            }
+                        }
                         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                     }
                     if until.is_some_and(|u| Instant::now() >= u) {
-                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                        stop.store(true, Ordering::Relaxed);
                     }
-                    if supervisor.is_finished() && stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if supervisor.is_finished() && stop.load(Ordering::Relaxed) {
                         break;
                     }
                 }
@@ -235,6 +291,57 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The agent's loop: poll, install, have the supervisor reload what was
+/// switched, report the outcomes the supervisor reaches, wait.
+fn pull(
+    mut agent: Agent,
+    device: &Device,
+    stop: &AtomicBool,
+    control: &Sender<Control>,
+    outcomes: Receiver<UpdateEvent>,
+    json: bool,
+) {
+    let mut poller = Poller::new(agent.schedule());
+    let say = |e: &AgentEvent| match e {
+        AgentEvent::Unchanged => {}
+        e if json => println!("{}", json!({ "agent": format!("{e:?}") })),
+        AgentEvent::Update(u) => println!("agent: {}", describe(u)),
+        e => println!("agent: {e:?}"),
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let wait = match agent.cycle(device, &mut |e| say(&e)) {
+            Ok(cycle) => {
+                for name in cycle.switched {
+                    let _ = control.send(Control::Reload(name));
+                }
+                poller.succeeded(cycle.poll_after)
+            }
+            Err(e) => {
+                let wait = poller.failed(random_u64());
+                eprintln!("agent: {e}; next try in {wait:?}");
+                wait
+            }
+        };
+        // An update outcome is reported at once, and the inventory with
+        // the next check-in, which it brings forward.
+        let until = Instant::now() + wait;
+        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            if let Ok(e) = outcomes.recv_timeout(Duration::from_millis(100))
+                && matches!(e, UpdateEvent::Confirmed { .. } | UpdateEvent::Reverted { .. })
+            {
+                agent.report_event(device, &e);
+                break;
+            }
+        }
+    }
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom(&mut b);
+    u64::from_le_bytes(b)
 }
 
 /// Module first, then each blob in the order the manifest names them (the
@@ -298,6 +405,7 @@ fn container_json(c: &Container) -> serde_json::Value {
 
 fn describe(e: &UpdateEvent) -> String {
     match e {
+        UpdateEvent::Refused { name, reason } if name == "?" => reason.clone(),
         UpdateEvent::Refused { name, reason } => format!("{name}: {reason}"),
         UpdateEvent::Switched { name, version, sequence, slot } => {
             format!(
