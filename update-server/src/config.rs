@@ -90,6 +90,18 @@ pub struct Config {
     pub devices: DeviceConfig,
     /// Request limits.
     pub limits: Limits,
+    /// TLS; plain HTTP unless both files are set.
+    pub tls: TlsConfig,
+}
+
+/// TLS certificate and key (PEM). Both, or neither.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// Private key of the leaf certificate.
+    pub key: Option<PathBuf>,
 }
 
 /// Where blobs are kept.
@@ -162,6 +174,7 @@ impl Default for Config {
             blobs: BlobConfig::default(),
             devices: DeviceConfig::default(),
             limits: Limits::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -252,6 +265,12 @@ impl Config {
         }
         if let Some(v) = get("GANTRY_S3_REGION") {
             self.blobs.region = Some(v);
+        }
+        if let Some(v) = get("GANTRY_TLS_CERT") {
+            self.tls.cert = Some(v.into());
+        }
+        if let Some(v) = get("GANTRY_TLS_KEY") {
+            self.tls.key = Some(v.into());
         }
         if let Some(v) = get("GANTRY_POLL_INTERVAL") {
             self.devices.poll_interval = Span(

@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod rollout;
 pub mod serve;
 pub mod store;
+pub mod tls;
 
 pub use config::Config;
 pub use serve::{Running, StartError, start};

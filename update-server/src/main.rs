@@ -110,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
             let running = gantry_server::start(c, shutdown_signal())
                 .await
                 .with_context(|| format!("cannot start with data directory {}", data_dir.display()))?;
-            println!("gantry-server listening on http://{}", running.addr);
+            println!("gantry-server listening on {}://{}", running.scheme, running.addr);
             println!("data directory: {}", data_dir.display());
             println!(
                 "server key: {} ({}); add this key id to the trust root's server role",

@@ -55,6 +55,9 @@ pub enum StartError {
     /// The configuration asks for something this build cannot do.
     #[error("configuration: {0}")]
     Config(String),
+    /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
@@ -65,6 +68,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
 pub struct Running {
     /// The address it listens on.
     pub addr: SocketAddr,
+    /// `https` with TLS configured, else `http`.
+    pub scheme: &'static str,
     /// The admin token created on this start (first start only).
     pub admin_token: Option<String>,
     /// Where that token was also written.
@@ -106,6 +111,11 @@ pub async fn start(
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&data).map_err(io(&data))?;
     let store = Store::open(&config.database_url()).await?;
     let blobs = open_blobs(&config)?;
+    let tls = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+        (None, None) => None,
+        _ => return Err(StartError::Config("tls.cert and tls.key go together".into())),
+    };
     let key_file = config.server_key_path();
     let server_key = load_or_create_key(&key_file, &config.server_key_type)?;
     let server_key_id = server_key.key_id();
@@ -132,6 +142,7 @@ pub async fn start(
         state.fleet.set_generation(g);
     }
 
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let (bg_stop_tx, bg_stop_rx) = tokio::sync::watch::channel(false);
     let background = tokio::spawn(background(state.clone(), bg_stop_rx));
@@ -144,7 +155,10 @@ pub async fn start(
                 _ = shutdown => {}
             }
         };
-        let result = axum::serve(listener, app).with_graceful_shutdown(signal).await;
+        let result = match tls {
+            Some(acceptor) => crate::tls::serve(listener, acceptor, app, signal).await,
+            None => axum::serve(listener, app).with_graceful_shutdown(signal).await,
+        };
         let _ = bg_stop_tx.send(true);
         let _ = background.await;
         flush_last_seen(&served).await;
@@ -154,6 +168,7 @@ pub async fn start(
     });
     Ok(Running {
         addr,
+        scheme,
         admin_token,
         admin_token_file,
         server_key_id,
