@@ -40,8 +40,9 @@ fn mem_key(t: KeyType) -> FileKeySource {
 
 /// The server and the offline keys around it.
 pub struct Fleet {
-    runtime: tokio::runtime::Runtime,
+    runtime: Option<tokio::runtime::Runtime>,
     server: Option<gantry_server::Running>,
+    config: gantry_server::Config,
     /// `http://127.0.0.1:port`.
     pub url: String,
     /// The bootstrap admin token.
@@ -69,15 +70,15 @@ impl Fleet {
     /// trust root (a root key, a release key and the server's online key).
     pub fn start() -> Fleet {
         let dir = tempfile::tempdir().expect("temp dir");
-        let runtime =
-            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        // A fixed port, so devices find the server again after a restart.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
         let mut config = gantry_server::Config {
-            listen: "127.0.0.1:0".parse().expect("addr"),
+            listen: ([127, 0, 0, 1], port).into(),
             data_dir: dir.path().join("server"),
             ..gantry_server::Config::default()
         };
         config.devices.poll_jitter = gantry_server::config::Span(Duration::ZERO);
-        let server = runtime.block_on(gantry_server::start(config, std::future::pending())).expect("server starts");
+        let (runtime, server) = serve(&config).expect("server starts");
         let url = format!("http://{}", server.addr);
         let admin = server.admin_token.clone().expect("first start makes an admin token");
         let (root_key, release_key) = (mem_key(KeyType::Ed25519), mem_key(KeyType::P256));
@@ -98,11 +99,42 @@ impl Fleet {
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
-        let fleet =
-            Fleet { runtime, server: Some(server), url, admin, trust_root: doc.to_bytes(), release_key, http, dir };
+        let fleet = Fleet {
+            runtime: Some(runtime),
+            server: Some(server),
+            config,
+            url,
+            admin,
+            trust_root: doc.to_bytes(),
+            release_key,
+            http,
+            dir,
+        };
         let (status, body) = fleet.call("PUT", "/api/v1/trust-root", Body::Bytes(fleet.trust_root.clone()));
         assert_eq!(status, 200, "{body}");
         fleet
+    }
+
+    /// Kills the server (its runtime is torn down: no graceful shutdown,
+    /// nothing flushed) and starts it again on the same data and port.
+    pub fn kill_and_restart(&mut self) {
+        self.server = None;
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+        // The port is free again once the listener task is gone.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match serve(&self.config) {
+                Ok((rt, server)) => {
+                    self.runtime = Some(rt);
+                    self.server = Some(server);
+                    return;
+                }
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+                Err(e) => panic!("the server does not start again: {e}"),
+            }
+        }
     }
 
     /// An operator API call with the admin token: (status, JSON or text).
@@ -195,10 +227,22 @@ impl Fleet {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        if let Some(s) = self.server.take() {
-            let _ = self.runtime.block_on(s.stop());
+        if let (Some(s), Some(rt)) = (self.server.take(), self.runtime.as_ref()) {
+            let _ = rt.block_on(s.stop());
         }
     }
+}
+
+/// Starts a server on its own runtime.
+fn serve(config: &gantry_server::Config) -> Result<(tokio::runtime::Runtime, gantry_server::Running), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let server =
+        runtime.block_on(gantry_server::start(config.clone(), std::future::pending())).map_err(|e| e.to_string())?;
+    Ok((runtime, server))
 }
 
 /// A request body.
