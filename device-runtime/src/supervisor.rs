@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use gantry_signing::config::{HealthKind, RestartPolicy};
 
 use crate::device::{Device, DeviceError};
-use crate::sandbox::Outcome;
+use crate::sandbox::{Outcome, Sandbox};
 use crate::store::Runnable;
 use crate::table::Phase;
 use crate::update::{Probation, UpdateEvent, Verdict};
@@ -87,9 +87,27 @@ pub fn run_controlled(
         let spawn = |r: Runnable| {
             let flag = Arc::new(AtomicBool::new(false));
             let mine = flag.clone();
-            (flag, s.spawn(move || supervise(device, r, &mine, tx)))
+            // Sized for the container's Wasm stack ceiling: guest frames
+            // live on this thread's stack.
+            let stack = Sandbox::thread_stack(&r.release.config);
+            let name = r.name.clone();
+            let thread = std::thread::Builder::new().name(format!("gantry-{name}")).stack_size(stack);
+            match thread.spawn_scoped(s, move || supervise(device, r, &mine, tx, stack)) {
+                Ok(handle) => Some((flag, handle)),
+                Err(e) => {
+                    let _ =
+                        tx.send(Report::GaveUp { name, reason: format!("no thread with {stack} bytes of stack: {e}") });
+                    None
+                }
+            }
         };
-        let mut running: BTreeMap<String, _> = runnable.into_iter().map(|r| (r.name.clone(), spawn(r))).collect();
+        let mut running: BTreeMap<String, _> = runnable
+            .into_iter()
+            .filter_map(|r| {
+                let name = r.name.clone();
+                spawn(r).map(|t| (name, t))
+            })
+            .collect();
         while !stop.load(Ordering::Relaxed) {
             let Ok(Control::Reload(name)) = control.recv_timeout(Duration::from_millis(50)) else { continue };
             if let Some((flag, thread)) = running.remove(&name) {
@@ -98,7 +116,9 @@ pub fn run_controlled(
             }
             match device.store().runnable(&name, unix_now()) {
                 Ok(Some(r)) => {
-                    running.insert(name, spawn(r));
+                    if let Some(t) = spawn(r) {
+                        running.insert(name, t);
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -207,7 +227,9 @@ enum Next {
     Nothing,
 }
 
-fn supervise(device: &Device, mut r: Runnable, stop: &Arc<AtomicBool>, tx: &Sender<Report>) {
+/// Supervises one container on the current thread, which has `stack`
+/// bytes of stack.
+fn supervise(device: &Device, mut r: Runnable, stop: &Arc<AtomicBool>, tx: &Sender<Report>, stack: usize) {
     let send = |rep: Report| {
         let _ = tx.send(rep);
     };
@@ -219,6 +241,21 @@ fn supervise(device: &Device, mut r: Runnable, stop: &Arc<AtomicBool>, tx: &Send
     let mut restarts = 0u32;
     let mut backoff = Duration::from_millis(r.release.config.restart.backoff_initial_ms);
     'versions: while !stop.load(Ordering::Relaxed) {
+        let need = Sandbox::thread_stack(&r.release.config);
+        if need > stack {
+            // A version whose Wasm stack ceiling this thread cannot hold (a
+            // revert to a config with a larger one): go on in a thread that
+            // can.
+            let name = r.name.clone();
+            let thread = std::thread::Builder::new().name(format!("gantry-{name}")).stack_size(need);
+            let done = std::thread::scope(|s| {
+                thread.spawn_scoped(s, || supervise(device, r, stop, tx, need)).map(|t| t.join().is_ok())
+            });
+            if !matches!(done, Ok(true)) {
+                send(Report::GaveUp { name, reason: format!("no thread with {need} bytes of stack") });
+            }
+            return;
+        }
         let config = r.release.config.clone();
         let (module, io) = match (device.module(&r), device.host_io(&r.name, epoch)) {
             (Ok(m), Ok(io)) => (m, io),

@@ -227,3 +227,21 @@ fn a_container_that_mostly_sleeps_is_not_throttled_by_its_share() {
         "throttled while asleep: {best_quarter:?} at 25 % vs {best_full:?} at 100 %"
     );
 }
+
+#[test]
+fn a_stack_ceiling_above_two_mib_installs_and_stops_recursion_at_the_ceiling() {
+    let env = Arc::new(Env::new());
+    for stack in ["64 KiB", "8 MiB"] {
+        let config = config("deep", &format!("[limits]\nstack = \"{stack}\"\n"));
+        let (module, _) = env.install(&fixture("recurse"), &config).unwrap();
+        // Guest frames live on the caller's stack: a thread sized for the ceiling.
+        let thread = std::thread::Builder::new().stack_size(Sandbox::thread_stack(&config));
+        let env2 = env.clone();
+        let outcome = thread
+            .spawn(move || env2.sandbox.run(&module, &config, env2.io("deep"), Arc::default()).unwrap().0)
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(matches!(&outcome, Outcome::Trapped(t) if t.contains("call stack exhausted")), "{stack}: {outcome:?}");
+    }
+}

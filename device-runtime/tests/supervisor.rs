@@ -235,3 +235,22 @@ fn a_reload_starts_the_new_version_and_leaves_the_others_running() {
         "the other container was touched: {reports:?}"
     );
 }
+
+#[test]
+fn deep_recursion_under_a_large_stack_ceiling_traps_instead_of_crashing_the_runtime() {
+    // 8 MiB of Wasm stack is more than a default 2 MiB thread has: the
+    // container's thread is sized for its ceiling, so the recursion is
+    // stopped by wasmtime's check, not by the guard page (which would kill
+    // the process running every container).
+    let fleet = Fleet::new();
+    let dir = tempfile::tempdir().unwrap();
+    let device = device(&fleet, dir.path());
+    let deep = "name = \"deep\"\nversion = \"1\"\n[limits]\nstack = \"8 MiB\"\n[restart]\npolicy = \"never\"\n";
+    install(&device, &fleet, deep, "recurse", 1);
+    let reports = supervise(&device, |r| matches!(r, Report::Ended { .. }));
+    let trapped = reports.iter().find_map(|r| match r {
+        Report::Ended { outcome: Outcome::Trapped(t), .. } => Some(t.clone()),
+        _ => None,
+    });
+    assert!(trapped.is_some_and(|t| t.contains("call stack exhausted")), "{reports:?}");
+}

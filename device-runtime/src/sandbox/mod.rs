@@ -66,6 +66,10 @@ impl Profile {
 pub const TICK: Duration = Duration::from_millis(5);
 /// Stack ceilings are rounded up to a multiple of this (one engine each).
 const STACK_STEP: u64 = 64 * 1024;
+/// Native stack a container thread needs beyond its Wasm stack ceiling:
+/// the runtime's own frames, instantiation and host calls made at the
+/// deepest Wasm frame.
+const HOST_STACK: u64 = 1024 * 1024;
 
 /// Sandbox errors.
 #[derive(Debug, thiserror::Error)]
@@ -275,6 +279,11 @@ impl Sandbox {
         }
         c.epoch_interruption(self.profile == Profile::Epoch)
             .max_wasm_stack(stack as usize)
+            // wasmtime refuses a Wasm stack larger than its async stack (the
+            // `async` feature is on through wasmtime-wasi) even though no
+            // instance runs on a fiber here: without this, any config with
+            // `limits.stack` above 2 MiB could not be installed.
+            .async_stack_size((stack + HOST_STACK) as usize)
             .module_version(ModuleVersionStrategy::Custom(MODULE_VERSION.into()))
             .map_err(|e| SandboxError::Engine(e.to_string()))?;
         let engine = Engine::new(&c).map_err(|e| SandboxError::Engine(e.to_string()))?;
@@ -334,6 +343,17 @@ impl Sandbox {
         #[allow(unsafe_code)]
         let module = unsafe { Module::deserialize(&engine, &bytes) };
         module.map_err(|e| SandboxError::Artifact(format!("{e:#}")))
+    }
+}
+
+impl Sandbox {
+    /// Native stack, in bytes, of a thread that runs containers with
+    /// `config`: its Wasm stack ceiling and room for the host. Wasm frames
+    /// live on the calling thread's stack, and wasmtime stops them at the
+    /// ceiling only if the thread has that much: on a smaller thread, deep
+    /// recursion hits the guard page and takes the whole process down.
+    pub fn thread_stack(config: &ContainerConfig) -> usize {
+        (stack_ceiling(config.limits.stack_bytes) + HOST_STACK) as usize
     }
 }
 

@@ -215,6 +215,10 @@ impl Sandbox {
     /// Instantiates `module` under `config` and runs its entry point. The
     /// instance is returned while it can still be called (the entry
     /// returned normally). `stop` ends it at the next tick.
+    ///
+    /// Guest code runs on the calling thread, which must have
+    /// [`Sandbox::thread_stack`] bytes of stack for `config` (the
+    /// supervisor's container threads do).
     pub fn run(
         &self,
         module: &Module,
