@@ -109,7 +109,8 @@ pub fn run_controlled(
             })
             .collect();
         while !stop.load(Ordering::Relaxed) {
-            let Ok(Control::Reload(name)) = control.recv_timeout(Duration::from_millis(50)) else { continue };
+            // A few wake-ups a second: enough to notice `stop`, cheap when idle.
+            let Ok(Control::Reload(name)) = control.recv_timeout(Duration::from_millis(250)) else { continue };
             if let Some((flag, thread)) = running.remove(&name) {
                 flag.store(true, Ordering::Relaxed);
                 let _ = thread.join();

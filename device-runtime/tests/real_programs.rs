@@ -349,9 +349,9 @@ fn boolector_solves_bit_vector_problems() {
             "boolector {} on {problem}: install (compile) {compiled:.2?}, run {ran:.2?}, {outcome:?}, stdout {log:?}",
             BOOLECTOR.version
         );
-        // Like a SAT solver, Boolector exits 10 for sat and 20 for unsat
-        // (`Outcome::is_failure` counts both as failures: a restart policy
-        // other than "never" would run it again after every answer).
+        // Like a SAT solver, Boolector exits 10 for sat and 20 for unsat; a
+        // config for it lists `success_codes = [10, 20]` so neither counts
+        // as a failure (`Outcome::is_failure`).
         let code = if expect == "sat" { 10 } else { 20 };
         assert_eq!(outcome, Outcome::Exited(code), "log:\n{log}");
         assert_eq!(log.lines().next(), Some(expect), "log:\n{log}");
