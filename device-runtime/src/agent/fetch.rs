@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest as _, Sha256};
 use ureq::http::StatusCode;
 
-use super::AgentError;
 use super::client::Client;
+use super::{AgentError, hex};
 
 /// Time limits of one download.
 #[derive(Clone, Copy, Debug)]
@@ -64,10 +64,6 @@ pub enum FetchError {
     /// Local storage.
     #[error("download: {0}")]
     Io(#[from] std::io::Error),
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Where downloads wait, one `<sha256>.part` file per blob.

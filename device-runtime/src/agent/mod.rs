@@ -17,7 +17,7 @@ mod client;
 mod fetch;
 mod schedule;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use gantry_keys::{FileKeySource, KeySource, KeyType, SigningKey};
@@ -444,11 +444,6 @@ impl Agent {
             self.downloads.discard(&p.sha256);
         }
         Ok(event)
-    }
-
-    /// Where downloads are kept between cycles.
-    pub fn downloads_dir(state: &Path) -> PathBuf {
-        state.join("downloads")
     }
 }
 
