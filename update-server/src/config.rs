@@ -154,6 +154,12 @@ pub struct Limits {
     pub request_timeout: Span,
     /// Time to receive one blob upload.
     pub upload_timeout: Span,
+    /// Time a client has to send a request's headers (or finish the TLS
+    /// handshake); also how long an idle keep-alive connection stays open.
+    pub header_timeout: Span,
+    /// Most connections served at once; beyond it, new ones wait to be
+    /// accepted.
+    pub max_connections: usize,
     /// Largest JSON body.
     pub max_json_bytes: usize,
     /// Largest release envelope or trust root.
@@ -206,6 +212,8 @@ impl Default for Limits {
         Limits {
             request_timeout: Span(Duration::from_secs(30)),
             upload_timeout: Span(Duration::from_secs(600)),
+            header_timeout: Span(Duration::from_secs(10)),
+            max_connections: 10_000,
             max_json_bytes: 64 * 1024,
             max_envelope_bytes: 1024 * 1024,
             max_blob_bytes: 1 << 30,

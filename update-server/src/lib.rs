@@ -31,6 +31,7 @@ pub mod blobs;
 pub mod config;
 pub mod error;
 pub mod fleet;
+mod listener;
 pub mod metrics;
 pub mod rollout;
 pub mod serve;

@@ -155,10 +155,7 @@ pub async fn start(
                 _ = shutdown => {}
             }
         };
-        let result = match tls {
-            Some(acceptor) => crate::tls::serve(listener, acceptor, app, signal).await,
-            None => axum::serve(listener, app).with_graceful_shutdown(signal).await,
-        };
+        let result = crate::listener::serve(listener, tls, app, &served.config.limits, signal).await;
         let _ = bg_stop_tx.send(true);
         let _ = background.await;
         flush_last_seen(&served).await;
