@@ -134,7 +134,7 @@ pub(super) async fn login(
         // One answer for unknown and disabled devices and bad proofs.
         _ => return Err(login_refused(&s, "unknown or disabled device")),
     };
-    check_proof(&s, &req.device_id, &device.key, &req.challenge, &req.proof)?;
+    check_proof(&s, &req.device_id, &device.public_key()?, &req.challenge, &req.proof)?;
     Ok(Json(issue_token(&s, &req.device_id)))
 }
 

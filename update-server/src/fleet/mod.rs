@@ -4,6 +4,12 @@
 //! the database and writes nothing to it. Last-seen times are collected
 //! here and written in batches by a background task.
 //!
+//! Memory is what bounds it: at a million devices every byte per entry is
+//! a megabyte. So an entry keeps the device's key as its stored COSE_Key
+//! (decoded again at login, which is rare, rather than held decoded, which
+//! is four times larger), and devices that should run the same thing share
+//! one [`Desired`].
+//!
 //! Several nodes may share one database: every change to what a device
 //! should run bumps a generation counter in the database; each node polls
 //! it and reloads entries cached under an older generation.
@@ -24,8 +30,8 @@ const SHARDS: usize = 16;
 /// A device's cached state.
 #[derive(Clone, Debug)]
 pub struct CachedDevice {
-    /// Its enrolled key.
-    pub key: Arc<PublicKey>,
+    /// Its enrolled key, as a COSE_Key (checked when the entry was loaded).
+    pub cose_key: Arc<[u8]>,
     /// Refused at login and check-in.
     pub disabled: bool,
     /// What it should run.
@@ -33,6 +39,13 @@ pub struct CachedDevice {
     /// SHA-256 of its last stored inventory.
     pub inventory_hash: Option<[u8; 32]>,
     generation: i64,
+}
+
+impl CachedDevice {
+    /// Its enrolled key, decoded.
+    pub fn public_key(&self) -> Result<PublicKey, StoreError> {
+        decode_cose_key(&self.cose_key).map_err(|e| StoreError::Corrupt(format!("device public key: {e}")))
+    }
 }
 
 /// What one device should run.
@@ -79,6 +92,34 @@ pub struct Fleet {
     hasher: RandomState,
     generation: AtomicI64,
     last_seen: Mutex<HashMap<String, i64>>,
+    shared: Mutex<SharedDesired>,
+}
+
+/// The desired states cached entries point to, by ETag, so that a fleet
+/// running a handful of releases holds a handful of copies.
+#[derive(Default)]
+struct SharedDesired {
+    by_etag: HashMap<String, Arc<Desired>>,
+    /// Size at which states no entry uses any more are dropped.
+    prune_at: usize,
+}
+
+impl SharedDesired {
+    fn share(&mut self, desired: Desired) -> Arc<Desired> {
+        if let Some(d) = self.by_etag.get(&desired.etag)
+            && **d == desired
+        {
+            return d.clone();
+        }
+        if self.by_etag.len() >= self.prune_at {
+            self.by_etag.retain(|_, d| Arc::strong_count(d) > 1);
+            // Doubling keeps pruning amortised when most states are in use.
+            self.prune_at = (self.by_etag.len() * 2).max(1024);
+        }
+        let d = Arc::new(desired);
+        self.by_etag.insert(d.etag.clone(), d.clone());
+        d
+    }
 }
 
 impl Default for Fleet {
@@ -88,6 +129,7 @@ impl Default for Fleet {
             hasher: RandomState::new(),
             generation: AtomicI64::new(0),
             last_seen: Mutex::new(HashMap::new()),
+            shared: Mutex::new(SharedDesired::default()),
         }
     }
 }
@@ -115,14 +157,14 @@ impl Fleet {
             lock(self.shard(id)).remove(id);
             return Ok(None);
         };
-        let key = decode_cose_key(&record.public_key)
-            .map_err(|e| StoreError::Corrupt(format!("device {id} public key: {e}")))?;
+        decode_cose_key(&record.public_key).map_err(|e| StoreError::Corrupt(format!("device {id} public key: {e}")))?;
         let desired = Desired::new(store.desired(id).await?)?;
+        let desired = lock(&self.shared).share(desired);
         let inventory_hash = record.inventory_hash.as_deref().and_then(|h| h.try_into().ok());
         let entry = CachedDevice {
-            key: Arc::new(key),
+            cose_key: record.public_key.into(),
             disabled: record.disabled,
-            desired: Arc::new(desired),
+            desired,
             inventory_hash,
             generation,
         };
@@ -167,5 +209,39 @@ impl Fleet {
     /// Number of cached devices.
     pub fn cached(&self) -> usize {
         self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(digest: char) -> DesiredRow {
+        DesiredRow {
+            stream: "app".into(),
+            manifest_digest: digest.to_string().repeat(64),
+            sequence: 1,
+            envelope_sha256: "e".repeat(64),
+            envelope_size: 10,
+        }
+    }
+
+    #[test]
+    fn devices_that_should_run_the_same_share_one_copy() {
+        let mut shared = SharedDesired::default();
+        let a = shared.share(Desired::new(vec![row('a')]).unwrap());
+        let b = shared.share(Desired::new(vec![row('a')]).unwrap());
+        let c = shared.share(Desired::new(vec![row('b')]).unwrap());
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &c));
+        // States nobody uses any more go at the next prune.
+        drop((a, b, c));
+        for i in 0..2000u32 {
+            let mut r = row('c');
+            r.sequence = i64::from(i);
+            r.stream = format!("s{i}");
+            drop(shared.share(Desired::new(vec![r]).unwrap()));
+        }
+        assert!(shared.by_etag.len() <= 1024, "{} kept", shared.by_etag.len());
     }
 }

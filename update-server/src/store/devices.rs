@@ -129,6 +129,32 @@ impl Store {
     /// Enrolls a device. `Ok(false)` if the id is taken (by any key).
     pub async fn insert_device(&self, d: &NewDevice<'_>) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
+        let inserted = Self::insert_device_in(&mut tx, d, now()).await?;
+        if inserted {
+            tx.commit().await?;
+        }
+        Ok(inserted)
+    }
+
+    /// Enrolls many devices in one transaction (a factory's list, or a
+    /// load test's fleet), writing exactly the rows [`Store::insert_device`]
+    /// writes; ids already taken are skipped. Returns how many were new.
+    pub async fn insert_devices(&self, devices: &[NewDevice<'_>]) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let at = now();
+        let mut inserted = 0;
+        for d in devices {
+            inserted += u64::from(Self::insert_device_in(&mut tx, d, at).await?);
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    async fn insert_device_in(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        d: &NewDevice<'_>,
+        at: i64,
+    ) -> Result<bool, StoreError> {
         let inserted = sqlx::query(
             "INSERT INTO devices (id, public_key, key_id, enrolled_at, enrolled_by) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (id) DO NOTHING",
@@ -136,9 +162,9 @@ impl Store {
         .bind(d.id)
         .bind(d.public_key.to_vec())
         .bind(d.key_id)
-        .bind(now())
+        .bind(at)
         .bind(d.enrolled_by)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected()
             == 1;
@@ -149,17 +175,16 @@ impl Store {
             sqlx::query("INSERT INTO device_groups (device_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                 .bind(d.id)
                 .bind(g)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
         for t in d.tags {
             sqlx::query("INSERT INTO device_tags (device_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                 .bind(d.id)
                 .bind(t)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
-        tx.commit().await?;
         Ok(true)
     }
 
