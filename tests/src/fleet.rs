@@ -49,7 +49,7 @@ pub struct Fleet {
     pub admin: String,
     /// The signed trust root devices are provisioned with.
     pub trust_root: Vec<u8>,
-    release_key: FileKeySource,
+    release_key: Arc<FileKeySource>,
     http: ureq::Agent,
     /// Holds the server's data and the devices' state.
     pub dir: tempfile::TempDir,
@@ -81,7 +81,7 @@ impl Fleet {
         let (runtime, server) = serve(&config).expect("server starts");
         let url = format!("http://{}", server.addr);
         let admin = server.admin_token.clone().expect("first start makes an admin token");
-        let (root_key, release_key) = (mem_key(KeyType::Ed25519), mem_key(KeyType::P256));
+        let (root_key, release_key) = (mem_key(KeyType::Ed25519), Arc::new(mem_key(KeyType::P256)));
         let root = TrustRoot::new(
             1,
             u64::MAX / 2,
@@ -169,7 +169,7 @@ impl Fleet {
         }
         .build_unsigned()
         .expect("release");
-        let envelope = add_signature(&unsigned, &self.release_key).expect("sign");
+        let envelope = add_signature(&unsigned, self.release_key.as_ref()).expect("sign");
         let hex = hex::encode(Sha256::digest(&module));
         let (status, body) = self.call("PUT", &format!("/api/v1/blobs/sha256/{hex}"), Body::Bytes(module.clone()));
         assert!(status == 200 || status == 201, "{status} {body}");
@@ -177,6 +177,17 @@ impl Fleet {
         assert_eq!(status, 201, "{body}");
         let digest = body["manifest_digest"].as_str().expect("manifest_digest").to_owned();
         Release { envelope, module, digest }
+    }
+
+    /// The server's online (ticket) key, as an attacker who stole it would
+    /// hold it.
+    pub fn server_key(&self) -> Arc<dyn KeySource> {
+        self.server.as_ref().expect("the server runs").state.server_key.clone()
+    }
+
+    /// The offline release key (the trust root's release role).
+    pub fn release_key(&self) -> Arc<dyn KeySource> {
+        self.release_key.clone()
     }
 
     /// Tells `device` to run `release` on `stream`.

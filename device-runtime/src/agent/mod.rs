@@ -71,6 +71,11 @@ pub enum AgentError {
     /// The ticket was refused (attack or misconfiguration).
     #[error("ticket refused: {0}")]
     Ticket(String),
+    /// A verified ticket named a release whose envelope was refused: it
+    /// does not verify under the trust root's release role, or it is not
+    /// the release the ticket names.
+    #[error("release refused: {0}")]
+    Release(String),
     /// Local files.
     #[error("{0}")]
     Io(String),
@@ -354,7 +359,11 @@ impl Agent {
         };
         let ticket =
             verify_ticket(&ticket_bytes, &policy).map_err(|e| AgentError::Ticket(format!("{e} ({})", e.code())))?;
-        device.store().accept_ticket(ticket.issued_at()).map_err(DeviceError::from)?;
+        // Remembered as of this device's clock at the latest: a ticket dated
+        // ahead (one signed with a stolen server key, say) would otherwise
+        // make every later genuine ticket "stale", a freeze that outlives
+        // the attack. Replays are refused by the nonce in any case.
+        device.store().accept_ticket(ticket.issued_at().min(now)).map_err(DeviceError::from)?;
         events(AgentEvent::Ticket { assignments: ticket.contents().assignment_count() });
 
         let mut cycle = Cycle { switched: Vec::new(), poll_after: Some(response.poll_after) };
@@ -411,18 +420,23 @@ impl Agent {
         envelope_size: Option<u64>,
         keep: &mut Vec<[u8; 32]>,
     ) -> Result<UpdateEvent, AgentError> {
-        let size = envelope_size.filter(|&s| s <= MAX_ENVELOPE).ok_or_else(|| {
-            AgentError::Protocol(format!("{}: envelope size missing or above {MAX_ENVELOPE}", a.stream))
+        // The unsigned listing only says how big the envelope is; the ticket
+        // names which one counts.
+        let size = envelope_size.ok_or_else(|| {
+            AgentError::Protocol(format!("{}: the check-in does not list the envelope the ticket names", a.stream))
         })?;
+        if size > MAX_ENVELOPE {
+            return Err(AgentError::Protocol(format!("{}: envelope of {size} bytes, above {MAX_ENVELOPE}", a.stream)));
+        }
         let caps = self.config.caps;
         keep.push(a.envelope_sha256);
         let envelope =
             self.downloads.fetch(&self.client, &a.envelope_sha256, size, &caps, &mut |_| {}).map_err(fetch)?;
         let trust = device.store().trust(unix_now()).map_err(DeviceError::from)?;
         let release = bundle::verify_envelope(&envelope, &trust, 0)
-            .map_err(|e| AgentError::Ticket(format!("{}: the envelope does not verify: {e}", a.stream)))?;
+            .map_err(|e| AgentError::Release(format!("{}: the envelope does not verify: {e}", a.stream)))?;
         if release.manifest_digest != a.manifest_digest || release.config.name != a.stream {
-            return Err(AgentError::Ticket(format!(
+            return Err(AgentError::Release(format!(
                 "{}: the envelope is not the release the ticket names (mix-and-match refused)",
                 a.stream
             )));
