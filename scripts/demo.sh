@@ -3,11 +3,13 @@
 # 2-of-2 trust root, a container manifest, a signature, verification against
 # the trust root, inspection and refusals; then a simulated device that
 # installs the release, runs it, refuses a tampered and an older release, and
-# rolls a crashing new version back by itself.
+# rolls a crashing new version back by itself; last, the update server on
+# its embedded defaults, from which that device pulls, installs and confirms
+# a new release by itself.
 # Set GANTRY_DEMO_KEEP=1 to keep the directory.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-cargo build --release --quiet --manifest-path "$repo/Cargo.toml" -p gantry-signing --bin gantry-sign -p gantry-device --bin gantry-device
+cargo build --release --quiet --manifest-path "$repo/Cargo.toml" -p gantry-signing --bin gantry-sign -p gantry-device --bin gantry-device -p gantry-server --bin gantry-server
 bin="$repo/target/release"
 fixtures="$repo/device-runtime/fixtures/misbehave"
 gantry-sign() { "$bin/gantry-sign" "$@"; }
@@ -103,5 +105,58 @@ run gantry-device install app-2.suit --module "$fixtures/crash.wasm"
 run gantry-device run --seconds 3
 run gantry-device status
 gantry-device status --json | grep -q '"sequence": *1' || { echo "app is not back on version 1" >&2; exit 1; }
+
+step "The update server on its embedded defaults: SQLite, blobs and keys in one directory"
+# The online key is the one the trust root names in its server role; left
+# out, the server would create its own on first start.
+GANTRY_SERVER_KEY="$work/server.key" "$bin/gantry-server" serve --listen 127.0.0.1:0 --data server-data \
+  > server.out 2> server.log &
+server_pid=$!
+stop_server() { kill "$server_pid" 2>/dev/null && wait "$server_pid" || true; }
+trap 'stop_server; [ "${GANTRY_DEMO_KEEP:-0}" = 1 ] || rm -rf "$work"' EXIT
+for _ in $(seq 100); do grep -q '^admin API token' server.out && break; sleep 0.1; done
+cat server.out
+url=$(sed -n 's|^gantry-server listening on ||p' server.out)
+[ -n "$url" ] || { cat server.log >&2; echo "the server did not start" >&2; exit 1; }
+api() {
+  local rc=0
+  curl -fsS -H "authorization: Bearer $(cat server-data/admin-token)" "$@" || rc=$?
+  echo
+  return "$rc"
+}
+
+step "An operator uploads the trust root and a signed release; the server verifies both"
+run api -X PUT --data-binary @root.cbor "$url/api/v1/trust-root"
+sed -i 's/^version = .*/version = "3.0.0"/' app.toml
+run gantry-sign container --module "$fixtures/hello.wasm" --config app.toml \
+  --vendor example.com --class demo-board --sequence 3 --key release.key --out app-3.suit
+run api -X PUT --data-binary @"$fixtures/hello.wasm" "$url/api/v1/blobs/sha256/$(sha256sum "$fixtures/hello.wasm" | cut -d' ' -f1)"
+release=$(api -X POST --data-binary @app-3.suit "$url/api/v1/releases")
+echo "$release"
+digest=$(printf '%s' "$release" | sed -n 's/.*"manifest_digest":"\([0-9a-f]*\)".*/\1/p')
+printf '$ api -X POST --data-binary @tampered.suit %s/api/v1/releases    # must be refused\n' "$url"
+if api -X POST --data-binary @tampered.suit "$url/api/v1/releases" 2>&1; then
+  echo "UNEXPECTEDLY ACCEPTED" >&2; exit 1
+else echo "(refused)"; fi
+
+step "The device is pre-authorized by its public key and told to run the release"
+identity=$(gantry-device identity --json)
+echo "$identity"
+id=$(printf '%s' "$identity" | sed -n 's/.*"device_id": *"\([0-9a-f]*\)".*/\1/p')
+pubkey=$(printf '%s' "$identity" | sed -n 's/.*"public_key": *"\([^"]*\)".*/\1/p')
+run api -X POST -H 'content-type: application/json' \
+  -d "{\"device_id\":\"$id\",\"public_key\":\"$pubkey\",\"groups\":[\"demo\"]}" "$url/api/v1/devices"
+run api -X PUT -H 'content-type: application/json' -d "{\"manifest_digest\":\"$digest\"}" \
+  "$url/api/v1/devices/$id/assignments/app"
+
+step "The device pulls: login, check-in, signed ticket, download by digest, install, probation, confirm"
+run gantry-device run --server "$url" --seconds 8 | tee pull.out
+grep -q 'confirmed' pull.out || { echo "the device did not confirm the pulled release" >&2; exit 1; }
+run gantry-device status
+step "What the server now knows the device runs (what it confirmed, not what was assigned)"
+run api "$url/api/v1/devices/$id"
+api "$url/api/v1/devices/$id" | grep -q "$digest" || { echo "the server does not show the confirmed release" >&2; exit 1; }
+stop_server
+grep -q 'shutting down' server.log || { echo "the server did not shut down gracefully" >&2; exit 1; }
 
 printf '\nDone: every step above ran on files in %s.\n' "$work"
