@@ -312,8 +312,7 @@ fn idle_device(dir: &Path, n: u8) -> PathBuf {
 
 /// `gantry-device run` on `state` once its `n` containers have started and
 /// their entry points returned, settled for a second.
-fn run_memory(state: &Path, n: u8) -> Option<Memory> {
-    let bin = env!("CARGO_BIN_EXE_gantry-device");
+fn run_memory(bin: &Path, state: &Path, n: u8) -> Option<Memory> {
     let mut child = Command::new(bin)
         .arg("--state")
         .arg(state)
@@ -356,7 +355,7 @@ fn idle_memory(dir: &Path, runs: usize) {
     // Interleaved, so drift on the machine hits every row alike.
     for _ in 0..runs {
         for (i, (&n, state)) in counts.iter().zip(&states).enumerate() {
-            match run_memory(state, n) {
+            match run_memory(Path::new(env!("CARGO_BIN_EXE_gantry-device")), state, n) {
                 Some(m) => samples[i].push(m),
                 None => println!("run with {n} containers did not settle in 30 s"),
             }
@@ -400,6 +399,47 @@ fn idle_memory(dir: &Path, runs: usize) {
         rows[1][1] as f64 * 1024.0 / 1e6,
         rows[0][1] as f64 / 1024.0
     );
+}
+
+/// Idle RSS with no containers of this bench's `gantry-device` against the
+/// builds named in `GANTRY_BENCH_DEVICE_BINS` (colon-separated paths, e.g.
+/// the static `device` profile build), alternating processes.
+fn idle_rss_by_build(dir: &Path, runs: usize) {
+    let Ok(extra) = std::env::var("GANTRY_BENCH_DEVICE_BINS") else {
+        println!("\n(idle RSS by build skipped: set GANTRY_BENCH_DEVICE_BINS to compare other builds)");
+        return;
+    };
+    let mut bins = vec![PathBuf::from(env!("CARGO_BIN_EXE_gantry-device"))];
+    bins.extend(extra.split(':').filter(|p| !p.is_empty()).map(PathBuf::from));
+    let state = idle_device(&dir.join("by-build"), 0);
+    let mut samples: Vec<Vec<Memory>> = vec![Vec::new(); bins.len()];
+    for _ in 0..runs {
+        for (bin, v) in bins.iter().zip(&mut samples) {
+            v.extend(run_memory(bin, &state, 0));
+        }
+    }
+    println!("\n## Idle RSS by build, no containers (median of {runs} alternating processes; KiB)\n");
+    println!("| build | RSS | PSS | anonymous | RSS / this bench's build |\n|---|---:|---:|---:|---:|");
+    let median = |v: &[Memory], f: fn(&Memory) -> u64| {
+        let mut x: Vec<u64> = v.iter().map(f).collect();
+        x.sort_unstable();
+        x.get(x.len() / 2).copied().unwrap_or(0)
+    };
+    let base = median(&samples[0], |m| m.rss).max(1) as f64;
+    for (bin, v) in bins.iter().zip(&samples) {
+        let rss = median(v, |m| m.rss);
+        println!(
+            "| {} | {rss} | {} | {} | {:.2}× |",
+            bin.display(),
+            median(v, |m| m.pss),
+            median(v, |m| m.anon),
+            rss as f64 / base
+        );
+        if let Some(m) = v.first() {
+            let top: Vec<String> = m.by_mapping.iter().take(6).map(|(name, k)| format!("{name} {k}")).collect();
+            println!("|   resident KiB by mapping: {} | | | | |", top.join(", "));
+        }
+    }
 }
 
 /// A valid module of about `size` bytes: many small functions.
@@ -476,6 +516,7 @@ fn main() {
     // One section alone: --memory, --install.
     if std::env::args().any(|a| a == "--memory") {
         idle_memory(dir, 1);
+        idle_rss_by_build(dir, 5);
         return;
     }
     if std::env::args().any(|a| a == "--install") {
@@ -487,5 +528,6 @@ fn main() {
     }
     cold_start(dir, if quick { 50 } else { 1000 });
     idle_memory(dir, if quick { 1 } else { 5 });
+    idle_rss_by_build(dir, if quick { 1 } else { 5 });
     install_time(dir, if quick { 1 } else { 3 });
 }
