@@ -1,7 +1,8 @@
 //! Staged rollouts end to end: a release rolled out in stages reaches 100
 //! devices even though the server is killed and restarted mid-rollout; a
-//! release that crashes on the first stage trips the error threshold, the
-//! rollout halts by itself, and every device is back on the old version.
+//! release whose container fails its health check (its heartbeats stop)
+//! trips the error threshold on the first stage, the rollout halts by
+//! itself, and every device is back on the old version.
 
 use std::time::Duration;
 
@@ -83,10 +84,13 @@ fn a_staged_rollout_survives_a_server_kill_and_a_bad_release_halts_itself() {
     assert_eq!(running(&devices, 1), 100);
     assert_eq!(rollout(&fleet, &id)["progress"]["installed"], 100);
 
-    // v2 crashes on start: the first stage reverts, the rollout halts.
-    let v2 = fleet.release(&app("2.0"), fixture("crash"), 2);
+    // v2 starts, beats a few times, then hangs: its health check fails,
+    // the first stage reverts, the rollout halts.
+    let unhealthy = "name = \"app\"\nversion = \"2.0\"\n[health]\nkind = \"heartbeat\"\ninterval_ms = 50\n\
+                     failure_threshold = 2\nprobation_ms = 5000\n";
+    let v2 = fleet.release(unhealthy, fixture("heartbeat-stops"), 2);
     let id = start_rollout(&fleet, &v2.digest);
-    let mut tried = 0;
+    let (mut tried, mut health_failures) = (0, 0);
     for _ in 0..3 {
         for d in &mut devices {
             let events = d.cycle(Duration::from_secs(10)).unwrap_or_default();
@@ -94,8 +98,16 @@ fn a_staged_rollout_survives_a_server_kill_and_a_bad_release_halts_itself() {
                 .iter()
                 .filter(|e| matches!(e, AgentEvent::Update(UpdateEvent::Switched { sequence: 2, .. })))
                 .count();
+            health_failures += events
+                .iter()
+                .filter(|e| {
+                    matches!(e, AgentEvent::Update(UpdateEvent::Reverted { from: 2, reason, .. })
+                        if reason.contains("health check failed"))
+                })
+                .count();
         }
     }
+    assert_eq!(health_failures, tried, "every device that tried v2 reverted for its failed health check");
     let r = rollout(&fleet, &id);
     assert_eq!(r["state"], "halted", "{r:#}");
     assert!((1..=10).contains(&tried), "{tried} devices tried the bad release; the first stage is 10");
