@@ -157,19 +157,7 @@ impl Fleet {
 
     /// Signs a container release of `module` and uploads it (blob, then envelope).
     pub fn release(&self, config_toml: &str, module: Vec<u8>, sequence: u64) -> Release {
-        let config = ContainerConfig::from_toml(config_toml).expect("config");
-        let vendor = vendor_id_from_domain(VENDOR);
-        let unsigned = ContainerRelease {
-            config: &config,
-            module: &module,
-            blobs: &[],
-            sequence,
-            vendor_id: vendor,
-            class_id: class_id_from_model(&vendor, CLASS),
-        }
-        .build_unsigned()
-        .expect("release");
-        let envelope = add_signature(&unsigned, self.release_key.as_ref()).expect("sign");
+        let envelope = sign_release(config_toml, &module, sequence, self.release_key.as_ref());
         let hex = hex::encode(Sha256::digest(&module));
         let (status, body) = self.call("PUT", &format!("/api/v1/blobs/sha256/{hex}"), Body::Bytes(module.clone()));
         assert!(status == 200 || status == 201, "{status} {body}");
@@ -339,4 +327,22 @@ impl SimDevice {
     pub fn id(&self) -> String {
         self.agent.id().to_owned()
     }
+}
+
+/// The envelope of a container release of `module` for this fleet's
+/// vendor and class, signed by `key` (trusted or not: attacks use it too).
+pub fn sign_release(config_toml: &str, module: &[u8], sequence: u64, key: &dyn KeySource) -> Vec<u8> {
+    let config = ContainerConfig::from_toml(config_toml).expect("config");
+    let vendor = vendor_id_from_domain(VENDOR);
+    let unsigned = ContainerRelease {
+        config: &config,
+        module,
+        blobs: &[],
+        sequence,
+        vendor_id: vendor,
+        class_id: class_id_from_model(&vendor, CLASS),
+    }
+    .build_unsigned()
+    .expect("release");
+    add_signature(&unsigned, key).expect("sign")
 }

@@ -20,11 +20,9 @@ use std::time::Duration;
 use gantry_device::agent::{AgentEvent, InventoryItem, inventory};
 use gantry_device::supervisor::unix_now;
 use gantry_device::update::UpdateEvent;
-use gantry_e2e::fleet::{CLASS, Fleet, Release, SimDevice, VENDOR, fixture};
+use gantry_e2e::fleet::{Fleet, Release, SimDevice, fixture, sign_release};
 use gantry_e2e::mitm::{Mitm, Request, Response, Script, Upstream, b64_decode, b64_encode, pass_through};
 use gantry_keys::{Algorithm, FileKeySource, KeyError, KeyId, KeySource, KeyType, PublicKey, SigningKey};
-use gantry_signing::build::{ContainerRelease, add_signature, class_id_from_model, vendor_id_from_domain};
-use gantry_signing::config::ContainerConfig;
 use gantry_signing::ticket::{Ticket, TicketAssignment, decode_ticket_unverified};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
@@ -116,20 +114,8 @@ struct Rogue {
 }
 
 fn rogue_release(key: &dyn KeySource, sequence: u64) -> Rogue {
-    let config = ContainerConfig::from_toml(&app("6.6.6")).expect("config");
     let module = fixture("spin");
-    let vendor = vendor_id_from_domain(VENDOR);
-    let unsigned = ContainerRelease {
-        config: &config,
-        module: &module,
-        blobs: &[],
-        sequence,
-        vendor_id: vendor,
-        class_id: class_id_from_model(&vendor, CLASS),
-    }
-    .build_unsigned()
-    .expect("release");
-    let envelope = add_signature(&unsigned, key).expect("sign");
+    let envelope = sign_release(&app("6.6.6"), &module, sequence, key);
     let manifest_digest = unhex32(&gantry_signing::inspect::inspect(&envelope).expect("inspect").manifest_digest);
     Rogue { envelope, module, sequence, manifest_digest }
 }
