@@ -212,3 +212,55 @@ async fn state_survives_a_restart(s: &TestServer) {
     assert!(d["last_seen"].as_i64().is_some(), "{d}");
 }
 on_both_backends!(state_survives_a_restart);
+
+async fn reports_and_inventories_follow_the_shared_rules(s: &TestServer) {
+    use gantry_protocol::{ErrorBody, InventoryState, MAX_DETAIL, MAX_INVENTORY, Report, ReportState};
+    let mut dev = s.preauthorized_device("dev-rules").await;
+    dev.login(s).await;
+    let digest = "ab".repeat(32);
+    let refusal = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        (status, r.json::<ErrorBody>().await.expect("an error body"))
+    };
+
+    // The longest detail a device can build is one the server takes: 5,000
+    // characters of 1 to 4 bytes, cut by the shared type to fit.
+    let long: String = "e\u{e9}\u{20ac}\u{1f600}".repeat(1250);
+    let report = Report::new("sensor", digest.clone(), ReportState::Failed).with_detail(&long);
+    assert!(report.detail().unwrap().len() <= MAX_DETAIL);
+    let r = s.post("/api/v1/device/reports", dev.token(), serde_json::to_value(&report).unwrap()).await;
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    let listed: Value = s.get("/api/v1/devices/dev-rules/reports", &s.admin).await.json().await.unwrap();
+    assert_eq!(listed[0]["detail"], report.detail().unwrap());
+    assert_eq!(listed[0]["state"], "failed");
+    assert!(listed[0]["at"].is_i64() && listed[0].get("progress").is_none(), "{}", listed[0]);
+
+    // What only a hand-made body can carry is refused, with the rule named.
+    let too_long = json!({"stream": "sensor", "manifest_digest": digest, "state": "failed",
+                          "detail": "x".repeat(MAX_DETAIL + 1)});
+    let (status, body) = refusal(s.post("/api/v1/device/reports", dev.token(), too_long).await).await;
+    assert_eq!((status, body.error.as_str()), (400, "bad-request"));
+    assert!(body.message.contains("detail") && body.message.contains("1024"), "{}", body.message);
+    let progress = json!({"stream": "sensor", "manifest_digest": digest, "state": "downloading", "progress": 101});
+    assert_eq!(refusal(s.post("/api/v1/device/reports", dev.token(), progress).await).await.0, 400);
+    // A state outside the enum, or the server's own `at`, is not a report
+    // at all: refused like any body of the wrong type.
+    for bad in [
+        json!({"stream": "sensor", "manifest_digest": digest, "state": "exploded"}),
+        json!({"stream": "sensor", "manifest_digest": digest, "state": "failed", "at": 1}),
+    ] {
+        let (status, body) = refusal(s.post("/api/v1/device/reports", dev.token(), bad).await).await;
+        assert_eq!((status, body.error.as_str()), (422, "bad-request"), "{}", body.message);
+    }
+
+    // Every inventory state is taken; another state, or one entry too many, is not.
+    let item = |state: &str| json!({"stream": "sensor", "manifest_digest": digest, "sequence": 1, "state": state});
+    let all: Vec<Value> = InventoryState::ALL.iter().map(|st| item(st.as_str())).collect();
+    assert_eq!(dev.checkin(s, &[1; 16], None, Value::from(all)).await.status(), 200);
+    assert_eq!(dev.checkin(s, &[2; 16], None, json!([item("active")])).await.status(), 422);
+    let many = Value::from(vec![item("confirmed"); MAX_INVENTORY + 1]);
+    let (status, body) = refusal(dev.checkin(s, &[3; 16], None, many).await).await;
+    assert_eq!(status, 400);
+    assert!(body.message.contains("at most 64"), "{}", body.message);
+}
+on_both_backends!(reports_and_inventories_follow_the_shared_rules);

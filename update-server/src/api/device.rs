@@ -7,10 +7,13 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use gantry_keys::{PublicKey, decode_cose_key, read_public_key_pem};
+use gantry_protocol::{
+    Assignment, BlobRef, ChallengeRequest, ChallengeResponse, CheckinRequest, CheckinResponse, EnrollRequest,
+    LoginRequest, LoginResponse, POLL_AFTER_HEADER, Report, ReportState, ValidationError,
+};
 use gantry_signing::device_auth::{LoginPolicy, valid_device_id, verify_login_proof};
-use gantry_signing::ticket::{NONCE_MAX, NONCE_MIN, Ticket};
+use gantry_signing::ticket::{MAX_STREAM_NAME, NONCE_MAX, NONCE_MIN, Ticket};
 use rand_core::{OsRng, RngCore as _};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::{ApiJson, DeviceCaller, Shared};
@@ -18,12 +21,18 @@ use crate::auth::secret_hash;
 use crate::error::ApiError;
 use crate::fleet::CachedDevice;
 use crate::metrics::inc;
-use crate::store::{NewDevice, ReportRecord, now};
+use crate::store::{NewDevice, now};
 
 /// Header carrying the seconds until the next check-in (on 200 and 304).
-pub const POLL_AFTER: HeaderName = HeaderName::from_static("gantry-poll-after");
-/// Most inventory entries in one check-in.
-pub const MAX_INVENTORY: usize = 64;
+const POLL_AFTER: HeaderName = HeaderName::from_static(POLL_AFTER_HEADER);
+
+// Every stream a ticket can name can be reported and listed.
+const _: () = assert!(gantry_protocol::MAX_STREAM == MAX_STREAM_NAME);
+
+/// A body refused by the rules `gantry-protocol` shares with the device.
+fn invalid(what: &str, e: ValidationError) -> ApiError {
+    ApiError::bad_request(e.code(), format!("{what}: {e}"))
+}
 
 fn b64(field: &'static str, s: &str) -> Result<Vec<u8>, ApiError> {
     B64.decode(s).map_err(|_| ApiError::bad_request("bad-request", format!("{field} is not standard base64")))
@@ -47,18 +56,6 @@ pub(super) fn parse_public_key(text: &str) -> Result<PublicKey, ApiError> {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ChallengeRequest {
-    device_id: String,
-}
-
-#[derive(Serialize)]
-pub(super) struct ChallengeResponse {
-    challenge: String,
-    expires_in: u64,
-}
-
 /// `POST /api/v1/device/challenge`: a fresh challenge to sign. Answered
 /// for any well-formed id, enrolled or not, so it reveals nothing.
 pub(super) async fn challenge(
@@ -69,21 +66,6 @@ pub(super) async fn challenge(
     let ttl = s.config.devices.challenge_ttl.secs().max(1);
     let c = s.device_auth.challenge(&req.device_id, now() as u64, ttl);
     Ok(Json(ChallengeResponse { challenge: B64.encode(c), expires_in: ttl }))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct LoginRequest {
-    device_id: String,
-    challenge: String,
-    proof: String,
-}
-
-#[derive(Serialize)]
-pub(super) struct LoginResponse {
-    device_id: String,
-    token: String,
-    expires_in: u64,
 }
 
 fn login_refused(s: &Shared, e: impl std::fmt::Display) -> ApiError {
@@ -138,16 +120,6 @@ pub(super) async fn login(
     Ok(Json(issue_token(&s, &req.device_id)))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct EnrollRequest {
-    device_id: String,
-    public_key: String,
-    enrollment_token: String,
-    challenge: String,
-    proof: String,
-}
-
 /// `POST /api/v1/device/enroll`: a device enrolls itself with an
 /// enrollment token, proving it holds the key it enrolls; answered like a
 /// login.
@@ -190,68 +162,10 @@ pub(super) async fn enroll(
     Ok((StatusCode::CREATED, Json(issue_token(&s, &req.device_id))))
 }
 
-/// One entry of a device's inventory: what it runs on a stream.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct InventoryItem {
-    stream: String,
-    manifest_digest: String,
-    sequence: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    state: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct CheckinRequest {
-    nonce: String,
-    #[serde(default)]
-    inventory: Vec<InventoryItem>,
-}
-
-#[derive(Serialize)]
-pub(super) struct BlobRef {
-    url: String,
-    sha256: String,
-    size: i64,
-}
-
-#[derive(Serialize)]
-pub(super) struct AssignmentView {
-    stream: String,
-    manifest_digest: String,
-    sequence: i64,
-    envelope: BlobRef,
-}
-
-#[derive(Serialize)]
-pub(super) struct CheckinResponse {
-    ticket: String,
-    etag: String,
-    poll_after: u64,
-    assignments: Vec<AssignmentView>,
-}
-
 fn poll_after(s: &Shared) -> u64 {
     let d = &s.config.devices;
     let jitter = d.poll_jitter.secs();
     d.poll_interval.secs() + if jitter == 0 { 0 } else { OsRng.next_u64() % (jitter + 1) }
-}
-
-fn check_inventory(items: &[InventoryItem]) -> Result<(), ApiError> {
-    if items.len() > MAX_INVENTORY {
-        return Err(ApiError::bad_request("bad-request", format!("inventory: at most {MAX_INVENTORY} entries")));
-    }
-    for i in items {
-        let digest_ok = i.manifest_digest.len() == 64 && i.manifest_digest.bytes().all(|b| b.is_ascii_hexdigit());
-        if i.stream.is_empty() || i.stream.len() > 64 || !digest_ok || i.state.as_ref().is_some_and(|s| s.len() > 32) {
-            return Err(ApiError::bad_request(
-                "bad-request",
-                "inventory entry: stream 1-64 bytes, manifest_digest 64 hex digits, state at most 32 bytes",
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// `POST /api/v1/device/checkin`: the device's inventory and a fresh
@@ -267,7 +181,7 @@ pub(super) async fn checkin(
     if !(NONCE_MIN..=NONCE_MAX).contains(&nonce.len()) {
         return Err(ApiError::bad_request("bad-request", "nonce: 16 to 32 random bytes"));
     }
-    check_inventory(&req.inventory)?;
+    req.validate().map_err(|e| invalid("check-in", e))?;
     let id = &caller.device_id;
     let device = enrolled(&s, id).await?;
 
@@ -307,52 +221,38 @@ pub(super) async fn checkin(
     let assignments = desired
         .rows
         .iter()
-        .map(|r| AssignmentView {
-            stream: r.stream.clone(),
-            manifest_digest: r.manifest_digest.clone(),
-            sequence: r.sequence,
-            envelope: BlobRef {
-                url: format!("/blobs/sha256/{}", r.envelope_sha256),
-                sha256: r.envelope_sha256.clone(),
-                size: r.envelope_size,
-            },
+        .map(|r| {
+            // Stored as SQL integers; never negative.
+            let unsigned = |n: i64| u64::try_from(n).map_err(ApiError::internal);
+            Ok(Assignment {
+                stream: r.stream.clone(),
+                manifest_digest: r.manifest_digest.clone(),
+                sequence: unsigned(r.sequence)?,
+                envelope: BlobRef {
+                    url: format!("/blobs/sha256/{}", r.envelope_sha256),
+                    sha256: r.envelope_sha256.clone(),
+                    size: unsigned(r.envelope_size)?,
+                },
+            })
         })
-        .collect();
+        .collect::<Result<_, ApiError>>()?;
     let body =
         CheckinResponse { ticket: B64.encode(signed), etag: desired.etag.clone(), poll_after: poll, assignments };
     Ok((StatusCode::OK, [(header::ETAG, etag), (POLL_AFTER, poll_header)], Json(body)).into_response())
 }
 
-/// Report states a device may send.
-pub const REPORT_STATES: [&str; 6] = ["downloading", "downloaded", "installing", "installed", "failed", "reverted"];
-
 /// `POST /api/v1/device/reports`: progress or the result of an update.
 pub(super) async fn report(
     State(s): State<Shared>,
     caller: DeviceCaller,
-    ApiJson(report): ApiJson<ReportRecord>,
+    ApiJson(report): ApiJson<Report>,
 ) -> Result<StatusCode, ApiError> {
-    let digest_ok = report.manifest_digest.len() == 64 && report.manifest_digest.bytes().all(|b| b.is_ascii_hexdigit());
-    if !REPORT_STATES.contains(&report.state.as_str())
-        || !digest_ok
-        || report.stream.is_empty()
-        || report.stream.len() > 64
-        || report.progress.is_some_and(|p| !(0..=100).contains(&p))
-        || report.detail.as_ref().is_some_and(|d| d.len() > 1024)
-    {
-        return Err(ApiError::bad_request(
-            "bad-request",
-            format!(
-                "report: state one of {}, manifest_digest 64 hex digits, stream 1-64 bytes, progress 0-100, detail at most 1024 bytes",
-                REPORT_STATES.join(", ")
-            ),
-        ));
-    }
+    report.validate().map_err(|e| invalid("report", e))?;
     enrolled(&s, &caller.device_id).await?;
     s.store.record_report(&caller.device_id, &report).await?;
-    // A result for a release a rollout assigned moves that rollout.
-    if matches!(report.state.as_str(), "installed" | "failed" | "reverted") {
-        let installed = report.state == "installed";
+    if report.state.is_result() {
+        // A result for a release a rollout assigned moves that rollout.
+        let installed = report.state == ReportState::Installed;
         let rollout =
             s.store.rollout_result(&caller.device_id, &report.stream, &report.manifest_digest, installed).await?;
         if let Some(id) = rollout
@@ -360,8 +260,6 @@ pub(super) async fn report(
         {
             super::refresh_generation(&s).await;
         }
-    }
-    if report.state == "installed" || report.state == "failed" || report.state == "reverted" {
         tracing::info!(device = %caller.device_id, stream = %report.stream, state = %report.state, digest = %report.manifest_digest, "update result");
     }
     Ok(StatusCode::NO_CONTENT)

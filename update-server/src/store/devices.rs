@@ -1,6 +1,7 @@
 //! Devices, their groups and tags, what they should run (assignments) and
 //! what they report.
 
+use gantry_protocol::{Report, ReportState};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
@@ -91,21 +92,15 @@ pub struct StreamRecord {
     pub updated_at: i64,
 }
 
-/// One progress or result report.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+/// One progress or result report as stored: what the device sent (the
+/// wire type, `gantry_protocol::Report`) and when it arrived. Its JSON is
+/// the report's fields and `at` (`ReportRecord` in openapi.json).
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct ReportRecord {
-    /// Stream.
-    pub stream: String,
-    /// Manifest digest, hex.
-    pub manifest_digest: String,
-    /// State (`downloading`, `installing`, `installed`, `failed`, `reverted`).
-    pub state: String,
-    /// Progress, percent.
-    pub progress: Option<i64>,
-    /// Free text (an error message).
-    pub detail: Option<String>,
-    /// When the server received it.
-    #[serde(default)]
+    /// The report.
+    #[serde(flatten)]
+    pub report: Report,
+    /// When the server received it, Unix seconds.
     pub at: i64,
 }
 
@@ -415,7 +410,7 @@ impl Store {
 
     /// Records a device's report; an `installed` one also becomes the
     /// stream's confirmed state.
-    pub async fn record_report(&self, id: &str, report: &ReportRecord) -> Result<(), StoreError> {
+    pub async fn record_report(&self, id: &str, report: &Report) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let at = now();
         sqlx::query(
@@ -425,15 +420,18 @@ impl Store {
         .bind(id)
         .bind(&report.stream)
         .bind(&report.manifest_digest)
-        .bind(&report.state)
+        .bind(report.state.as_str())
         .bind(report.progress)
-        .bind(report.detail.clone())
+        .bind(report.detail().map(str::to_owned))
         .bind(at)
         .execute(&mut *tx)
         .await?;
-        if matches!(report.state.as_str(), "installed" | "reverted" | "failed") {
-            let digest_kept =
-                if report.state == "installed" { "excluded.manifest_digest" } else { "device_streams.manifest_digest" };
+        if report.state.is_result() {
+            let digest_kept = if report.state == ReportState::Installed {
+                "excluded.manifest_digest"
+            } else {
+                "device_streams.manifest_digest"
+            };
             let sql = format!(
                 "INSERT INTO device_streams (device_id, stream, manifest_digest, state, updated_at) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (device_id, stream) DO UPDATE SET \
@@ -443,7 +441,7 @@ impl Store {
                 .bind(id)
                 .bind(&report.stream)
                 .bind(&report.manifest_digest)
-                .bind(&report.state)
+                .bind(report.state.as_str())
                 .bind(at)
                 .execute(&mut *tx)
                 .await?;
@@ -482,14 +480,15 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let row = |r: &AnyRow| -> Result<ReportRecord, sqlx::Error> {
-            Ok(ReportRecord {
-                stream: r.try_get(0)?,
-                manifest_digest: r.try_get(1)?,
-                state: r.try_get(2)?,
-                progress: r.try_get(3)?,
-                detail: r.try_get(4)?,
-                at: r.try_get(5)?,
-            })
+            let state: String = r.try_get(2)?;
+            let state = state.parse::<ReportState>().map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            let mut report = Report::new(r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?, state);
+            report.progress = r.try_get(3)?;
+            // Stored after `Report::validate`: within MAX_DETAIL, kept whole.
+            if let Some(detail) = r.try_get::<Option<String>, _>(4)? {
+                report = report.with_detail(&detail);
+            }
+            Ok(ReportRecord { report, at: r.try_get(5)? })
         };
         Ok(rows.iter().map(row).collect::<Result<_, _>>()?)
     }

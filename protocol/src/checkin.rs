@@ -1,0 +1,254 @@
+//! The check-in: the device's inventory and a fresh nonce out; a deployment
+//! ticket and where to fetch what it names back (or `304`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ValidationError;
+use crate::limits::{MAX_INVENTORY, MAX_POLL_AFTER, valid_digest, valid_stream};
+
+/// What a device's container is doing with the version it runs, as its
+/// inventory says. The wire strings never change: the server stores them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub enum InventoryState {
+    /// Installed, not confirmed yet: reverted if its health check fails.
+    Probation,
+    /// Confirmed healthy.
+    Confirmed,
+    /// An update was reverted; it runs the version before.
+    Reverted,
+    /// Disabled by the operator of the device: installed but not run.
+    Disabled,
+}
+
+impl InventoryState {
+    /// Every state, in wire order.
+    pub const ALL: [InventoryState; 4] =
+        [InventoryState::Probation, InventoryState::Confirmed, InventoryState::Reverted, InventoryState::Disabled];
+
+    /// Its wire string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InventoryState::Probation => "probation",
+            InventoryState::Confirmed => "confirmed",
+            InventoryState::Reverted => "reverted",
+            InventoryState::Disabled => "disabled",
+        }
+    }
+}
+
+impl fmt::Display for InventoryState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for InventoryState {
+    type Err = ValidationError;
+
+    fn from_str(s: &str) -> Result<Self, ValidationError> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s).ok_or_else(|| ValidationError::UnknownState(s.to_owned()))
+    }
+}
+
+/// One entry of a device's inventory: what it runs on a stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct InventoryItem {
+    /// Stream (container name), 1 to [`crate::MAX_STREAM`] bytes.
+    pub stream: String,
+    /// SUIT digest of the manifest it runs, 64 hex digits.
+    pub manifest_digest: String,
+    /// Its sequence number.
+    pub sequence: u64,
+    /// Its state; optional on the wire (the agent always sends it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<InventoryState>,
+}
+
+impl InventoryItem {
+    /// Checks the entry against the limits the server enforces.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if !valid_stream(&self.stream) {
+            return Err(ValidationError::Stream { len: self.stream.len() });
+        }
+        if !valid_digest(&self.manifest_digest) {
+            return Err(ValidationError::Digest);
+        }
+        Ok(())
+    }
+}
+
+/// `POST /api/v1/device/checkin` (bearer token; `If-None-Match` optional).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct CheckinRequest {
+    /// 16 to 32 fresh random bytes, standard base64; the ticket answered is
+    /// signed for it (its size is checked with the ticket's `NONCE_MIN` and
+    /// `NONCE_MAX` in `gantry-signing`).
+    pub nonce: String,
+    /// What the device runs, at most [`MAX_INVENTORY`] entries.
+    #[serde(default)]
+    pub inventory: Vec<InventoryItem>,
+}
+
+impl CheckinRequest {
+    /// Checks the inventory against the limits the server enforces.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.inventory.len() > MAX_INVENTORY {
+            return Err(ValidationError::InventoryTooLong { count: self.inventory.len() });
+        }
+        for (index, item) in self.inventory.iter().enumerate() {
+            item.validate().map_err(|cause| ValidationError::InventoryEntry { index, cause: Box::new(cause) })?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a blob is: a content address on the server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct BlobRef {
+    /// Its path on the server, `/blobs/sha256/<sha256>`.
+    pub url: String,
+    /// SHA-256 of its content, 64 lowercase hex digits.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// One stream the device should run, as the check-in answer lists it. The
+/// listing is a convenience; only the verified ticket decides.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct Assignment {
+    /// Stream.
+    pub stream: String,
+    /// Manifest digest of the release, 64 lowercase hex digits.
+    pub manifest_digest: String,
+    /// Its sequence number.
+    pub sequence: u64,
+    /// Its envelope.
+    pub envelope: BlobRef,
+}
+
+/// The `200` answer to a check-in: a new desired state and its ticket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct CheckinResponse {
+    /// The deployment ticket (COSE_Sign1, formats.md §11), standard base64.
+    pub ticket: String,
+    /// ETag of this desired state, for the next `If-None-Match`.
+    pub etag: String,
+    /// Seconds until the next check-in. A number from the network: use
+    /// [`CheckinResponse::poll_after_clamped`].
+    pub poll_after: u64,
+    /// What the ticket assigns, with the envelopes' blob addresses.
+    pub assignments: Vec<Assignment>,
+}
+
+impl CheckinResponse {
+    /// `poll_after`, at most [`MAX_POLL_AFTER`] seconds.
+    pub fn poll_after_clamped(&self) -> u64 {
+        self.poll_after.min(MAX_POLL_AFTER)
+    }
+}
+
+/// The seconds of a [`crate::POLL_AFTER_HEADER`] value (on `200` and
+/// `304`), at most [`MAX_POLL_AFTER`]; `None` if it is not a number.
+pub fn parse_poll_after(value: &str) -> Option<u64> {
+    value.trim().parse::<u64>().ok().map(|s| s.min(MAX_POLL_AFTER))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MAX_STREAM;
+
+    fn item() -> InventoryItem {
+        InventoryItem {
+            stream: "app".into(),
+            manifest_digest: "ab".repeat(32),
+            sequence: 3,
+            state: Some(InventoryState::Confirmed),
+        }
+    }
+
+    #[test]
+    fn every_inventory_state_round_trips() {
+        let wire = ["probation", "confirmed", "reverted", "disabled"];
+        for (state, text) in InventoryState::ALL.into_iter().zip(wire) {
+            assert_eq!(state.as_str(), text);
+            assert_eq!(serde_json::to_value(state).unwrap(), serde_json::json!(text));
+            assert_eq!(serde_json::from_value::<InventoryState>(text.into()).unwrap(), state);
+            assert_eq!(text.parse::<InventoryState>(), Ok(state));
+        }
+        assert_eq!("active".parse::<InventoryState>(), Err(ValidationError::UnknownState("active".into())));
+        assert!(serde_json::from_str::<InventoryState>("\"active\"").is_err());
+    }
+
+    #[test]
+    fn an_inventory_item_keeps_its_json_shape() {
+        // The server hashes the stored inventory: field order and the
+        // missing `state` must stay as they were.
+        let json = serde_json::to_string(&item()).unwrap();
+        assert_eq!(
+            json,
+            format!(r#"{{"stream":"app","manifest_digest":"{}","sequence":3,"state":"confirmed"}}"#, "ab".repeat(32))
+        );
+        let bare = InventoryItem { state: None, ..item() };
+        assert!(!serde_json::to_string(&bare).unwrap().contains("state"));
+    }
+
+    #[test]
+    fn validation_refuses_each_bad_field() {
+        let ok = CheckinRequest { nonce: "AAAAAAAAAAAAAAAAAAAAAA==".into(), inventory: vec![item(); MAX_INVENTORY] };
+        assert_eq!(ok.validate(), Ok(()));
+        let too_many = CheckinRequest { inventory: vec![item(); MAX_INVENTORY + 1], ..ok.clone() };
+        assert_eq!(too_many.validate(), Err(ValidationError::InventoryTooLong { count: MAX_INVENTORY + 1 }));
+        let refused = |bad: InventoryItem| {
+            let mut r = ok.clone();
+            r.inventory[5] = bad;
+            match r.validate() {
+                Err(ValidationError::InventoryEntry { index: 5, cause }) => *cause,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(refused(InventoryItem { stream: String::new(), ..item() }), ValidationError::Stream { len: 0 });
+        let long = "s".repeat(MAX_STREAM + 1);
+        assert_eq!(refused(InventoryItem { stream: long, ..item() }), ValidationError::Stream { len: MAX_STREAM + 1 });
+        assert_eq!(refused(InventoryItem { manifest_digest: "ab".into(), ..item() }), ValidationError::Digest);
+        assert_eq!(refused(InventoryItem { manifest_digest: "g".repeat(64), ..item() }), ValidationError::Digest);
+        let msg = too_many.validate().unwrap_err().to_string();
+        assert!(msg.contains("at most 64"), "{msg}");
+    }
+
+    #[test]
+    fn poll_after_never_overflows_a_clock() {
+        let r =
+            CheckinResponse { ticket: String::new(), etag: String::new(), poll_after: u64::MAX, assignments: vec![] };
+        assert_eq!(r.poll_after_clamped(), MAX_POLL_AFTER);
+        let _ = std::time::Instant::now() + std::time::Duration::from_secs(r.poll_after_clamped());
+        assert_eq!(parse_poll_after("317"), Some(317));
+        assert_eq!(parse_poll_after(&u64::MAX.to_string()), Some(MAX_POLL_AFTER));
+        assert_eq!(parse_poll_after("soon"), None);
+        assert_eq!(parse_poll_after("-1"), None);
+    }
+
+    #[test]
+    fn answers_are_read_leniently() {
+        let j = serde_json::json!({
+            "ticket": "dA==", "etag": "\"e\"", "poll_after": 60, "future": true,
+            "assignments": [{"stream": "app", "manifest_digest": "ab".repeat(32), "sequence": 2,
+                             "envelope": {"url": "/blobs/sha256/x", "sha256": "cd".repeat(32), "size": 914}}],
+        });
+        let r: CheckinResponse = serde_json::from_value(j).unwrap();
+        assert_eq!(r.assignments[0].envelope.size, 914);
+    }
+}

@@ -1,0 +1,72 @@
+//! The error body every refusal carries, and why a request is refused.
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits::{MAX_DETAIL, MAX_INVENTORY, MAX_PROGRESS, MAX_STREAM};
+
+/// The body of every error answer: `{"error": code, "message": text}`.
+/// Codes are stable (`bad-request`, `unauthorized`, `forbidden`, ...),
+/// messages are for people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct ErrorBody {
+    /// Stable machine-readable code.
+    pub error: String,
+    /// What went wrong and what to do next.
+    pub message: String,
+}
+
+/// Why a request body is refused: one variant per rule, each naming the
+/// field and the bound. The server answers these `400` with
+/// [`ValidationError::code`]; the device checks its own requests with the
+/// same `validate()` before it sends them.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValidationError {
+    /// More inventory entries than [`MAX_INVENTORY`].
+    #[error("inventory: {count} entries, at most {MAX_INVENTORY}")]
+    InventoryTooLong {
+        /// Entries sent.
+        count: usize,
+    },
+    /// One inventory entry is refused.
+    #[error("inventory entry {index}: {cause}")]
+    InventoryEntry {
+        /// Its position in the list, from 0.
+        index: usize,
+        /// Why.
+        cause: Box<ValidationError>,
+    },
+    /// A stream name that is empty or longer than [`MAX_STREAM`] bytes.
+    #[error("stream: {len} bytes, 1 to {MAX_STREAM} allowed")]
+    Stream {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A `manifest_digest` that is not 64 hex digits.
+    #[error("manifest_digest: not 64 hex digits")]
+    Digest,
+    /// A `progress` outside 0 to [`MAX_PROGRESS`].
+    #[error("progress: {value}, 0 to {MAX_PROGRESS} allowed")]
+    Progress {
+        /// The value sent.
+        value: i64,
+    },
+    /// A `detail` longer than [`MAX_DETAIL`] bytes.
+    #[error("detail: {len} bytes, at most {MAX_DETAIL}")]
+    DetailTooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A state string that is not one of the enum's (from `FromStr`, e.g.
+    /// reading a stored state back).
+    #[error("unknown state {0:?}")]
+    UnknownState(String),
+}
+
+impl ValidationError {
+    /// The stable error code the server answers it with (`400`).
+    pub fn code(&self) -> &'static str {
+        "bad-request"
+    }
+}

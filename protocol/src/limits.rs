@@ -1,0 +1,62 @@
+//! The bounds of the device API: the device writes within them, the server
+//! refuses what is outside them, and `openapi.json` states them (tested).
+
+/// Header of a check-in answer (`200` and `304`) carrying the seconds until
+/// the next check-in. HTTP header names are case-insensitive; this is the
+/// lowercase form both sides use.
+pub const POLL_AFTER_HEADER: &str = "gantry-poll-after";
+
+/// Most inventory entries in one check-in.
+pub const MAX_INVENTORY: usize = 64;
+
+/// Longest stream (container) name, in bytes; at least 1. The same as the
+/// deployment ticket's `MAX_STREAM_NAME` (the server asserts it at compile
+/// time), so every stream a ticket can name can be reported.
+pub const MAX_STREAM: usize = 64;
+
+/// Longest `detail` of a report, in bytes of UTF-8 (not characters).
+pub const MAX_DETAIL: usize = 1024;
+
+/// Highest `progress` of a report (a percentage; the lowest is 0).
+pub const MAX_PROGRESS: i64 = 100;
+
+/// A manifest or blob digest is this many hex digits (SHA-256).
+pub const DIGEST_HEX_LEN: usize = 64;
+
+/// Longest token lifetime a device believes, in seconds (one day). The
+/// server's default is 15 minutes; an `expires_in` above this only makes
+/// the device log in again sooner than it had to. What matters is that a
+/// number from the network never overflows `Instant::now() + expires_in`.
+pub const MAX_TOKEN_TTL: u64 = 24 * 60 * 60;
+
+/// Longest wait before the next check-in a device accepts from the server,
+/// in seconds (one day); the device's own schedule may cap it lower.
+pub const MAX_POLL_AFTER: u64 = 24 * 60 * 60;
+
+/// Whether `s` is a stream name the API takes: 1 to [`MAX_STREAM`] bytes.
+pub fn valid_stream(s: &str) -> bool {
+    (1..=MAX_STREAM).contains(&s.len())
+}
+
+/// Whether `s` is a digest as the API takes it: [`DIGEST_HEX_LEN`] hex
+/// digits. Devices and the server write lowercase; the server has always
+/// also taken uppercase, and still does.
+pub fn valid_digest(s: &str) -> bool {
+    s.len() == DIGEST_HEX_LEN && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_and_digests() {
+        assert!(valid_stream("a") && valid_stream(&"s".repeat(MAX_STREAM)));
+        assert!(!valid_stream("") && !valid_stream(&"s".repeat(MAX_STREAM + 1)));
+        assert!(valid_digest(&"ab".repeat(32)) && valid_digest(&"AB".repeat(32)));
+        assert!(!valid_digest(&"ab".repeat(31)) && !valid_digest(&"zz".repeat(32)) && !valid_digest(""));
+        // Lengths are in bytes: 33 two-byte characters are 66 bytes.
+        assert!(!valid_digest(&"é".repeat(32)));
+        assert!(!valid_stream(&"é".repeat(33)));
+    }
+}
