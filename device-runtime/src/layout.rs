@@ -80,6 +80,29 @@ impl DeviceLayout {
         Region { offset: self.containers_start + index * self.slot_size, size: self.slot_size }
     }
 
+    /// Whether the device map holds the slot table's records for
+    /// `max_containers` (two per container, [`crate::table::MAX_RECORD`]
+    /// bytes at most each) beside the trust root, the artifact list and the
+    /// small records, with a page free for sequential-storage's garbage
+    /// collection.
+    pub fn check_device_map(&self) -> Result<(), String> {
+        use crate::table::{MAX_CONTAINERS, MAX_RECORD};
+        if self.max_containers > MAX_CONTAINERS {
+            return Err(format!("at most {MAX_CONTAINERS} containers, not {}", self.max_containers));
+        }
+        // Records do not straddle pages: count them per page.
+        let per_page = (PAGE as usize - 64) / (MAX_RECORD + 16);
+        let needed = (2 * self.max_containers as usize).div_ceil(per_page) as u32 + 3;
+        let have = self.device_kv.size / PAGE;
+        if have < needed {
+            return Err(format!(
+                "a device map of {have} pages is too small for {} containers: it needs {needed}",
+                self.max_containers
+            ));
+        }
+        Ok(())
+    }
+
     /// Total flash size in bytes.
     pub fn size(&self) -> u64 {
         self.containers_start as u64 + 2 * self.max_containers as u64 * self.slot_size as u64

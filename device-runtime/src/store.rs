@@ -15,7 +15,7 @@ use sha2::Digest as _;
 
 use crate::bundle::{self, BundleError, Trust, VerifiedRelease};
 use crate::layout::{DeviceLayout, Geometry};
-use crate::table::{Installed, Phase, SlotTable, TableError, index, other};
+use crate::table::{Installed, Phase, Record, RevertReason, SlotTable, TableError, index, other};
 use crate::update::{self, UpdateEvent};
 
 /// The device flash: 4-byte words, 4 KiB pages.
@@ -26,13 +26,53 @@ type Part<'a> = BlockingPartition<'a, CriticalSectionRawMutex, Flash>;
 const KV_BUF: usize = 4096;
 const KEY_IDENTITY: u8 = 1;
 const KEY_TRUST_ROOT: u8 = 2;
-const KEY_TABLE: u8 = 3;
+/// The whole slot table, as firmware before per-pair records wrote it:
+/// read for the pairs that have no record yet, never written.
+const KEY_LEGACY_TABLE: u8 = 3;
 const KEY_ARTIFACTS: u8 = 4;
 /// Issue time of the last deployment ticket accepted (u64, big-endian):
 /// an older ticket is stale even with a valid signature and nonce.
 const KEY_LAST_TICKET: u8 = 5;
 /// Artifact digests remembered (the oldest is forgotten first).
 const MAX_ARTIFACTS: usize = 32;
+/// Slot pair `p`'s records live under `KEY_RECORDS + 2p` and `+ 1`, in turn.
+const KEY_RECORDS: u8 = 0x40;
+const _: () = assert!(KEY_RECORDS as usize + 2 * crate::table::MAX_CONTAINERS as usize <= 256);
+
+fn record_key(pair: u8, which: u8) -> u8 {
+    KEY_RECORDS + 2 * pair + which
+}
+
+/// A slot-table record that could not be read. The device goes on with the
+/// pair's previous record (or, for a legacy table, without it), and the
+/// fault is reported; the next write of the pair replaces the bad record.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {error}", match pair { Some(p) => format!("slot pair {p}"), None => "legacy table".into() })]
+pub struct TableFault {
+    /// The slot pair (`None`: the legacy whole-table record).
+    pub pair: Option<u8>,
+    /// Why it does not decode.
+    pub error: TableError,
+}
+
+/// The newest record of `pair` that decodes and which of the pair's two
+/// keys holds it, plus the records that do not decode.
+fn pair_record<F: embedded_storage::nor_flash::NorFlash>(
+    kv: &mut Kv<F, KV_BUF>,
+    pair: u8,
+) -> Result<(Option<(u8, Record)>, Vec<TableFault>), Error> {
+    let mut best: Option<(u8, Record)> = None;
+    let mut faults = Vec::new();
+    for which in 0..2 {
+        let Some(bytes) = kv.get(record_key(pair, which))? else { continue };
+        match Record::decode(bytes) {
+            Ok(r) if best.as_ref().is_none_or(|(_, b)| r.generation > b.generation) => best = Some((which, r)),
+            Ok(_) => {}
+            Err(error) => faults.push(TableFault { pair: Some(pair), error }),
+        }
+    }
+    Ok((best, faults))
+}
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +98,9 @@ pub enum Error {
     /// The layout does not fit.
     #[error("layout: {0}")]
     Layout(#[from] gantry_boot::LayoutError),
+    /// The geometry asks for more than the device map can hold.
+    #[error("geometry: {0}")]
+    Geometry(String),
     /// Something that must hold does not (the table names a slot that does not verify, ...).
     #[error("{0}")]
     Inconsistent(String),
@@ -109,6 +152,7 @@ impl Store {
     /// Opens the store on `flash` laid out as `geometry`.
     pub fn open(flash: Flash, geometry: Geometry) -> Result<Store, Error> {
         let layout = DeviceLayout::new(geometry)?;
+        layout.check_device_map().map_err(Error::Geometry)?;
         use embedded_storage::nor_flash::ReadNorFlash as _;
         if (flash.capacity() as u64) < layout.size() {
             return Err(Error::Inconsistent(format!(
@@ -201,17 +245,72 @@ impl Store {
         Ok(self.kv()?.put(KEY_LAST_TICKET, &issued_at.to_be_bytes())?)
     }
 
-    /// The slot table (empty on a new device).
+    /// The slot table (empty on a new device). A record that does not
+    /// decode is passed over (see [`Store::table_faults`]).
     pub fn table(&self) -> Result<SlotTable, Error> {
-        let mut kv = self.kv()?;
-        match kv.get(KEY_TABLE)? {
-            None => Ok(SlotTable::default()),
-            Some(b) => Ok(SlotTable::decode(b)?),
-        }
+        Ok(self.load()?.0)
     }
 
-    fn put_table(&self, table: &SlotTable) -> Result<(), Error> {
-        Ok(self.kv()?.put(KEY_TABLE, &table.encode())?)
+    /// The records of the slot table that do not decode right now.
+    pub fn table_faults(&self) -> Result<Vec<TableFault>, Error> {
+        Ok(self.load()?.1)
+    }
+
+    /// Each pair's newest record that decodes; a pair without any record
+    /// takes its entry from the legacy table, if there is one.
+    fn load(&self) -> Result<(SlotTable, Vec<TableFault>), Error> {
+        let mut kv = self.kv()?;
+        let mut faults = Vec::new();
+        let legacy = match kv.get(KEY_LEGACY_TABLE)?.map(SlotTable::decode_legacy) {
+            None => SlotTable::default(),
+            Some(Ok(t)) => t,
+            Some(Err(error)) => {
+                faults.push(TableFault { pair: None, error });
+                SlotTable::default()
+            }
+        };
+        let mut table = SlotTable::default();
+        for pair in 0..self.layout.max_containers {
+            let (best, bad) = pair_record(&mut kv, pair)?;
+            let never_written = best.is_none() && bad.is_empty();
+            faults.extend(bad);
+            let entry = match best {
+                Some((_, record)) => record.container,
+                None if never_written => legacy.in_pair(pair).cloned(),
+                None => None,
+            };
+            let Some(c) = entry else { continue };
+            if c.pair != pair || table.get(&c.name).is_some() {
+                faults.push(TableFault { pair: Some(pair), error: TableError("a name or slot pair is used twice") });
+                continue;
+            }
+            table.containers.push(c);
+        }
+        Ok((table, faults))
+    }
+
+    /// Persists the step from `before` to `after`: one atomic record write
+    /// per slot pair that changed (a step of the update flow changes one).
+    fn put_table(&self, before: &SlotTable, after: &SlotTable) -> Result<(), Error> {
+        for pair in 0..self.layout.max_containers {
+            let entry = after.in_pair(pair);
+            if before.in_pair(pair) != entry {
+                self.write_pair(pair, entry)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `pair`'s next record into the key that does not hold its
+    /// newest good one, so that one stays until this write is complete.
+    fn write_pair(&self, pair: u8, entry: Option<&crate::table::Container>) -> Result<(), Error> {
+        let mut kv = self.kv()?;
+        let (which, generation) = match pair_record(&mut kv, pair)?.0 {
+            Some((which, r)) => (1 - which, r.generation.saturating_add(1)),
+            None => (0, 1),
+        };
+        let bytes = Record { generation, container: entry.cloned() }.encode()?;
+        Ok(kv.put(record_key(pair, which), &bytes)?)
     }
 
     /// Remembers the SHA-256 of the compiled artifact of a module: the
@@ -261,7 +360,7 @@ impl Store {
             Ok(p) => p,
             Err(reason) => return refused(&name, reason),
         };
-        self.put_table(&plan.table)?;
+        self.put_table(&table, &plan.table)?;
         let region = self.layout.slot(plan.pair, plan.slot);
         bundle::write_slot(&mut self.part(region), envelope, payloads)?;
         let written = bundle::verify_slot(&mut self.part(region), &trust, 0)?;
@@ -275,7 +374,7 @@ impl Store {
         };
         let (next, event) = update::switch(&plan.table, &name, plan.slot, installed)
             .ok_or_else(|| Error::Inconsistent("the planned container vanished".into()))?;
-        self.put_table(&next)?;
+        self.put_table(&plan.table, &next)?;
         Ok(event)
     }
 
@@ -291,20 +390,21 @@ impl Store {
 
     /// Wants `name` running or not.
     pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<(), Error> {
-        let mut t = self.table()?;
+        let before = self.table()?;
+        let mut t = before.clone();
         t.get_mut(name).ok_or_else(|| Error::Unknown(name.to_owned()))?.enabled = enabled;
-        self.put_table(&t)
+        self.put_table(&before, &t)
     }
 
     /// Forgets `name` (its slots are reused by the next install).
     pub fn remove(&self, name: &str) -> Result<UpdateEvent, Error> {
-        let mut t = self.table()?;
-        let before = t.containers.len();
+        let before = self.table()?;
+        let mut t = before.clone();
         t.containers.retain(|c| c.name != name);
-        if t.containers.len() == before {
+        if t.containers.len() == before.containers.len() {
             return Err(Error::Unknown(name.to_owned()));
         }
-        self.put_table(&t)?;
+        self.put_table(&before, &t)?;
         Ok(UpdateEvent::Removed { name: name.to_owned() })
     }
 
@@ -315,7 +415,7 @@ impl Store {
         let t = self.table()?;
         match f(&t) {
             Some((next, event)) => {
-                self.put_table(&next)?;
+                self.put_table(&t, &next)?;
                 Ok(Some(event))
             }
             None => Ok(None),
@@ -328,7 +428,8 @@ impl Store {
     /// back to its standby slot if that one does, and is reported.
     pub fn start(&self, now: u64) -> Result<(Vec<Runnable>, Vec<UpdateEvent>), Error> {
         let trust = self.trust(now)?;
-        let (mut table, mut events) = update::on_runtime_start(&self.table()?);
+        let before = self.table()?;
+        let (mut table, mut events) = update::on_runtime_start(&before);
         let mut runnable = Vec::new();
         for i in 0..table.containers.len() {
             let c = &table.containers[i];
@@ -340,7 +441,7 @@ impl Store {
                 Ok(release) => runnable.push(Runnable { name, slot: active, release }),
                 Err(e) => {
                     let standby = other(active);
-                    let reason = format!("active slot does not verify: {e}");
+                    let reason = RevertReason::new(&format!("active slot does not verify: {e}"));
                     match self.verify_installed(&table, &name, pair, standby, &trust) {
                         Ok(release) => {
                             let c = &mut table.containers[i];
@@ -350,7 +451,7 @@ impl Store {
                                 name: name.clone(),
                                 from: 0,
                                 to: Some(release.sequence),
-                                reason,
+                                reason: reason.to_string(),
                             });
                             runnable.push(Runnable { name, slot: standby, release });
                         }
@@ -358,13 +459,13 @@ impl Store {
                             let c = &mut table.containers[i];
                             c.enabled = false;
                             c.phase = Phase::Reverted { reason: reason.clone() };
-                            events.push(UpdateEvent::Reverted { name, from: 0, to: None, reason });
+                            events.push(UpdateEvent::Reverted { name, from: 0, to: None, reason: reason.to_string() });
                         }
                     }
                 }
             }
         }
-        self.put_table(&table)?;
+        self.put_table(&before, &table)?;
         Ok((runnable, events))
     }
 
@@ -404,5 +505,134 @@ impl Store {
             return Err(BundleError::PayloadMismatch { component: payload.component }.into());
         }
         Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::{Container, MAX_REASON, encode_legacy};
+
+    fn store() -> Store {
+        store_of(2)
+    }
+
+    fn store_of(max_containers: u8) -> Store {
+        let geometry = Geometry { firmware_pages: 1, device_kv_pages: 4, max_containers, slot_size: 8192 };
+        let size = DeviceLayout::new(geometry).unwrap().size() as usize;
+        Store::open(Flash::new(size), geometry).unwrap()
+    }
+
+    fn container(name: &str, pair: u8, phase: Phase) -> Container {
+        let installed = Installed { manifest_digest: [pair; 32], sequence: 4, version: "4".into() };
+        Container {
+            name: name.into(),
+            pair,
+            active: Slot::A,
+            phase,
+            slots: [Some(installed), None],
+            counter: 4,
+            enabled: true,
+        }
+    }
+
+    /// Earlier firmware wrote the whole table with an unbounded revert
+    /// reason and then could not read it back: every command failed and
+    /// no install could ever fix it. It is read leniently and migrated one
+    /// pair at a time.
+    #[test]
+    fn a_legacy_table_with_a_long_reason_is_read_and_migrated() {
+        let s = store();
+        // What earlier firmware wrote: the reason whole, 3,000 bytes.
+        let reason = format!("entry point \"{}\" is not exported", "e".repeat(2990));
+        let long = Phase::Reverted { reason: RevertReason::unbounded(reason) };
+        let legacy = SlotTable { containers: vec![container("app", 0, long), container("ml", 1, Phase::Confirmed)] };
+        let bytes = encode_legacy(&legacy);
+        s.kv().unwrap().put(KEY_LEGACY_TABLE, &bytes).unwrap();
+        let t = s.table().unwrap();
+        let Phase::Reverted { reason: read } = &t.get("app").unwrap().phase else { panic!("{t:?}") };
+        assert!(read.as_str().starts_with("entry point") && read.as_str().len() <= MAX_REASON);
+        assert_eq!(s.table_faults().unwrap(), vec![]);
+
+        // A step on one container writes its record; the other still comes
+        // from the legacy table.
+        s.set_enabled("ml", false).unwrap();
+        let t = s.table().unwrap();
+        assert!(!t.get("ml").unwrap().enabled);
+        assert!(t.get("app").is_some());
+        s.remove("app").unwrap();
+        assert!(
+            s.table().unwrap().get("app").is_none(),
+            "a removed container does not come back from the legacy table"
+        );
+    }
+
+    #[test]
+    fn a_record_that_does_not_decode_falls_back_to_the_previous_one_and_is_reported() {
+        let s = store();
+        let v1 = SlotTable { containers: vec![container("app", 0, Phase::Confirmed)] };
+        s.put_table(&SlotTable::default(), &v1).unwrap();
+        let mut v2 = v1.clone();
+        v2.containers[0].enabled = false;
+        s.put_table(&v1, &v2).unwrap();
+        assert_eq!(s.table().unwrap(), v2);
+
+        // The newest record (the second key) is damaged.
+        s.kv().unwrap().put(record_key(0, 1), b"\x83\x02\x02\xff").unwrap();
+        assert_eq!(s.table().unwrap(), v1, "the last good record");
+        let faults = s.table_faults().unwrap();
+        assert_eq!(faults.len(), 1);
+        assert_eq!(faults[0].pair, Some(0));
+        assert!(faults[0].to_string().starts_with("slot pair 0: malformed slot table"), "{}", faults[0]);
+
+        // The next step replaces the bad record and the fault is gone.
+        s.put_table(&v1, &v2).unwrap();
+        assert_eq!(s.table().unwrap(), v2);
+        assert_eq!(s.table_faults().unwrap(), vec![]);
+
+        // Neither record decodes: the pair is free again, and reported.
+        s.kv().unwrap().put(record_key(0, 0), b"junk").unwrap();
+        s.kv().unwrap().put(record_key(0, 1), b"junk").unwrap();
+        assert_eq!(s.table().unwrap(), SlotTable::default());
+        assert_eq!(s.table_faults().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_legacy_table_that_does_not_decode_is_reported_not_fatal() {
+        let s = store();
+        s.kv().unwrap().put(KEY_LEGACY_TABLE, b"\x82\x01\x81\x00").unwrap();
+        assert_eq!(s.table().unwrap(), SlotTable::default());
+        assert_eq!(s.table_faults().unwrap()[0].pair, None);
+    }
+
+    /// The smallest device map the geometry check allows holds the worst
+    /// case: as many containers as it allows, with every string at its
+    /// bound, rewritten many times, beside a full artifact list and the
+    /// trust root's largest size.
+    #[test]
+    fn the_smallest_device_map_holds_the_worst_case() {
+        let s = store_of(3);
+        s.kv().unwrap().put(KEY_TRUST_ROOT, &[0xA5; KV_BUF - 64]).unwrap();
+        for i in 0..MAX_ARTIFACTS as u8 + 4 {
+            s.record_artifact(&[i; 32], &[i; 32]).unwrap();
+        }
+        let wide = |name: char, pair: u8, n: u64| {
+            let mut c = container(&name.to_string().repeat(crate::table::MAX_NAME), pair, Phase::Confirmed);
+            c.phase = Phase::Reverted { reason: RevertReason::new(&"é".repeat(MAX_REASON)) };
+            let installed = Installed { manifest_digest: [0xFF; 32], sequence: u64::MAX - n, version: "v".repeat(64) };
+            c.slots = [Some(installed.clone()), Some(installed)];
+            c.counter = u64::MAX - n;
+            c
+        };
+        let mut before = SlotTable::default();
+        for n in 0..500 {
+            let after = SlotTable { containers: vec![wide('a', 0, n), wide('b', 1, n), wide('c', 2, n)] };
+            s.put_table(&before, &after).unwrap();
+            before = after;
+        }
+        assert_eq!(s.table().unwrap(), before);
+        let too_many = Geometry { firmware_pages: 1, device_kv_pages: 4, max_containers: 4, slot_size: 8192 };
+        let size = DeviceLayout::new(too_many).unwrap().size() as usize;
+        assert!(matches!(Store::open(Flash::new(size), too_many), Err(Error::Geometry(_))));
     }
 }

@@ -19,7 +19,7 @@
 use gantry_boot::Slot;
 use gantry_signing::config::{ContainerConfig, RestartPolicy};
 
-use crate::table::{Container, Installed, Phase, SlotTable, index, other};
+use crate::table::{Container, Installed, Phase, RevertReason, SlotTable, index, other};
 
 /// Runtime restarts a probation survives before the update is reverted.
 pub const MAX_PROBATION_RESTARTS: u8 = 3;
@@ -169,8 +169,11 @@ pub fn revert(table: &SlotTable, name: &str, reason: &str) -> Option<(SlotTable,
     } else {
         c.enabled = false;
     }
-    c.phase = Phase::Reverted { reason: reason.to_owned() };
-    Some((next, UpdateEvent::Reverted { name: name.to_owned(), from, to, reason: reason.to_owned() }))
+    // Bounded here, once: the table stores it and the event reports it.
+    let reason = RevertReason::new(reason);
+    let event = UpdateEvent::Reverted { name: name.to_owned(), from, to, reason: reason.to_string() };
+    c.phase = Phase::Reverted { reason };
+    Some((next, event))
 }
 
 /// At runtime start: count a restart against every probation, reverting

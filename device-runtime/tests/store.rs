@@ -60,6 +60,28 @@ fn install_update_confirm_and_revert() {
     assert_eq!(store.table().unwrap(), table);
 }
 
+/// Issue 11, finding 1, at the store: a revert reason of any length is
+/// stored within the bound its reader checks, and the next release installs.
+#[test]
+fn a_revert_reason_of_any_length_keeps_the_table_readable() {
+    let fleet = Fleet::new();
+    let store = fleet.device();
+    install(&store, &fleet.release("app", "1.0", 1, 1000));
+    store.confirm("app").unwrap();
+    install(&store, &fleet.release("app", "2.0", 2, 1000));
+    let reason = format!("trap: {}", "wasm backtrace frame 0x1f2e ".repeat(400));
+    let Some(UpdateEvent::Reverted { reason: reported, .. }) = store.revert("app", &reason).unwrap() else { panic!() };
+    let table = store.table().unwrap();
+    let Phase::Reverted { reason: stored } = &table.get("app").unwrap().phase else { panic!("{table:?}") };
+    assert_eq!(stored.as_str(), reported);
+    assert!(reported.len() <= gantry_device::table::MAX_REASON && reported.starts_with("trap: wasm"));
+    assert_eq!(running(&store, "app"), Some(1));
+    assert!(matches!(
+        install(&store, &fleet.release("app", "3.0", 3, 1000)),
+        UpdateEvent::Switched { sequence: 3, .. }
+    ));
+}
+
 #[test]
 fn bad_releases_are_refused_and_write_nothing() {
     let fleet = Fleet::new();

@@ -97,6 +97,46 @@ fn a_new_version_that_crashes_on_start_is_rolled_back() {
     assert!(matches!(app.phase, Phase::Reverted { .. }));
 }
 
+/// Issue 11, finding 1: a revert whose reason was longer than the slot
+/// table's reader accepts (an entry point of 90 characters the module does
+/// not export) made every later command fail with "malformed slot table",
+/// and no release could ever be installed again.
+#[test]
+fn a_long_revert_reason_does_not_brick_the_device() {
+    let fleet = Fleet::new();
+    let dir = tempfile::tempdir().unwrap();
+    let device = device(&fleet, dir.path());
+    let v1 = "name = \"app\"\nversion = \"1\"\ncapabilities = [\"wasi:stdout\"]\n";
+    install(&device, &fleet, v1, "hello", 1);
+    supervise(&device, |r| matches!(r, Report::Update(UpdateEvent::Confirmed { .. })));
+
+    let entry = format!("start_{}", "the_sensor_sampling_loop_".repeat(4));
+    assert!(entry.len() >= 90);
+    let v2 = format!("name = \"app\"\nversion = \"2\"\nentry = \"{entry}\"\n[restart]\npolicy = \"never\"\n");
+    install(&device, &fleet, &v2, "hello", 2);
+    let reports = supervise(&device, |r| matches!(r, Report::Ended { outcome: Outcome::Exited(0), .. }));
+    let reason = reports
+        .iter()
+        .find_map(|r| match r {
+            Report::Update(UpdateEvent::Reverted { reason, .. }) => Some(reason.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no revert in {reports:?}"));
+    assert!(reason.contains(&entry[..40]), "{reason}");
+    assert!(reason.len() <= gantry_device::table::MAX_REASON, "{} bytes stored", reason.len());
+
+    // Everything still reads, and the fix installs.
+    let table = device.store().table().unwrap();
+    assert_eq!(table.get("app").unwrap().running().unwrap().sequence, 1);
+    assert!(device.store().table_faults().unwrap().is_empty());
+    install(&device, &fleet, "name = \"app\"\nversion = \"3\"\ncapabilities = [\"wasi:stdout\"]\n", "hello", 3);
+    let reports = supervise(&device, |r| matches!(r, Report::Update(UpdateEvent::Confirmed { .. })));
+    assert!(
+        reports.contains(&Report::Update(UpdateEvent::Confirmed { name: "app".into(), sequence: 3 })),
+        "{reports:?}"
+    );
+}
+
 #[test]
 fn a_healthy_new_version_is_confirmed_after_probation() {
     let fleet = Fleet::new();

@@ -99,6 +99,14 @@ pub struct ContainerConfig {
 /// Most exit codes a config may declare successful.
 pub const MAX_SUCCESS_CODES: usize = 16;
 
+/// Longest container name, in bytes (the device's slot table stores it
+/// under the same bound).
+pub const MAX_NAME: usize = 63;
+
+/// Longest version string, in bytes (the device's slot table stores it
+/// under the same bound).
+pub const MAX_VERSION: usize = 64;
+
 /// Resource limits.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Limits {
@@ -316,14 +324,14 @@ impl ContainerConfig {
     pub fn validate(&self) -> Result<(), Error> {
         let n = &self.name;
         let name_ok = !n.is_empty()
-            && n.len() <= 63
+            && n.len() <= MAX_NAME
             && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !n.starts_with('-');
         if !name_ok {
-            return Err(cfg_err(format!("name {n:?}: use 1-63 of a-z, 0-9 and '-', not starting with '-'")));
+            return Err(cfg_err(format!("name {n:?}: use 1-{MAX_NAME} of a-z, 0-9 and '-', not starting with '-'")));
         }
-        if self.version.is_empty() || self.version.len() > 64 {
-            return Err(cfg_err("version must be 1-64 characters"));
+        if self.version.is_empty() || self.version.len() > MAX_VERSION {
+            return Err(cfg_err(format!("version must be 1-{MAX_VERSION} bytes")));
         }
         if self.entry.is_empty() || self.entry.len() > 128 {
             return Err(cfg_err("entry must be 1-128 characters"));

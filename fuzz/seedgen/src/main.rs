@@ -18,7 +18,7 @@ use gantry_boot::image::{CONTAINER_MAGIC, pack, pack_with_magic};
 use gantry_boot::record::MAX_RECORD_LEN;
 use gantry_boot::{BootRecord, ImageError, Reason, Slot};
 use gantry_device::bundle::{BundleError, write_slot};
-use gantry_device::table::{Container, Installed, Phase, SlotTable};
+use gantry_device::table::{Container, Installed, MAX_NAME, MAX_REASON, MAX_VERSION, Phase, Record, RevertReason, SlotTable, encode_legacy};
 use gantry_keys::trust::{Role, SignedTrustRoot, TrustRoot};
 use gantry_keys::{COSE_KEY_MAX_LEN, FileKeySource, KeySource, SigningKey, encode_cose_key, read_private_key_pem};
 use gantry_signing::build::{ContainerRelease, FirmwareRelease, add_signature};
@@ -173,10 +173,11 @@ fn boot_record_seeds(dir: &Path) {
     }
 }
 
-/// Slot tables as the device map holds them: empty, two containers (one
-/// confirmed, one on probation after an update), one reverted, and one with
-/// every string at its longest and every number at its widest. Each must
-/// round-trip, as the `slot_table` target asserts.
+/// Slot-table records as the device map holds them (a free pair, a
+/// confirmed container, one on probation after an update, one reverted, one
+/// with every string at its longest and every number at its widest), each
+/// of which must round-trip as the `slot_table` target asserts, and whole
+/// legacy tables as earlier firmware wrote them.
 fn slot_table_seeds(dir: &Path) {
     let installed = |seq: u64, version: &str| Installed {
         manifest_digest: [seq as u8; 32],
@@ -205,20 +206,20 @@ fn slot_table_seeds(dir: &Path) {
         name: "logger".into(),
         pair: 7,
         active: Slot::A,
-        phase: Phase::Reverted { reason: "health check failed 3 times during probation".into() },
+        phase: Phase::Reverted { reason: RevertReason::new("health check failed 3 times during probation") },
         slots: [Some(installed(5, "2.1")), Some(installed(6, "2.2"))],
         counter: 5,
         enabled: false,
     };
-    // MAX_NAME is 63 bytes, MAX_TEXT 256; the two-byte 'é' makes the
-    // decoder's length check count bytes, not characters.
+    // The two-byte 'é' makes the decoder's length check count bytes, not
+    // characters.
     let widest = Container {
-        name: "n".repeat(63),
+        name: "n".repeat(MAX_NAME),
         pair: u8::MAX,
         active: Slot::B,
-        phase: Phase::Reverted { reason: "é".repeat(128) },
+        phase: Phase::Reverted { reason: RevertReason::new(&"é".repeat(MAX_REASON / 2)) },
         slots: [
-            Some(Installed { manifest_digest: [0xFF; 32], sequence: u64::MAX, version: "v".repeat(256) }),
+            Some(Installed { manifest_digest: [0xFF; 32], sequence: u64::MAX, version: "v".repeat(MAX_VERSION) }),
             Some(installed(u64::MAX - 1, "é")),
         ],
         counter: u64::MAX,
@@ -230,17 +231,26 @@ fn slot_table_seeds(dir: &Path) {
         phase: Phase::Probation { restarts: u8::MAX },
         ..sensor.clone()
     };
-    let tables = [
-        ("empty", vec![]),
-        ("two-containers", vec![sensor, ml]),
-        ("reverted", vec![reverted]),
-        ("max-lengths", vec![widest, long_probation]),
+    let records = [
+        ("free", None),
+        ("confirmed", Some(sensor.clone())),
+        ("probation", Some(ml.clone())),
+        ("reverted", Some(reverted.clone())),
+        ("max-lengths", Some(widest.clone())),
+        ("long-probation", Some(long_probation.clone())),
     ];
+    for (name, container) in records {
+        let record = Record { generation: 7, container };
+        let bytes = record.encode().unwrap();
+        assert_eq!(Record::decode(&bytes), Ok(record), "{name}");
+        write(dir, &format!("record-{name}.cbor"), &bytes);
+    }
+    let tables = [("empty", vec![]), ("two-containers", vec![sensor, ml]), ("max-lengths", vec![widest, long_probation])];
     for (name, containers) in tables {
         let table = SlotTable { containers };
-        let bytes = table.encode();
-        assert_eq!(SlotTable::decode(&bytes), Ok(table), "{name}");
-        write(dir, &format!("{name}.cbor"), &bytes);
+        let bytes = encode_legacy(&table);
+        assert_eq!(SlotTable::decode_legacy(&bytes), Ok(table), "{name}");
+        write(dir, &format!("legacy-{name}.cbor"), &bytes);
     }
 }
 

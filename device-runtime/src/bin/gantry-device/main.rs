@@ -397,7 +397,7 @@ fn container_json(c: &Container) -> serde_json::Value {
         "running": slot(c.running()),
         "standby": slot(c.standby()),
         "phase": phase_name(&c.phase),
-        "reason": match &c.phase { Phase::Reverted { reason } => Some(reason.clone()), _ => None },
+        "reason": match &c.phase { Phase::Reverted { reason } => Some(reason.to_string()), _ => None },
         "counter": c.counter,
         "enabled": c.enabled,
     })
