@@ -1,11 +1,18 @@
 //! The update server's device API (docs/api.md), over a blocking HTTP
 //! client: every call has a deadline, every body a size cap, and every
-//! answer is parsed into a typed value or a typed error.
+//! answer is parsed into a typed value or a typed error. The bodies are
+//! `gantry-protocol`'s, the server's own types; a request is checked with
+//! their `validate()` before it is sent, so what the server would refuse
+//! fails here, with the rule named.
 
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use gantry_protocol::{
+    ChallengeRequest, ChallengeResponse, CheckinRequest, CheckinResponse, EnrollRequest, ErrorBody, InventoryItem,
+    LoginRequest, LoginResponse, POLL_AFTER_HEADER, Report, parse_poll_after,
+};
 use serde::{Deserialize, Serialize};
 use ureq::Agent as Http;
 use ureq::http::StatusCode;
@@ -25,83 +32,9 @@ pub(crate) struct Client {
 pub(crate) enum Checkin {
     /// Nothing changed since the ETag sent.
     Unchanged { poll_after: Option<u64> },
-    /// A new desired state, with its ticket.
+    /// A new desired state, with its ticket (the unsigned part only says
+    /// where to fetch; the ticket decides what may be installed).
     Changed(CheckinResponse),
-}
-
-/// The desired state (the unsigned part only says where to fetch; the
-/// ticket decides what may be installed).
-#[derive(Debug, Deserialize)]
-pub(crate) struct CheckinResponse {
-    pub ticket: String,
-    pub etag: String,
-    pub poll_after: u64,
-    #[serde(default)]
-    pub assignments: Vec<AssignmentView>,
-}
-
-/// One assignment as the server lists it.
-#[derive(Debug, Deserialize)]
-pub(crate) struct AssignmentView {
-    pub stream: String,
-    pub envelope: BlobRef,
-}
-
-/// Where a blob is.
-#[derive(Debug, Deserialize)]
-pub(crate) struct BlobRef {
-    pub sha256: String,
-    pub size: u64,
-}
-
-/// One entry of the inventory a check-in carries.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct InventoryItem {
-    /// Container name.
-    pub stream: String,
-    /// SUIT digest of the manifest it runs, hex.
-    pub manifest_digest: String,
-    /// Its sequence number.
-    pub sequence: u64,
-    /// `probation`, `confirmed`, `reverted`, `disabled`.
-    pub state: String,
-}
-
-/// A progress or result report.
-#[derive(Clone, Debug, Serialize)]
-pub struct Report {
-    /// Container name.
-    pub stream: String,
-    /// The release it concerns, hex.
-    pub manifest_digest: String,
-    /// `downloading`, `installing`, `installed`, `failed`, `reverted`...
-    pub state: String,
-    /// 0-100 while downloading.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub progress: Option<i64>,
-    /// Why, for failures.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Challenge {
-    challenge: String,
-}
-
-#[derive(Deserialize)]
-pub(crate) struct Login {
-    pub token: String,
-    pub expires_in: u64,
-}
-
-/// The server's error body: `{"error": code, "message": text}`.
-#[derive(Deserialize)]
-struct Problem {
-    #[serde(default)]
-    error: Option<String>,
-    #[serde(default)]
-    message: Option<String>,
 }
 
 fn transport(what: &str) -> impl FnOnce(ureq::Error) -> AgentError + '_ {
@@ -163,19 +96,17 @@ impl Client {
     }
 
     pub(crate) fn challenge(&self, device_id: &str) -> Result<Vec<u8>, AgentError> {
-        let c: Challenge = self.post_json(
-            "challenge",
-            "/api/v1/device/challenge",
-            None,
-            &serde_json::json!({ "device_id": device_id }),
-        )?;
+        let body = ChallengeRequest { device_id: device_id.to_owned() };
+        let c: ChallengeResponse = self.post_json("challenge", "/api/v1/device/challenge", None, &body)?;
         B64.decode(c.challenge).map_err(|_| AgentError::Protocol("challenge: not base64".into()))
     }
 
-    pub(crate) fn login(&self, device_id: &str, challenge: &[u8], proof: &[u8]) -> Result<Login, AgentError> {
-        let body = serde_json::json!({
-            "device_id": device_id, "challenge": B64.encode(challenge), "proof": B64.encode(proof),
-        });
+    pub(crate) fn login(&self, device_id: &str, challenge: &[u8], proof: &[u8]) -> Result<LoginResponse, AgentError> {
+        let body = LoginRequest {
+            device_id: device_id.to_owned(),
+            challenge: B64.encode(challenge),
+            proof: B64.encode(proof),
+        };
         self.post_json("login", "/api/v1/device/login", None, &body)
     }
 
@@ -186,11 +117,14 @@ impl Client {
         enrollment_token: &str,
         challenge: &[u8],
         proof: &[u8],
-    ) -> Result<Login, AgentError> {
-        let body = serde_json::json!({
-            "device_id": device_id, "public_key": public_key, "enrollment_token": enrollment_token,
-            "challenge": B64.encode(challenge), "proof": B64.encode(proof),
-        });
+    ) -> Result<LoginResponse, AgentError> {
+        let body = EnrollRequest {
+            device_id: device_id.to_owned(),
+            public_key: public_key.to_owned(),
+            enrollment_token: enrollment_token.to_owned(),
+            challenge: B64.encode(challenge),
+            proof: B64.encode(proof),
+        };
         self.post_json("enroll", "/api/v1/device/enroll", None, &body)
     }
 
@@ -201,22 +135,26 @@ impl Client {
         inventory: &[InventoryItem],
         etag: Option<&str>,
     ) -> Result<Checkin, AgentError> {
+        let body = CheckinRequest { nonce: B64.encode(nonce), inventory: inventory.to_vec() };
+        body.validate()?;
         let mut req =
             self.http.post(self.url("/api/v1/device/checkin")).header("authorization", format!("Bearer {token}"));
         if let Some(e) = etag {
             req = req.header("if-none-match", e);
         }
-        let body = serde_json::json!({ "nonce": B64.encode(nonce), "inventory": inventory });
         let r = req.send_json(&body).map_err(transport("check-in"))?;
         if r.status() == StatusCode::NOT_MODIFIED {
             let poll_after =
-                r.headers().get("gantry-poll-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+                r.headers().get(POLL_AFTER_HEADER).and_then(|v| v.to_str().ok()).and_then(parse_poll_after);
             return Ok(Checkin::Unchanged { poll_after });
         }
         Ok(Checkin::Changed(Self::answer("check-in", r)?))
     }
 
+    /// Sends a report; one the server would refuse is not sent
+    /// ([`AgentError::Invalid`]), and a refusal comes back as an error.
     pub(crate) fn report(&self, token: &str, report: &Report) -> Result<(), AgentError> {
+        report.validate()?;
         let r = self
             .http
             .post(self.url("/api/v1/device/reports"))
@@ -234,19 +172,43 @@ impl Client {
 }
 
 fn problem(what: &str, status: StatusCode, body: &[u8]) -> AgentError {
-    let detail = serde_json::from_slice::<Problem>(body)
-        .ok()
-        .and_then(|p| {
-            let text = p.message?;
-            Some(match p.error {
-                Some(c) => format!("{text} ({c})"),
-                None => text,
-            })
-        })
-        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
+    let detail = serde_json::from_slice::<ErrorBody>(body)
+        .map(|p| format!("{} ({})", p.message, p.error))
+        .unwrap_or_else(|_| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
     match status {
         StatusCode::UNAUTHORIZED => AgentError::Unauthorized(format!("{what}: {detail}")),
         StatusCode::FORBIDDEN => AgentError::Forbidden(format!("{what}: {detail}")),
         s => AgentError::Status { what: what.to_owned(), status: s.as_u16(), detail },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gantry_protocol::{MAX_STREAM, ReportState, ValidationError};
+
+    use super::*;
+
+    #[test]
+    fn a_report_the_server_would_refuse_is_not_sent() {
+        // Validation comes before any connection (nothing listens there).
+        let c = Client::new("http://127.0.0.1:9", Duration::from_millis(200)).unwrap();
+        let r = Report::new("s".repeat(MAX_STREAM + 1), "ab".repeat(32), ReportState::Failed);
+        let e = c.report("token", &r).unwrap_err();
+        assert!(matches!(e, AgentError::Invalid(ValidationError::Stream { len }) if len == MAX_STREAM + 1), "{e}");
+    }
+
+    #[test]
+    fn a_refusal_keeps_the_servers_words_and_code() {
+        let body = br#"{"error": "bad-request", "message": "report: detail: 2000 bytes, at most 1024"}"#;
+        match problem("report", StatusCode::BAD_REQUEST, body) {
+            AgentError::Status { status: 400, detail, .. } => {
+                assert_eq!(detail, "report: detail: 2000 bytes, at most 1024 (bad-request)")
+            }
+            e => panic!("{e}"),
+        }
+        match problem("check-in", StatusCode::FORBIDDEN, b"not json") {
+            AgentError::Forbidden(why) => assert_eq!(why, "check-in: not json"),
+            e => panic!("{e}"),
+        }
     }
 }

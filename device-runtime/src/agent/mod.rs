@@ -21,12 +21,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use gantry_keys::{FileKeySource, KeySource, KeyType, SigningKey};
+use gantry_protocol::{LoginResponse, MAX_INVENTORY, ValidationError};
 use gantry_signing::device_auth::LoginProof;
 use gantry_signing::ticket::{Assignment, TicketPolicy, verify_ticket};
 use rand_core::{OsRng, RngCore as _};
 
-pub use client::{InventoryItem, Report};
 pub use fetch::{Caps, FetchError};
+pub use gantry_protocol::{InventoryItem, InventoryState, Report, ReportState};
 pub use schedule::{Poller, Schedule};
 
 use crate::bundle;
@@ -68,6 +69,10 @@ pub enum AgentError {
     /// The server's answer is malformed.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// A request the server would refuse, not sent (`gantry-protocol`'s
+    /// `validate()`, the server's own check).
+    #[error("not sent, the server would refuse it: {0}")]
+    Invalid(#[from] ValidationError),
     /// The ticket was refused (attack or misconfiguration).
     #[error("ticket refused: {0}")]
     Ticket(String),
@@ -124,6 +129,16 @@ pub enum AgentEvent {
     },
     /// An install ran through the update flow.
     Update(UpdateEvent),
+    /// A report did not reach the server (the next check-in's inventory
+    /// still tells what the device runs).
+    ReportFailed {
+        /// Stream.
+        stream: String,
+        /// The state it reported.
+        state: ReportState,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// What a cycle achieved.
@@ -144,6 +159,9 @@ pub struct Agent {
     downloads: Downloads,
     token: Option<(String, Instant)>,
     etag: Option<String>,
+    /// Reports that failed where no event callback was at hand; told at
+    /// the end of the next cycle.
+    report_failures: Vec<AgentEvent>,
 }
 
 /// The device's own key, created on first use: `STATE/device.key` (0600).
@@ -178,7 +196,9 @@ fn unhex32(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// What the device runs, as a check-in reports it.
+/// What the device runs, as a check-in reports it: at most the
+/// [`MAX_INVENTORY`] entries the server takes (a device with more
+/// containers still checks in and gets its updates).
 pub fn inventory(table: &SlotTable) -> Vec<InventoryItem> {
     table
         .containers
@@ -186,19 +206,35 @@ pub fn inventory(table: &SlotTable) -> Vec<InventoryItem> {
         .filter_map(|c| {
             let i = c.running()?;
             let state = match (&c.phase, c.enabled) {
-                (_, false) => "disabled",
-                (Phase::Confirmed, _) => "confirmed",
-                (Phase::Probation { .. }, _) => "probation",
-                (Phase::Reverted { .. }, _) => "reverted",
+                (_, false) => InventoryState::Disabled,
+                (Phase::Confirmed, _) => InventoryState::Confirmed,
+                (Phase::Probation { .. }, _) => InventoryState::Probation,
+                (Phase::Reverted { .. }, _) => InventoryState::Reverted,
             };
             Some(InventoryItem {
                 stream: c.name.clone(),
                 manifest_digest: hex(&i.manifest_digest),
                 sequence: i.sequence,
-                state: state.into(),
+                state: Some(state),
             })
         })
+        .take(MAX_INVENTORY)
         .collect()
+}
+
+/// The report the agent sends: its detail cut to what the server takes.
+fn report_body(stream: &str, digest: &[u8; 32], state: ReportState, detail: Option<&str>) -> Report {
+    let report = Report::new(stream, hex(digest), state);
+    match detail {
+        Some(d) => report.with_detail(d),
+        None => report,
+    }
+}
+
+/// When a token from `login` must be renewed. Its lifetime is a number
+/// from the network: clamped (`MAX_TOKEN_TTL`), it cannot overflow the clock.
+fn token_deadline(now: Instant, login: &LoginResponse) -> Instant {
+    now.checked_add(login.expires_in_clamped()).unwrap_or(now)
 }
 
 /// Whether an assignment needs an install, or why not.
@@ -230,6 +266,7 @@ impl Agent {
             downloads: Downloads::new(&state.join("downloads"))?,
             token: None,
             etag: None,
+            report_failures: Vec::new(),
             config,
         })
     }
@@ -280,37 +317,49 @@ impl Agent {
             Err(e) => return Err(e),
         };
         events(AgentEvent::LoggedIn { enrolled });
-        self.token = Some((login.token.clone(), Instant::now() + Duration::from_secs(login.expires_in)));
+        self.token = Some((login.token.clone(), token_deadline(Instant::now(), &login)));
         Ok(login.token)
     }
 
-    fn report(&self, token: &str, stream: &str, digest: &[u8; 32], state: &str, detail: Option<String>) {
-        let r = Report {
-            stream: stream.to_owned(),
-            manifest_digest: hex(digest),
-            state: state.to_owned(),
-            progress: None,
-            detail: detail.map(|d| d.chars().take(1000).collect()),
-        };
-        // Reports are best effort: the next check-in's inventory says the same.
-        let _ = self.client.report(token, &r);
+    /// Sends a report. Reports are best effort (the next check-in's
+    /// inventory says the same), but one that does not get through is not
+    /// dropped in silence: it becomes an [`AgentEvent::ReportFailed`] at
+    /// the end of the cycle.
+    fn report(&mut self, token: &str, stream: &str, digest: &[u8; 32], state: ReportState, detail: Option<String>) {
+        let r = report_body(stream, digest, state, detail.as_deref());
+        if let Err(e) = self.client.report(token, &r) {
+            self.report_failed(stream, state, &e);
+        }
+    }
+
+    fn report_failed(&mut self, stream: &str, state: ReportState, e: &AgentError) {
+        let failure = AgentEvent::ReportFailed { stream: stream.to_owned(), state, reason: e.to_string() };
+        self.report_failures.push(failure);
     }
 
     /// Reports an update outcome the supervisor reached (confirm, revert).
+    /// A report that does not get through is told at the end of the next
+    /// cycle ([`AgentEvent::ReportFailed`]).
     pub fn report_event(&mut self, device: &Device, event: &UpdateEvent) {
         let (name, state, detail) = match event {
-            UpdateEvent::Confirmed { name, .. } => (name, "installed", None),
-            UpdateEvent::Reverted { name, reason, .. } => (name, "reverted", Some(reason.clone())),
+            UpdateEvent::Confirmed { name, .. } => (name, ReportState::Installed, None),
+            UpdateEvent::Reverted { name, reason, .. } => (name, ReportState::Reverted, Some(reason.clone())),
             _ => return,
         };
-        let Ok(table) = device.store().table() else { return };
+        let table = match device.store().table() {
+            Ok(t) => t,
+            Err(e) => return self.report_failed(name, state, &DeviceError::from(e).into()),
+        };
         let digest = match event {
             UpdateEvent::Reverted { .. } => table.get(name).and_then(|c| c.standby()).map(|i| i.manifest_digest),
             _ => table.get(name).and_then(|c| c.running()).map(|i| i.manifest_digest),
         };
+        // Nothing to report on a container that is gone.
+        let Some(d) = digest else { return };
         let mut ignore = |_| {};
-        if let (Some(d), Ok(token)) = (digest, self.session(&mut ignore)) {
-            self.report(&token, name, &d, state, detail);
+        match self.session(&mut ignore) {
+            Ok(token) => self.report(&token, name, &d, state, detail),
+            Err(e) => self.report_failed(name, state, &e),
         }
     }
 
@@ -319,6 +368,9 @@ impl Agent {
     /// not reused.
     pub fn cycle(&mut self, device: &Device, events: &mut dyn FnMut(AgentEvent)) -> Result<Cycle, AgentError> {
         let result = self.check_in(device, events);
+        for failure in self.report_failures.drain(..) {
+            events(failure);
+        }
         if result.is_err() {
             self.client = Client::new(&self.config.server, self.config.call_timeout)?;
         }
@@ -366,7 +418,7 @@ impl Agent {
         device.store().accept_ticket(ticket.issued_at().min(now)).map_err(DeviceError::from)?;
         events(AgentEvent::Ticket { assignments: ticket.contents().assignment_count() });
 
-        let mut cycle = Cycle { switched: Vec::new(), poll_after: Some(response.poll_after) };
+        let mut cycle = Cycle { switched: Vec::new(), poll_after: Some(response.poll_after_clamped()) };
         let mut all_done = true;
         let mut keep = Vec::new();
         for a in ticket.assignments() {
@@ -380,7 +432,7 @@ impl Agent {
                 Ok(false) => continue,
                 Ok(true) => {}
                 Err(reason) => {
-                    self.report(&token, a.stream, &a.manifest_digest, "failed", Some(reason.clone()));
+                    self.report(&token, a.stream, &a.manifest_digest, ReportState::Failed, Some(reason.clone()));
                     events(skip(reason));
                     continue;
                 }
@@ -399,7 +451,7 @@ impl Agent {
                 }
                 Err(e) => {
                     all_done = false;
-                    self.report(&token, a.stream, &a.manifest_digest, "failed", Some(e.to_string()));
+                    self.report(&token, a.stream, &a.manifest_digest, ReportState::Failed, Some(e.to_string()));
                     events(skip(e.to_string()));
                 }
             }
@@ -441,17 +493,17 @@ impl Agent {
                 a.stream
             )));
         }
-        self.report(token, a.stream, &a.manifest_digest, "downloading", None);
+        self.report(token, a.stream, &a.manifest_digest, ReportState::Downloading, None);
         let mut payloads = Vec::with_capacity(release.payloads.len());
         for p in &release.payloads {
             keep.push(p.sha256);
             payloads.push(self.downloads.fetch(&self.client, &p.sha256, p.len, &caps, &mut |_| {}).map_err(fetch)?);
         }
-        self.report(token, a.stream, &a.manifest_digest, "installing", None);
+        self.report(token, a.stream, &a.manifest_digest, ReportState::Installing, None);
         let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
         let event = device.install(&envelope, &refs, unix_now())?;
         if let UpdateEvent::Refused { reason, .. } = &event {
-            self.report(token, a.stream, &a.manifest_digest, "failed", Some(reason.clone()));
+            self.report(token, a.stream, &a.manifest_digest, ReportState::Failed, Some(reason.clone()));
         }
         self.downloads.discard(&a.envelope_sha256);
         for p in &release.payloads {
@@ -498,6 +550,45 @@ mod tests {
         let reverted = container(Phase::Reverted { reason: "crash".into() }, 1, Some(2));
         assert!(wanted(Some(&reverted), &assignment(2)).unwrap_err().contains("reverted"));
         assert_eq!(wanted(Some(&reverted), &assignment(3)), Ok(true), "a newer fix is welcome");
+    }
+
+    #[test]
+    fn a_token_lifetime_from_the_network_cannot_overflow_the_clock() {
+        let now = Instant::now();
+        let login = LoginResponse { device_id: "d".into(), token: "t".into(), expires_in: u64::MAX };
+        let until = token_deadline(now, &login);
+        assert_eq!(until - now, Duration::from_secs(gantry_protocol::MAX_TOKEN_TTL));
+        let short = LoginResponse { expires_in: 900, ..login };
+        assert_eq!(token_deadline(now, &short) - now, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn the_longest_report_detail_is_one_the_server_takes() {
+        // 5,000 characters of 1 to 4 bytes, as a revert reason might carry.
+        let reason: String = "e\u{e9}\u{20ac}\u{1f600}".repeat(1250);
+        let r = report_body("app", &[7; 32], ReportState::Reverted, Some(&reason));
+        assert!(r.detail().unwrap().len() <= gantry_protocol::MAX_DETAIL);
+        // The server's check (update-server/src/api/device.rs) is this one.
+        assert_eq!(r.validate(), Ok(()));
+        assert_eq!(serde_json::to_value(&r).unwrap()["state"], "reverted");
+    }
+
+    #[test]
+    fn the_inventory_names_each_state_and_fits_the_server() {
+        let mut disabled = container(Phase::Confirmed, 1, None);
+        disabled.enabled = false;
+        let table = SlotTable {
+            containers: vec![
+                container(Phase::Confirmed, 1, None),
+                container(Phase::Probation { restarts: 0 }, 1, None),
+                container(Phase::Reverted { reason: "crash".into() }, 1, None),
+                disabled,
+            ],
+        };
+        let states: Vec<_> = inventory(&table).into_iter().map(|i| i.state).collect();
+        let expected =
+            [InventoryState::Confirmed, InventoryState::Probation, InventoryState::Reverted, InventoryState::Disabled];
+        assert_eq!(states, expected.map(Some));
     }
 
     #[test]
