@@ -119,14 +119,39 @@ impl VerifiedRelease {
     }
 }
 
+/// How an envelope is checked.
+#[derive(Clone, Copy)]
+enum Check<'a> {
+    /// Its signatures, under the trust root's release role: what may be
+    /// installed.
+    Signed(&'a Trust, u64),
+    /// Its manifest digest, as recorded when it was installed: what already
+    /// runs ([`gantry_signing::verify_pinned`]).
+    Pinned(&'a Pin),
+}
+
+/// What a slot must hold to run again: the manifest digest the slot table
+/// recorded when the release was verified and installed, for this device.
+#[derive(Clone, Copy, Debug)]
+pub struct Pin {
+    /// SHA-256 of the bstr-wrapped manifest.
+    pub manifest_digest: [u8; 32],
+    /// This device's vendor id.
+    pub vendor_id: [u8; 16],
+    /// This device's class id.
+    pub class_id: [u8; 16],
+}
+
 /// Verifies `envelope` and lays out its payloads from `payload_offset` on.
-fn check_envelope(
-    envelope: &[u8],
-    trust: &Trust,
-    min_sequence: u64,
-    payload_offset: u64,
-) -> Result<VerifiedRelease, BundleError> {
-    let m = gantry_signing::verify(envelope, &trust.policy(min_sequence))?;
+fn check_envelope(envelope: &[u8], check: Check<'_>, payload_offset: u64) -> Result<VerifiedRelease, BundleError> {
+    let m = match check {
+        Check::Signed(trust, min_sequence) => gantry_signing::verify(envelope, &trust.policy(min_sequence))?,
+        Check::Pinned(pin) => gantry_signing::verify_pinned(
+            envelope,
+            &pin.manifest_digest,
+            &Policy::new(&[], 0).identity(Some(&pin.vendor_id), Some(&pin.class_id)),
+        )?,
+    };
     let config = ContainerConfig::from_verified(&m)?
         .ok_or_else(|| BundleError::NotAContainer("the envelope carries no #config".into()))?;
     let payloads = layout(&m, &config, payload_offset)?;
@@ -162,7 +187,7 @@ fn layout(m: &VerifiedManifest<'_>, config: &ContainerConfig, mut offset: u64) -
 /// Verifies an envelope on its own, before any payload is fetched: what it
 /// lists (digests and sizes) bounds what a download may accept.
 pub fn verify_envelope(envelope: &[u8], trust: &Trust, min_sequence: u64) -> Result<VerifiedRelease, BundleError> {
-    check_envelope(envelope, trust, min_sequence, 0)
+    check_envelope(envelope, Check::Signed(trust, min_sequence), 0)
 }
 
 /// Verifies a release given as bytes (before it is written anywhere), with
@@ -173,7 +198,7 @@ pub fn verify_release(
     trust: &Trust,
     min_sequence: u64,
 ) -> Result<VerifiedRelease, BundleError> {
-    let release = check_envelope(envelope, trust, min_sequence, 0)?;
+    let release = check_envelope(envelope, Check::Signed(trust, min_sequence), 0)?;
     if release.payloads.len() != payloads.len() {
         return Err(BundleError::PayloadCount { expected: release.payloads.len(), given: payloads.len() });
     }
@@ -247,17 +272,29 @@ impl<F: NorFlash> Writer<'_, F> {
     }
 }
 
-/// Verifies the release stored in `slot`, reading everything back from flash.
+/// Verifies the release stored in `slot` under the trust root, reading
+/// everything back from flash.
 pub fn verify_slot<F: ReadNorFlash>(
     slot: &mut F,
     trust: &Trust,
     min_sequence: u64,
 ) -> Result<VerifiedRelease, BundleError> {
+    check_slot(slot, Check::Signed(trust, min_sequence))
+}
+
+/// Verifies that `slot` still holds, intact, the release `pin` names,
+/// reading everything back from flash: what a device runs after its trust
+/// root expired or rotated its release keys away.
+pub fn verify_slot_pinned<F: ReadNorFlash>(slot: &mut F, pin: &Pin) -> Result<VerifiedRelease, BundleError> {
+    check_slot(slot, Check::Pinned(pin))
+}
+
+fn check_slot<F: ReadNorFlash>(slot: &mut F, check: Check<'_>) -> Result<VerifiedRelease, BundleError> {
     let capacity = slot.capacity();
     let header = Header::read_with_magic(slot, capacity, &CONTAINER_MAGIC)?;
     let mut envelope = vec![0u8; header.envelope_len as usize];
     slot.read(FIXED_HEADER as u32, &mut envelope).map_err(flash_err)?;
-    let release = check_envelope(&envelope, trust, min_sequence, header.payload_offset as u64)?;
+    let release = check_envelope(&envelope, check, header.payload_offset as u64)?;
     let mut buf = vec![0u8; CHUNK];
     for p in &release.payloads {
         if p.offset.saturating_add(p.len) > capacity as u64 {

@@ -9,11 +9,11 @@ use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use gantry_boot::layout::Region;
 use gantry_boot::sim::SimFlash;
 use gantry_boot::{Kv, Slot, StoreError};
-use gantry_keys::trust::{Role, SignedTrustRoot};
+use gantry_keys::trust::{Role, SignedTrustRoot, TrustError, VerifiedTrustRoot};
 
 use sha2::Digest as _;
 
-use crate::bundle::{self, BundleError, Trust, VerifiedRelease};
+use crate::bundle::{self, BundleError, Pin, Trust, VerifiedRelease};
 use crate::layout::{DeviceLayout, Geometry};
 use crate::table::{Installed, Phase, Record, RevertReason, SlotTable, TableError, index, other};
 use crate::update::{self, UpdateEvent};
@@ -86,9 +86,10 @@ pub enum Error {
     /// A release or slot failed verification.
     #[error("{0}")]
     Bundle(#[from] BundleError),
-    /// The trust root is missing, malformed, expired or under-signed.
+    /// The trust root is malformed or under-signed, or has expired (which
+    /// refuses new installs, never what runs), or a successor was refused.
     #[error("trust root: {0}")]
-    Trust(String),
+    Trust(#[from] TrustError),
     /// The device is not provisioned (`gantry-device init`).
     #[error("the device is not provisioned: run `gantry-device init`")]
     NotProvisioned,
@@ -190,8 +191,7 @@ impl Store {
     /// Writes identity and trust root (`gantry-device init`). The trust root
     /// must be self-signed by a threshold of its root keys and unexpired at `now`.
     pub fn provision(&self, identity: &Identity, trust_root: &[u8], now: u64) -> Result<(), Error> {
-        let root = SignedTrustRoot::from_bytes(trust_root).map_err(|e| Error::Trust(e.to_string()))?;
-        root.verify_self_signed(now).map_err(|e| Error::Trust(e.to_string()))?;
+        SignedTrustRoot::from_bytes(trust_root)?.verify_self_signed(now)?;
         let mut kv = self.kv()?;
         kv.put(KEY_IDENTITY, &identity.encode())?;
         kv.put(KEY_TRUST_ROOT, trust_root)?;
@@ -205,13 +205,26 @@ impl Store {
         Identity::decode(bytes).ok_or_else(|| Error::Inconsistent("malformed identity record".into()))
     }
 
-    /// Who may sign releases, from the provisioned trust root (checked at `now`).
+    /// The trust root the device holds, its signatures checked, whatever its
+    /// expiry.
+    pub fn trust_root(&self) -> Result<VerifiedTrustRoot, Error> {
+        let bytes = self.kv()?.get(KEY_TRUST_ROOT)?.ok_or(Error::NotProvisioned)?.to_vec();
+        Ok(SignedTrustRoot::from_bytes(&bytes)?.verify_signatures_only()?)
+    }
+
+    /// The trust root, refused if it has expired at `now`: past its expiry
+    /// a root accepts nothing new (releases, tickets), only its successor,
+    /// and an expired root is what a freeze attack looks like.
+    fn unexpired_root(&self, now: u64) -> Result<VerifiedTrustRoot, Error> {
+        let root = self.trust_root()?;
+        root.check_unexpired(now)?;
+        Ok(root)
+    }
+
+    /// Who may sign releases, from the trust root (unexpired at `now`).
     pub fn trust(&self, now: u64) -> Result<Trust, Error> {
         let identity = self.identity()?;
-        let mut kv = self.kv()?;
-        let bytes = kv.get(KEY_TRUST_ROOT)?.ok_or(Error::NotProvisioned)?.to_vec();
-        let root = SignedTrustRoot::from_bytes(&bytes).map_err(|e| Error::Trust(e.to_string()))?;
-        let verified = root.verify_self_signed(now).map_err(|e| Error::Trust(e.to_string()))?;
+        let verified = self.unexpired_root(now)?;
         let policy = verified.root().policy(Role::Release);
         Ok(Trust {
             anchors: verified.root().role_keys(Role::Release),
@@ -221,13 +234,28 @@ impl Store {
         })
     }
 
-    /// The keys of the provisioned trust root's `server` role and its
-    /// threshold: who may sign deployment tickets (checked at `now`).
+    /// The keys of the trust root's `server` role and its threshold: who
+    /// may sign deployment tickets (the root unexpired at `now`).
     pub fn server_keys(&self, now: u64) -> Result<(Vec<gantry_keys::PublicKey>, u32), Error> {
-        let bytes = self.kv()?.get(KEY_TRUST_ROOT)?.ok_or(Error::NotProvisioned)?.to_vec();
-        let root = SignedTrustRoot::from_bytes(&bytes).map_err(|e| Error::Trust(e.to_string()))?;
-        let verified = root.verify_self_signed(now).map_err(|e| Error::Trust(e.to_string()))?;
+        let verified = self.unexpired_root(now)?;
         Ok((verified.root().role_keys(Role::Server), verified.root().policy(Role::Server).threshold))
+    }
+
+    /// Moves to the newest root of `chain` (oldest first, CBOR documents;
+    /// roots not newer than the one held are skipped), if each is a valid
+    /// successor of the one before: a threshold of the previous root's and
+    /// of its own root keys signed it, and the last has not expired at
+    /// `now`. The root held may have expired. One atomic write; returns the
+    /// new version, or `None` when `chain` holds nothing newer.
+    pub fn rotate_trust_root(&self, chain: &[Vec<u8>], now: u64) -> Result<Option<u64>, Error> {
+        let held = self.trust_root()?;
+        let chain = chain.iter().map(|b| SignedTrustRoot::from_bytes(b)).collect::<Result<Vec<_>, _>>()?;
+        if chain.iter().all(|r| r.unverified_content().version <= held.root().version) {
+            return Ok(None);
+        }
+        let next = held.verify_successors(&chain, now)?;
+        self.kv()?.put(KEY_TRUST_ROOT, next.to_bytes())?;
+        Ok(Some(next.root().version))
     }
 
     /// Issue time of the last deployment ticket this device accepted.
@@ -426,8 +454,8 @@ impl Store {
     /// those that ran out), then verify every enabled container's active
     /// slot from flash. A container whose active slot does not verify falls
     /// back to its standby slot if that one does, and is reported.
-    pub fn start(&self, now: u64) -> Result<(Vec<Runnable>, Vec<UpdateEvent>), Error> {
-        let trust = self.trust(now)?;
+    pub fn start(&self) -> Result<(Vec<Runnable>, Vec<UpdateEvent>), Error> {
+        let identity = self.identity()?;
         let before = self.table()?;
         let (mut table, mut events) = update::on_runtime_start(&before);
         let mut runnable = Vec::new();
@@ -437,12 +465,12 @@ impl Store {
                 continue;
             }
             let (name, pair, active) = (c.name.clone(), c.pair, c.active);
-            match self.verify_installed(&table, &name, pair, active, &trust) {
+            match self.verify_installed(&table, &name, pair, active, &identity) {
                 Ok(release) => runnable.push(Runnable { name, slot: active, release }),
                 Err(e) => {
                     let standby = other(active);
                     let reason = RevertReason::new(&format!("active slot does not verify: {e}"));
-                    match self.verify_installed(&table, &name, pair, standby, &trust) {
+                    match self.verify_installed(&table, &name, pair, standby, &identity) {
                         Ok(release) => {
                             let c = &mut table.containers[i];
                             c.active = standby;
@@ -470,27 +498,35 @@ impl Store {
     }
 
     /// `name`'s active slot verified from flash, if it is enabled and verifies.
-    pub fn runnable(&self, name: &str, now: u64) -> Result<Option<Runnable>, Error> {
-        let trust = self.trust(now)?;
+    pub fn runnable(&self, name: &str) -> Result<Option<Runnable>, Error> {
+        let identity = self.identity()?;
         let table = self.table()?;
         let Some(c) = table.get(name).filter(|c| c.enabled) else { return Ok(None) };
-        let release = self.verify_installed(&table, name, c.pair, c.active, &trust)?;
+        let release = self.verify_installed(&table, name, c.pair, c.active, &identity)?;
         Ok(Some(Runnable { name: name.to_owned(), slot: c.active, release }))
     }
 
-    /// Verifies the slot from flash and that it holds what the table says.
+    /// Verifies from flash that the slot holds, intact, the release the
+    /// table recorded when it was installed (by its manifest digest: the
+    /// keys that signed it may have been rotated away since, and the trust
+    /// root may have expired; neither stops what the device verified).
     fn verify_installed(
         &self,
         table: &SlotTable,
         name: &str,
         pair: u8,
         slot: Slot,
-        trust: &Trust,
+        identity: &Identity,
     ) -> Result<VerifiedRelease, Error> {
         let c = table.get(name).ok_or_else(|| Error::Unknown(name.to_owned()))?;
         let expected = c.slots[index(slot)].as_ref().ok_or_else(|| Error::Inconsistent("the slot is empty".into()))?;
-        let release = bundle::verify_slot(&mut self.part(self.layout.slot(pair, slot)), trust, 0)?;
-        if release.manifest_digest != expected.manifest_digest || release.config.name != name {
+        let pin = Pin {
+            manifest_digest: expected.manifest_digest,
+            vendor_id: identity.vendor_id,
+            class_id: identity.class_id,
+        };
+        let release = bundle::verify_slot_pinned(&mut self.part(self.layout.slot(pair, slot)), &pin)?;
+        if release.config.name != name {
             return Err(Error::Inconsistent("the slot holds another release than the table says".into()));
         }
         Ok(release)

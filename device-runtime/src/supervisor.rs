@@ -79,7 +79,7 @@ pub fn run_controlled(
     tx: &Sender<Report>,
     control: Receiver<Control>,
 ) -> Result<(), DeviceError> {
-    let (runnable, events) = device.store().start(unix_now())?;
+    let (runnable, events) = device.store().start()?;
     for e in events {
         let _ = tx.send(Report::Update(e));
     }
@@ -115,7 +115,7 @@ pub fn run_controlled(
                 flag.store(true, Ordering::Relaxed);
                 let _ = thread.join();
             }
-            match device.store().runnable(&name, unix_now()) {
+            match device.store().runnable(&name) {
                 Ok(Some(r)) => {
                     if let Some(t) = spawn(r) {
                         running.insert(name, t);
@@ -400,7 +400,7 @@ fn settle(
     if !reverted {
         return Next::Same;
     }
-    match device.store().runnable(&r.name, unix_now()) {
+    match device.store().runnable(&r.name) {
         Ok(Some(next)) => Next::Run(Box::new(next)),
         _ => Next::Nothing,
     }

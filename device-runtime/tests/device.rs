@@ -18,7 +18,7 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 fn run(device: &Device, name: &str) -> (Outcome, String) {
-    let (runnable, _) = device.store().start(NOW).unwrap();
+    let (runnable, _) = device.store().start().unwrap();
     let r = runnable.iter().find(|r| r.name == name).expect("runnable");
     let module = device.module(r).unwrap();
     let io = device.host_io(name, Instant::now()).unwrap();

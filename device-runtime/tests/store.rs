@@ -9,6 +9,7 @@ use gantry_boot::sim::{Cut, CutModel};
 use gantry_device::store::{Flash, Store};
 use gantry_device::table::Phase;
 use gantry_device::update::UpdateEvent;
+use gantry_keys::trust::TrustError;
 use gantry_keys::{FileKeySource, KeyType, SigningKey};
 use gantry_signing::build::add_signature;
 use gantry_signing::config::ContainerConfig;
@@ -20,7 +21,7 @@ fn install(store: &Store, r: &Release) -> UpdateEvent {
 /// What `start` would run for `name`: its sequence number, with the module
 /// read back and checked.
 fn running(store: &Store, name: &str) -> Option<u64> {
-    let (runnable, _) = store.start(NOW).unwrap();
+    let (runnable, _) = store.start().unwrap();
     let r = runnable.into_iter().find(|r| r.name == name)?;
     let module = store.read_payload(&r, r.release.module()).unwrap();
     assert_eq!(module.len() as u64, r.release.module().len);
@@ -143,6 +144,55 @@ fn unprovisioned_or_expired_trust_is_refused() {
     assert!(store.install(&r.0, &[&r.1, &r.2], NOW + 7200).unwrap_err().to_string().contains("expired"));
 }
 
+/// Issue 11, finding 3: an expired trust root refuses new installs (a
+/// freeze attack looks like this) but never stops what the device verified
+/// before; a successor root arrives, and from then on only releases signed
+/// by its keys install, while what the old keys signed keeps running.
+#[test]
+fn an_expired_root_stops_installs_not_containers_and_its_successor_takes_over() {
+    let fleet = Fleet::new();
+    let store = fleet.device();
+    install(&store, &fleet.release("app", "1.0", 1, 3000));
+    store.confirm("app").unwrap();
+    let expired = NOW + 7200;
+
+    // Expired: what runs still starts; a new release is refused, typed.
+    assert_eq!(running(&store, "app"), Some(1));
+    let v2 = fleet.release("app", "2.0", 2, 3000);
+    let err = store.install(&v2.0, &[&v2.1, &v2.2], expired).unwrap_err();
+    assert!(matches!(err, gantry_device::store::Error::Trust(TrustError::Expired { version: 1, .. })), "{err}");
+    assert!(store.server_keys(expired).is_err(), "no tickets under an expired root either");
+
+    // The successor, signed by the old and the new root keys.
+    let next = fleet.rotated(2, NOW + 100_000);
+    assert_eq!(
+        store.rotate_trust_root(&[fleet.trust_root.clone(), next.trust_root.clone()], expired).unwrap(),
+        Some(2)
+    );
+    assert_eq!(store.trust_root().unwrap().root().version, 2);
+    assert_eq!(store.rotate_trust_root(&[next.trust_root.clone()], expired).unwrap(), None, "nothing newer");
+    assert_eq!(running(&store, "app"), Some(1), "what the old keys signed still runs");
+    match store.install(&v2.0, &[&v2.1, &v2.2], expired).unwrap() {
+        UpdateEvent::Refused { reason, .. } => assert!(reason.contains("trusted key"), "{reason}"),
+        other => panic!("old release key still accepted: {other:?}"),
+    }
+    let v2 = next.release("app", "2.0", 2, 3000);
+    assert!(matches!(store.install(&v2.0, &[&v2.1, &v2.2], expired).unwrap(), UpdateEvent::Switched { .. }));
+    assert_eq!(running(&store, "app"), Some(2));
+
+    // A successor signed by its own new key alone, or by the held root's key
+    // alone, or one that skips a version the device never saw (signed by
+    // keys it does not hold): refused, nothing written.
+    let own_only = next.rotated_signed(3, NOW + 100_000, false, true);
+    let old_only = next.rotated_signed(3, NOW + 100_000, true, false);
+    let skipped = fleet.rotated(3, NOW + 100_000);
+    let chains = [own_only.trust_root, old_only.trust_root, skipped.trust_root, b"junk".to_vec()];
+    for chain in chains.map(|c| vec![c]) {
+        assert!(store.rotate_trust_root(&chain, expired).is_err());
+        assert_eq!(store.trust_root().unwrap().root().version, 2);
+    }
+}
+
 /// One step of the update life cycle, run against a store.
 type Step = fn(&Store, &Fleet) -> Result<(), String>;
 
@@ -191,8 +241,9 @@ fn sweep(name: &str, setup: Step, step: Step, allowed: &[u64], seeds: u64, strid
 }
 
 fn check(store: &Store, allowed: &[u64]) -> Result<(), String> {
+    store.trust_root().map_err(|e| format!("trust root: {e}"))?;
     let table = store.table().map_err(|e| format!("table: {e}"))?;
-    let (runnable, _) = store.start(NOW).map_err(|e| format!("start: {e}"))?;
+    let (runnable, _) = store.start().map_err(|e| format!("start: {e}"))?;
     let Some(r) = runnable.iter().find(|r| r.name == "app") else {
         // 0 in `allowed`: not installed at all is fine (a cut first install).
         return if allowed.contains(&0) { Ok(()) } else { Err("app does not run".into()) };
@@ -238,7 +289,7 @@ fn knob(name: &str, default: u64) -> u64 {
 fn probation_restarts(s: &Store, f: &Fleet, n: u8) -> Result<(), String> {
     v1(s, f).and_then(|_| install_v2(s, f))?;
     for _ in 0..n {
-        s.start(NOW).map_err(|e| e.to_string())?;
+        s.start().map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -248,7 +299,7 @@ fn power_cut_sweep_install_switch_probation_revert() {
     let seeds = knob("GANTRY_SWEEP_SEEDS", 2);
     let stride = knob("GANTRY_SWEEP_STRIDE", 3);
     let mut total = (0, 0);
-    let runs: [(&str, Step, Step, &[u64]); 6] = [
+    let runs: [(&str, Step, Step, &[u64]); 7] = [
         ("first install", |_, _| Ok(()), v1, &[0, 1]),
         ("install + switch", v1, install_v2, &[1, 2]),
         (
@@ -266,14 +317,23 @@ fn power_cut_sweep_install_switch_probation_revert() {
         (
             "runtime start (probation)",
             |s, f| v1(s, f).and_then(|_| install_v2(s, f)),
-            |s, _| s.start(NOW).map(|_| ()).map_err(|e| e.to_string()),
+            |s, _| s.start().map(|_| ()).map_err(|e| e.to_string()),
             &[1, 2],
         ),
         (
             "probation used up: revert",
             |s, f| probation_restarts(s, f, gantry_device::update::MAX_PROBATION_RESTARTS),
-            |s, _| s.start(NOW).map(|_| ()).map_err(|e| e.to_string()),
+            |s, _| s.start().map(|_| ()).map_err(|e| e.to_string()),
             &[1, 2],
+        ),
+        (
+            "trust root rotation",
+            v1,
+            |s, f| {
+                let next = f.rotated(2, NOW + 100_000).trust_root;
+                s.rotate_trust_root(&[next], NOW).map(|_| ()).map_err(|e| e.to_string())
+            },
+            &[1],
         ),
     ];
     for (name, setup, step, allowed) in runs {

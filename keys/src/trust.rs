@@ -407,11 +407,16 @@ impl SignedTrustRoot {
     /// signed it and it has not expired at `now` (Unix seconds).
     pub fn verify_self_signed(&self, now: u64) -> Result<VerifiedTrustRoot, TrustError> {
         let verified = self.verify_signatures_only()?;
-        check_expiry(&self.root, now)?;
+        verified.check_unexpired(now)?;
         Ok(verified)
     }
 
-    fn verify_signatures_only(&self) -> Result<VerifiedTrustRoot, TrustError> {
+    /// Verifies a root a device already holds: a threshold of its own root
+    /// keys signed it, whatever its expiry. A device keeps its anchor after
+    /// it expires (to accept successors signed by its root keys); whoever
+    /// uses it to accept something new checks
+    /// [`VerifiedTrustRoot::check_unexpired`] too.
+    pub fn verify_signatures_only(&self) -> Result<VerifiedTrustRoot, TrustError> {
         self.check_signed_by(&self.root, "its own root")?;
         Ok(VerifiedTrustRoot { root: self.root.clone(), bytes: self.to_bytes() })
     }
@@ -431,13 +436,6 @@ impl SignedTrustRoot {
         }
         current.verify_successor(last, now)
     }
-}
-
-fn check_expiry(root: &TrustRoot, now: u64) -> Result<(), TrustError> {
-    if now >= root.expires {
-        return Err(TrustError::Expired { version: root.version, expires: root.expires, now });
-    }
-    Ok(())
 }
 
 fn kid_of(sig: &CoseSignature) -> Option<KeyId> {
@@ -474,12 +472,41 @@ impl VerifiedTrustRoot {
         &self.bytes
     }
 
+    /// Refuses a root whose expiry has passed at `now` (Unix seconds): past
+    /// it, the root may only be used to accept its successor.
+    pub fn check_unexpired(&self, now: u64) -> Result<(), TrustError> {
+        if now >= self.root.expires {
+            return Err(TrustError::Expired { version: self.root.version, expires: self.root.expires, now });
+        }
+        Ok(())
+    }
+
+    /// Walks `chain` (oldest first) from this root: each must be a valid
+    /// successor of the one before; only the last one's expiry is checked,
+    /// so a device that slept through several rotations catches up. Roots
+    /// in `chain` not newer than this one are skipped (a server may send
+    /// its whole history).
+    pub fn verify_successors(&self, chain: &[SignedTrustRoot], now: u64) -> Result<VerifiedTrustRoot, TrustError> {
+        let newer: Vec<&SignedTrustRoot> = chain.iter().filter(|r| r.root.version > self.root.version).collect();
+        let Some((last, middle)) = newer.split_last() else {
+            return Err(TrustError::VersionNotIncreasing {
+                current: self.root.version,
+                new: chain.iter().map(|r| r.root.version).max().unwrap_or(self.root.version),
+            });
+        };
+        let mut current = self.clone();
+        for next in middle {
+            current = current.verify_successor_signatures(next)?;
+        }
+        current.verify_successor(last, now)
+    }
+
     /// Accepts `next` as the new root if its version is higher, a threshold
     /// of this root's root keys and of its own root keys signed it, and it has
     /// not expired at `now`. This root's own expiry does not matter here.
     pub fn verify_successor(&self, next: &SignedTrustRoot, now: u64) -> Result<VerifiedTrustRoot, TrustError> {
         let verified = self.verify_successor_signatures(next)?;
-        check_expiry(&next.root, now)?;
+        verified.check_unexpired(now)?;
         Ok(verified)
     }
 

@@ -66,4 +66,4 @@ pub use suit::envelope::{Digest, Envelope};
 pub use suit::integrated::{DeclaredImage, IntegratedPayload};
 pub use suit::interp::{ActionFailed, Image, Parameters, SuitDevice};
 pub use suit::manifest::{ComponentId, Manifest, Member, Section};
-pub use verify::{MAX_ANCHORS, MAX_SIGNATURES, Policy, VerifiedManifest, verify};
+pub use verify::{MAX_ANCHORS, MAX_SIGNATURES, Policy, VerifiedManifest, verify, verify_pinned};

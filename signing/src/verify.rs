@@ -68,7 +68,8 @@ impl<'p> Policy<'p> {
 }
 
 /// A manifest whose signatures, digest, severable members, sequence number
-/// and identity were checked against a [`Policy`]. Only [`verify`] makes one.
+/// and identity were checked against a [`Policy`]. Only [`verify`] makes one,
+/// and [`verify_pinned`], for what the device verified so before.
 #[derive(Clone, Copy, Debug)]
 pub struct VerifiedManifest<'a> {
     envelope: Envelope<'a>,
@@ -164,7 +165,47 @@ pub fn verify<'a>(envelope: &'a [u8], policy: &Policy<'_>) -> Result<VerifiedMan
     }
     let env = Envelope::parse(envelope)?;
     let (digest_bstr, signers) = check_signatures(env.auth, policy)?;
+    check_manifest(env, digest_bstr, signers, policy)
+}
 
+/// Checks an envelope this device accepted earlier under [`verify`], by the
+/// manifest digest it recorded then in state only it writes (the slot
+/// table): the manifest must hash to `pinned`, and its severable members,
+/// sequence number and identity are checked under `policy` as [`verify`]
+/// does; its signatures are not looked at, and `policy`'s anchors and
+/// threshold are ignored.
+///
+/// This re-checks integrity from flash, at every start, of what already
+/// runs: its keys may since have been rotated out of the trust root (which
+/// stops them from signing anything *new*), and the trust root may have
+/// expired (which stops new installs), and neither may stop software the
+/// device verified when it was installed. Never use it to accept a release.
+pub fn verify_pinned<'a>(
+    envelope: &'a [u8],
+    pinned: &[u8; 32],
+    policy: &Policy<'_>,
+) -> Result<VerifiedManifest<'a>, Error> {
+    let env = Envelope::parse(envelope)?;
+    let mut r = Reader::new(env.auth);
+    if r.array("authentication wrapper array")? == 0 {
+        return Err(Error::Missing("SUIT_Digest in authentication wrapper"));
+    }
+    let digest_bstr = r.bytes("digest bstr")?;
+    let verified = check_manifest(env, digest_bstr, 0, policy)?;
+    if verified.digest != *pinned {
+        return Err(Error::DigestMismatch);
+    }
+    Ok(verified)
+}
+
+/// Everything after the signatures: the digest, the severable members, the
+/// sequence number and the identity.
+fn check_manifest<'a>(
+    env: Envelope<'a>,
+    digest_bstr: &'a [u8],
+    signers: u32,
+    policy: &Policy<'_>,
+) -> Result<VerifiedManifest<'a>, Error> {
     let digest = Digest::parse(digest_bstr)?;
     if !digest.matches(env.manifest.wrapped)? {
         return Err(Error::DigestMismatch);

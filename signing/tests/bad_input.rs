@@ -9,7 +9,7 @@ use gantry_signing::build::{
 use gantry_signing::config::ContainerConfig;
 use gantry_signing::cose::{Sign1, TagRule};
 use gantry_signing::inspect::inspect;
-use gantry_signing::{Envelope, Error, IntegratedPayload, Policy, verify};
+use gantry_signing::{Envelope, Error, IntegratedPayload, Policy, verify, verify_pinned};
 
 fn key(t: KeyType) -> FileKeySource {
     FileKeySource::from_key("mem".into(), SigningKey::generate(t))
@@ -286,6 +286,44 @@ fn rollback_identity_and_thresholds() {
     assert!(matches!(verify(&one, &Policy::new(&anchors, 1).identity(Some(&other), None)), Err(Error::WrongVendor)));
     verify(&one, &Policy::new(&anchors, 1).identity(Some(&vendor), Some(&class_id_from_model(&vendor, "board"))))
         .unwrap();
+}
+
+/// What a device verified once is re-checked by its recorded digest: its
+/// signer may since have left the trust root, but a changed manifest, a
+/// wrong digest, a sequence below the minimum or another device's class is
+/// still refused, and bit flips never pass.
+#[test]
+fn a_pinned_digest_rechecks_what_was_verified_before() {
+    let signer = key(KeyType::P256);
+    let signed = add_signature(&release(7), &signer).unwrap();
+    let digest = *verify(&signed, &Policy::new(&[signer.public_key().clone()], 1)).unwrap().digest();
+    let rotated = [key(KeyType::Ed25519).public_key().clone()];
+    let policy = Policy::new(&rotated, 1);
+    assert!(matches!(verify(&signed, &policy), Err(Error::UnknownSigner)));
+    let m = verify_pinned(&signed, &digest, &policy).unwrap();
+    assert_eq!((m.digest(), m.sequence_number(), m.signer_indices().count()), (&digest, 7, 0));
+
+    let other = add_signature(&release(8), &signer).unwrap();
+    assert!(matches!(verify_pinned(&other, &digest, &policy), Err(Error::DigestMismatch)));
+    assert!(matches!(
+        verify_pinned(&signed, &digest, &policy.min_sequence(8)),
+        Err(Error::SequenceTooLow { sequence: 7, minimum: 8 })
+    ));
+    let vendor = vendor_id_from_domain("example.com");
+    let class = class_id_from_model(&vendor, "other-board");
+    assert!(matches!(verify_pinned(&signed, &digest, &policy.identity(None, Some(&class))), Err(Error::WrongClass)));
+    // Every flip in the manifest is refused (signature bytes are not
+    // looked at, so flips there are not).
+    let wrapped = Envelope::parse(&signed).unwrap().manifest().wrapped;
+    let start = wrapped.as_ptr() as usize - signed.as_ptr() as usize;
+    for pos in start..start + wrapped.len() {
+        let mut b = signed.clone();
+        b[pos] ^= 0x10;
+        assert!(verify_pinned(&b, &digest, &policy).is_err(), "flip at {pos} passed");
+    }
+    for cut in 0..signed.len() {
+        assert!(verify_pinned(&signed[..cut], &digest, &policy).is_err(), "prefix of {cut} bytes");
+    }
 }
 
 /// The envelope with its integrated payloads replaced by `payloads`, given

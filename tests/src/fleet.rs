@@ -319,7 +319,7 @@ impl SimDevice {
     /// The verified version `name` runs (sequence), checked from flash.
     pub fn running(&self, name: &str) -> Option<u64> {
         let store = self.device.store();
-        let r = store.runnable(name, supervisor::unix_now()).expect("the active slot verifies")?;
+        let r = store.runnable(name).expect("the active slot verifies")?;
         Some(r.release.sequence)
     }
 

@@ -19,6 +19,7 @@ pub fn geometry() -> Geometry {
 }
 
 pub struct Fleet {
+    pub root: FileKeySource,
     pub release: FileKeySource,
     pub identity: Identity,
     pub trust_root: Vec<u8>,
@@ -42,7 +43,39 @@ impl Fleet {
         signed.sign_with(&root).unwrap();
         let vendor_id = vendor_id_from_domain("example.com");
         let identity = Identity { device_id: [7; 16], vendor_id, class_id: class_id_from_model(&vendor_id, "gateway") };
-        Fleet { release, identity, trust_root: signed.to_bytes() }
+        Fleet { root, release, identity, trust_root: signed.to_bytes() }
+    }
+
+    /// The same fleet after a rotation of its root and release keys: trust
+    /// root `version`, expiring at `expires`, signed by the old root key and
+    /// the new one.
+    pub fn rotated(&self, version: u64, expires: u64) -> Fleet {
+        self.rotated_signed(version, expires, true, true)
+    }
+
+    /// [`Fleet::rotated`], signed by the old root key, the new one, both or
+    /// neither.
+    pub fn rotated_signed(&self, version: u64, expires: u64, by_old: bool, by_new: bool) -> Fleet {
+        let key = |t| FileKeySource::from_key("k".into(), SigningKey::generate(t));
+        let (root, release) = (key(KeyType::P256), key(KeyType::Ed25519));
+        let doc = TrustRoot::new(
+            version,
+            expires,
+            &[
+                (Role::Root, vec![root.public_key().clone()], 1),
+                (Role::Release, vec![release.public_key().clone()], 1),
+                (Role::Server, vec![root.public_key().clone()], 1),
+            ],
+        )
+        .unwrap();
+        let mut signed = SignedTrustRoot::new(doc).unwrap();
+        if by_old {
+            signed.sign_with(&self.root).unwrap();
+        }
+        if by_new {
+            signed.sign_with(&root).unwrap();
+        }
+        Fleet { root, release, identity: self.identity, trust_root: signed.to_bytes() }
     }
 
     pub fn device(&self) -> Store {

@@ -118,6 +118,36 @@ fn rotation_needs_old_and_new_thresholds() {
     assert!(matches!(new.verify_successor(&next, NOW), Err(TrustError::VersionNotIncreasing { .. })));
 }
 
+/// A device that slept through two rotations, holding an expired root,
+/// catches up from its own anchor; a chain with a forged link, or nothing
+/// newer, is refused.
+#[test]
+fn a_device_catches_up_through_successors_from_its_own_root() {
+    let signed = |k: &Keys, version, expires, by: &[&Keys]| {
+        let mut doc = root_doc(k, version, expires);
+        for signer in by {
+            doc.sign_with(&signer.root[0]).unwrap();
+            doc.sign_with(&signer.root[1]).unwrap();
+        }
+        doc
+    };
+    let (k1, k2, k3) = (keys(), keys(), keys());
+    let v1 = signed(&k1, 1, NOW + 10, &[&k1]);
+    let v2 = signed(&k2, 2, NOW + 20, &[&k1, &k2]);
+    let v3 = signed(&k3, 3, NOW + 1000, &[&k2, &k3]);
+    let held = v1.verify_signatures_only().unwrap();
+    assert!(matches!(held.check_unexpired(NOW + 500), Err(TrustError::Expired { version: 1, .. })));
+    let caught_up = held.verify_successors(&[v1.clone(), v2.clone(), v3.clone()], NOW + 500).unwrap();
+    assert_eq!(caught_up.root().version, 3);
+    caught_up.check_unexpired(NOW + 500).unwrap();
+    assert!(held.verify_successors(&[v2.clone(), v3.clone()], NOW + 2000).is_err(), "the last one expired");
+    assert!(matches!(held.verify_successors(&[v3.clone()], NOW), Err(TrustError::UnderSigned { .. })), "v2 skipped");
+    let forged = signed(&k3, 3, NOW + 1000, &[&k3]);
+    assert!(held.verify_successors(&[v2.clone(), forged], NOW).is_err());
+    assert!(matches!(caught_up.verify_successors(&[v1, v2], NOW), Err(TrustError::VersionNotIncreasing { .. })));
+    assert!(matches!(caught_up.verify_successors(&[], NOW), Err(TrustError::VersionNotIncreasing { .. })));
+}
+
 #[test]
 fn duplicate_signer_and_bad_policies_are_refused() {
     let k = keys();
