@@ -78,7 +78,7 @@ impl Device {
             .map_err(|e| DeviceError::Config(format!("{}: {e}", flash_path.display())))?;
         let store = Store::open(flash, geometry)?;
         store.provision(identity, trust_root, now)?;
-        std::fs::write(&toml, geometry_toml(&geometry)).map_err(io(&toml))?;
+        std::fs::write(&toml, geometry_toml(&geometry).map_err(DeviceError::Config)?).map_err(io(&toml))?;
         Self::open(dir)
     }
 
@@ -162,30 +162,36 @@ impl From<BundleError> for DeviceError {
     }
 }
 
-fn geometry_toml(g: &Geometry) -> String {
-    format!(
-        "# Written by `gantry-device init`; the flash layout depends on it.\nfirmware_pages = {}\ndevice_kv_pages = {}\nmax_containers = {}\nslot_size = {}\n",
-        g.firmware_pages, g.device_kv_pages, g.max_containers, g.slot_size
-    )
+/// `device.toml`: what `init` chose. Every key is required and no other
+/// is allowed, so a typo is an error, not a silent default.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GeometryFile {
+    firmware_pages: u32,
+    device_kv_pages: u32,
+    max_containers: u8,
+    slot_size: u32,
+}
+
+fn geometry_toml(g: &Geometry) -> Result<String, String> {
+    let file = GeometryFile {
+        firmware_pages: g.firmware_pages,
+        device_kv_pages: g.device_kv_pages,
+        max_containers: g.max_containers,
+        slot_size: g.slot_size,
+    };
+    let body = toml::to_string(&file).map_err(|e| e.to_string())?;
+    Ok(format!("# Written by `gantry-device init`; the flash layout depends on it.\n{body}"))
 }
 
 fn parse_geometry(text: &str) -> Result<Geometry, String> {
-    let mut g = Geometry::default();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        let (k, v) = line.split_once('=').ok_or_else(|| format!("not `key = value`: {line:?}"))?;
-        let v: u64 = v.trim().parse().map_err(|_| format!("{}: not a number", k.trim()))?;
-        let small = |v: u64| u32::try_from(v).map_err(|_| format!("{}: too large", k.trim()));
-        match k.trim() {
-            "firmware_pages" => g.firmware_pages = small(v)?,
-            "device_kv_pages" => g.device_kv_pages = small(v)?,
-            "max_containers" => {
-                g.max_containers = u8::try_from(v).map_err(|_| "max_containers: too large".to_string())?
-            }
-            "slot_size" => g.slot_size = small(v)?,
-            other => return Err(format!("unknown key {other:?}")),
-        }
-    }
-    Ok(g)
+    let f: GeometryFile = toml::from_str(text).map_err(|e| e.message().to_owned())?;
+    Ok(Geometry {
+        firmware_pages: f.firmware_pages,
+        device_kv_pages: f.device_kv_pages,
+        max_containers: f.max_containers,
+        slot_size: f.slot_size,
+    })
 }
 
 #[cfg(test)]
@@ -195,9 +201,12 @@ mod tests {
     #[test]
     fn geometry_file_round_trip() {
         let g = Geometry { firmware_pages: 3, device_kv_pages: 5, max_containers: 2, slot_size: 1 << 20 };
-        assert_eq!(parse_geometry(&geometry_toml(&g)), Ok(g));
+        assert_eq!(parse_geometry(&geometry_toml(&g).unwrap()), Ok(g));
         assert!(parse_geometry("slot_size = lots").is_err());
         assert!(parse_geometry("colour = 3").is_err());
         assert!(parse_geometry("max_containers = 300").is_err());
+        let complete = geometry_toml(&g).unwrap();
+        assert!(parse_geometry(&complete.replace("slot_size", "slot_sise")).is_err(), "a typo is an error");
+        assert!(parse_geometry(&format!("{complete}slot_size = 4096\n")).is_err(), "a key twice");
     }
 }

@@ -55,12 +55,16 @@ pub struct TableFault {
     pub error: TableError,
 }
 
+/// A pair's newest record that decodes, with which of its two keys holds
+/// it, and the records that do not decode.
+type PairRecord = (Option<(u8, Record)>, Vec<TableFault>);
+
 /// The newest record of `pair` that decodes and which of the pair's two
 /// keys holds it, plus the records that do not decode.
 fn pair_record<F: embedded_storage::nor_flash::NorFlash>(
     kv: &mut Kv<F, KV_BUF>,
     pair: u8,
-) -> Result<(Option<(u8, Record)>, Vec<TableFault>), Error> {
+) -> Result<PairRecord, Error> {
     let mut best: Option<(u8, Record)> = None;
     let mut faults = Vec::new();
     for which in 0..2 {

@@ -170,7 +170,11 @@ fn an_expired_root_stops_installs_not_containers_and_its_successor_takes_over() 
         Some(2)
     );
     assert_eq!(store.trust_root().unwrap().root().version, 2);
-    assert_eq!(store.rotate_trust_root(&[next.trust_root.clone()], expired).unwrap(), None, "nothing newer");
+    assert_eq!(
+        store.rotate_trust_root(std::slice::from_ref(&next.trust_root), expired).unwrap(),
+        None,
+        "nothing newer"
+    );
     assert_eq!(running(&store, "app"), Some(1), "what the old keys signed still runs");
     match store.install(&v2.0, &[&v2.1, &v2.2], expired).unwrap() {
         UpdateEvent::Refused { reason, .. } => assert!(reason.contains("trusted key"), "{reason}"),

@@ -96,6 +96,10 @@ pub struct CheckinRequest {
     /// What the device runs, at most [`MAX_INVENTORY`] entries.
     #[serde(default)]
     pub inventory: Vec<InventoryItem>,
+    /// Version of the trust root the device holds: the server answers
+    /// with the newer ones ([`CheckinResponse::trust_roots`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_root_version: Option<u64>,
 }
 
 impl CheckinRequest {
@@ -151,6 +155,13 @@ pub struct CheckinResponse {
     pub poll_after: u64,
     /// What the ticket assigns, with the envelopes' blob addresses.
     pub assignments: Vec<Assignment>,
+    /// The trust roots newer than the one the device said it holds, oldest
+    /// first, each a signed CBOR document in standard base64, at most
+    /// [`crate::MAX_TRUST_ROOTS`]. The device accepts each only as a valid
+    /// successor of the one before (a threshold of the old and of the new
+    /// root keys), so a server cannot make it trust anything by itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trust_roots: Vec<String>,
 }
 
 impl CheckinResponse {
@@ -208,7 +219,11 @@ mod tests {
 
     #[test]
     fn validation_refuses_each_bad_field() {
-        let ok = CheckinRequest { nonce: "AAAAAAAAAAAAAAAAAAAAAA==".into(), inventory: vec![item(); MAX_INVENTORY] };
+        let ok = CheckinRequest {
+            nonce: "AAAAAAAAAAAAAAAAAAAAAA==".into(),
+            inventory: vec![item(); MAX_INVENTORY],
+            trust_root_version: Some(1),
+        };
         assert_eq!(ok.validate(), Ok(()));
         let too_many = CheckinRequest { inventory: vec![item(); MAX_INVENTORY + 1], ..ok.clone() };
         assert_eq!(too_many.validate(), Err(ValidationError::InventoryTooLong { count: MAX_INVENTORY + 1 }));
@@ -231,8 +246,13 @@ mod tests {
 
     #[test]
     fn poll_after_never_overflows_a_clock() {
-        let r =
-            CheckinResponse { ticket: String::new(), etag: String::new(), poll_after: u64::MAX, assignments: vec![] };
+        let r = CheckinResponse {
+            ticket: String::new(),
+            etag: String::new(),
+            poll_after: u64::MAX,
+            assignments: vec![],
+            trust_roots: vec![],
+        };
         assert_eq!(r.poll_after_clamped(), MAX_POLL_AFTER);
         let _ = std::time::Instant::now() + std::time::Duration::from_secs(r.poll_after_clamped());
         assert_eq!(parse_poll_after("317"), Some(317));

@@ -58,6 +58,6 @@ pub use checkin::{
 pub use error::{ErrorBody, ValidationError};
 pub use limits::{
     DIGEST_HEX_LEN, MAX_DETAIL, MAX_INVENTORY, MAX_POLL_AFTER, MAX_PROGRESS, MAX_STREAM, MAX_TOKEN_TTL,
-    POLL_AFTER_HEADER, valid_digest, valid_stream,
+    MAX_TRUST_ROOTS, POLL_AFTER_HEADER, valid_digest, valid_stream,
 };
 pub use report::{Report, ReportState};

@@ -33,6 +33,10 @@ pub const MAX_TOKEN_TTL: u64 = 24 * 60 * 60;
 /// in seconds (one day); the device's own schedule may cap it lower.
 pub const MAX_POLL_AFTER: u64 = 24 * 60 * 60;
 
+/// Most trust roots one check-in answer carries (a device more rotations
+/// behind catches up over several check-ins).
+pub const MAX_TRUST_ROOTS: usize = 16;
+
 /// Whether `s` is a stream name the API takes: 1 to [`MAX_STREAM`] bytes.
 pub fn valid_stream(s: &str) -> bool {
     (1..=MAX_STREAM).contains(&s.len())

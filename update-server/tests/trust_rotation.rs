@@ -50,6 +50,7 @@ async fn the_trust_root_rotates_through_the_api(s: &TestServer) {
     // The harness installed version 1 with `root_key` and `release_key`.
     assert_eq!(installed_version(s).await, 1);
     let v1 = s.get("/api/v1/trust-root", &s.admin).await.bytes().await.unwrap().to_vec();
+    let v1_doc = v1.clone();
     let (new_root, new_release) = (key(KeyType::Ed25519), key(KeyType::P256));
 
     // Signed by the new root key alone: the old root never agreed.
@@ -84,5 +85,40 @@ async fn the_trust_root_rotates_through_the_api(s: &TestServer) {
     assert_eq!((status, body["error"].as_str()), (422, Some("unknown-signer")), "{body}");
     let (status, body) = s.upload_release(&release("app", 2), &new_release).await;
     assert_eq!(status, 201, "{body}");
+
+    // A device that holds version 1 is sent version 2 at its next
+    // check-in, even when its desired state did not change (no 304).
+    let mut device = s.preauthorized_device("rotating-device").await;
+    device.login(s).await;
+    let checkin = |held: Option<u64>, etag: Option<String>| {
+        let mut body = serde_json::json!({"nonce": "AAAAAAAAAAAAAAAAAAAAAA==", "inventory": []});
+        if let Some(v) = held {
+            body["trust_root_version"] = v.into();
+        }
+        let mut req = s.http.post(s.url("/api/v1/device/checkin")).bearer_auth(device.token()).json(&body);
+        if let Some(e) = etag {
+            req = req.header("If-None-Match", e);
+        }
+        req.send()
+    };
+    let r = checkin(Some(2), None).await.unwrap();
+    let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+    let body: Value = r.json().await.unwrap();
+    assert!(body.get("trust_roots").is_none(), "nothing newer than 2: {body}");
+    assert_eq!(checkin(Some(2), Some(etag.clone())).await.unwrap().status(), 304);
+    assert_eq!(checkin(None, Some(etag.clone())).await.unwrap().status(), 304, "an agent that does not say");
+    let r = checkin(Some(1), Some(etag)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let sent: Vec<Vec<u8>> = body["trust_roots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b.as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(sent.len(), 1);
+    let held = SignedTrustRoot::from_bytes(&v1_doc).unwrap().verify_signatures_only().unwrap();
+    let next = held.verify_successors(&[SignedTrustRoot::from_bytes(&sent[0]).unwrap()], 0).unwrap();
+    assert_eq!(next.root().version, 2, "the device accepts it as a successor of what it holds");
 }
 on_both_backends!(the_trust_root_rotates_through_the_api);

@@ -133,9 +133,14 @@ impl Client {
         token: &str,
         nonce: &[u8],
         inventory: &[InventoryItem],
+        trust_root_version: u64,
         etag: Option<&str>,
     ) -> Result<Checkin, AgentError> {
-        let body = CheckinRequest { nonce: B64.encode(nonce), inventory: inventory.to_vec() };
+        let body = CheckinRequest {
+            nonce: B64.encode(nonce),
+            inventory: inventory.to_vec(),
+            trust_root_version: Some(trust_root_version),
+        };
         body.validate()?;
         let mut req =
             self.http.post(self.url("/api/v1/device/checkin")).header("authorization", format!("Bearer {token}"));

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest as _, Sha256};
 use ureq::http::StatusCode;
 
+use super::AgentError;
 use super::client::Client;
-use super::{AgentError, hex};
 
 /// Time limits of one download.
 #[derive(Clone, Copy, Debug)]
@@ -78,7 +78,7 @@ impl Downloads {
     }
 
     fn part(&self, sha256: &[u8; 32]) -> PathBuf {
-        self.dir.join(format!("{}.part", hex(sha256)))
+        self.dir.join(format!("{}.part", hex::encode(sha256)))
     }
 
     /// Forgets a blob's partial or finished file.
@@ -88,7 +88,7 @@ impl Downloads {
 
     /// Removes every file but those of `keep`.
     pub(crate) fn retain(&self, keep: &[[u8; 32]]) {
-        let keep: Vec<String> = keep.iter().map(|k| format!("{}.part", hex(k))).collect();
+        let keep: Vec<String> = keep.iter().map(|k| format!("{}.part", hex::encode(k))).collect();
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for e in entries.flatten() {
                 if !keep.iter().any(|k| e.file_name().to_str() == Some(k)) {
@@ -154,7 +154,7 @@ fn download(
     let started = Instant::now();
     let mut req = client
         .http()
-        .get(client.url(&format!("/blobs/sha256/{}", hex(sha256))))
+        .get(client.url(&format!("/blobs/sha256/{}", hex::encode(sha256))))
         .config()
         .timeout_global(Some(deadline))
         .timeout_per_read(Some(caps.stall))

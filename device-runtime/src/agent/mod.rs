@@ -84,6 +84,9 @@ pub enum AgentError {
     /// Local files.
     #[error("{0}")]
     Io(String),
+    /// A cycle panicked (a bug): caught, reported, and the loop goes on.
+    #[error("the update cycle failed unexpectedly: {0}")]
+    Panicked(String),
     /// The device.
     #[error("{0}")]
     Device(#[from] DeviceError),
@@ -129,6 +132,13 @@ pub enum AgentEvent {
     },
     /// An install ran through the update flow.
     Update(UpdateEvent),
+    /// The server sent successors of the trust root the device holds.
+    TrustRoot {
+        /// The version now held, if they were accepted.
+        accepted: Option<u64>,
+        /// Why not, if they were refused (an attack, or a broken chain).
+        refused: Option<String>,
+    },
     /// A report did not reach the server (the next check-in's inventory
     /// still tells what the device runs).
     ReportFailed {
@@ -178,22 +188,13 @@ pub fn device_key(state: &Path) -> Result<FileKeySource, AgentError> {
 
 /// The id the server knows this device by: its 16-byte identity, in hex.
 pub fn device_id(device: &Device) -> Result<String, AgentError> {
-    Ok(hex(&device.store().identity().map_err(DeviceError::from)?.device_id))
+    Ok(hex::encode(device.store().identity().map_err(DeviceError::from)?.device_id))
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|b| format!("{b:02x}")).collect()
-}
-
+/// A SHA-256 digest from the server's hex (either case), if it is one.
 fn unhex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
     let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
+    hex::decode_to_slice(s, &mut out).ok().map(|()| out)
 }
 
 /// What the device runs, as a check-in reports it: at most the
@@ -213,7 +214,7 @@ pub fn inventory(table: &SlotTable) -> Vec<InventoryItem> {
             };
             Some(InventoryItem {
                 stream: c.name.clone(),
-                manifest_digest: hex(&i.manifest_digest),
+                manifest_digest: hex::encode(i.manifest_digest),
                 sequence: i.sequence,
                 state: Some(state),
             })
@@ -224,7 +225,7 @@ pub fn inventory(table: &SlotTable) -> Vec<InventoryItem> {
 
 /// The report the agent sends: its detail cut to what the server takes.
 fn report_body(stream: &str, digest: &[u8; 32], state: ReportState, detail: Option<&str>) -> Report {
-    let report = Report::new(stream, hex(digest), state);
+    let report = Report::new(stream, hex::encode(digest), state);
     match detail {
         Some(d) => report.with_detail(d),
         None => report,
@@ -382,7 +383,8 @@ impl Agent {
         let table = device.store().table().map_err(DeviceError::from)?;
         let mut nonce = [0u8; 16];
         OsRng.fill_bytes(&mut nonce);
-        let answer = match self.client.checkin(&token, &nonce, &inventory(&table), self.etag.as_deref()) {
+        let held = device.store().trust_root().map_err(DeviceError::from)?.root().version;
+        let answer = match self.client.checkin(&token, &nonce, &inventory(&table), held, self.etag.as_deref()) {
             Err(e @ AgentError::Unauthorized(_)) => {
                 self.token = None;
                 return Err(e);
@@ -396,6 +398,12 @@ impl Agent {
             }
             Checkin::Changed(r) => r,
         };
+        // Before the ticket: a device whose root expired (or was rotated
+        // away from the server's key) catches up first. Each successor is
+        // checked against the root held; a refusal changes nothing.
+        if !response.trust_roots.is_empty() {
+            events(self.rotate_trust_root(device, &response.trust_roots));
+        }
         let ticket_bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &response.ticket)
             .map_err(|_| AgentError::Protocol("ticket: not base64".into()))?;
         let now = unix_now();
@@ -461,6 +469,22 @@ impl Agent {
         // next check-in gets a fresh ticket and tries again.
         self.etag = if all_done { Some(response.etag) } else { None };
         Ok(cycle)
+    }
+
+    fn rotate_trust_root(&self, device: &Device, chain: &[String]) -> AgentEvent {
+        let decoded: Result<Vec<Vec<u8>>, _> = chain
+            .iter()
+            .take(gantry_protocol::MAX_TRUST_ROOTS)
+            .map(|b| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b))
+            .collect();
+        let result = match decoded {
+            Err(_) => Err("a trust root is not base64".to_owned()),
+            Ok(chain) => device.store().rotate_trust_root(&chain, unix_now()).map_err(|e| e.to_string()),
+        };
+        match result {
+            Ok(accepted) => AgentEvent::TrustRoot { accepted, refused: None },
+            Err(why) => AgentEvent::TrustRoot { accepted: None, refused: Some(why) },
+        }
     }
 
     /// Fetches, verifies and installs one assignment.
@@ -594,7 +618,8 @@ mod tests {
     #[test]
     fn hex_round_trip() {
         let d = [0xabu8; 32];
-        assert_eq!(unhex32(&hex(&d)), Some(d));
+        assert_eq!(unhex32(&hex::encode(d)), Some(d));
+        assert_eq!(unhex32(&hex::encode_upper(d)), Some(d));
         assert_eq!(unhex32("zz"), None);
         assert_eq!(unhex32(&"g".repeat(64)), None);
     }

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use gantry_keys::{PublicKey, decode_cose_key, read_public_key_pem};
 use gantry_protocol::{
     Assignment, BlobRef, ChallengeRequest, ChallengeResponse, CheckinRequest, CheckinResponse, EnrollRequest,
-    LoginRequest, LoginResponse, POLL_AFTER_HEADER, Report, ReportState, ValidationError,
+    LoginRequest, LoginResponse, MAX_TRUST_ROOTS, POLL_AFTER_HEADER, Report, ReportState, ValidationError,
 };
 use gantry_signing::device_auth::{LoginPolicy, valid_device_id, verify_login_proof};
 use gantry_signing::ticket::{MAX_STREAM_NAME, NONCE_MAX, NONCE_MIN, Ticket};
@@ -196,6 +196,12 @@ pub(super) async fn checkin(
     let now = now();
     s.fleet.touch(id, now);
 
+    // A device behind on trust-root rotations is sent the successors; they
+    // verify on the device, against the root it holds, or not at all.
+    let trust_roots = match req.trust_root_version {
+        Some(held) => s.fleet.trust_roots_after(&s.store, held, MAX_TRUST_ROOTS).await?,
+        None => Vec::new(),
+    };
     let desired = &device.desired;
     let poll = poll_after(&s);
     let etag = HeaderValue::from_str(&desired.etag).map_err(ApiError::internal)?;
@@ -204,7 +210,7 @@ pub(super) async fn checkin(
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == desired.etag));
-    if unchanged {
+    if unchanged && trust_roots.is_empty() {
         inc(&s.metrics.checkins_unchanged);
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag), (POLL_AFTER, poll_header)]).into_response());
     }
@@ -236,8 +242,13 @@ pub(super) async fn checkin(
             })
         })
         .collect::<Result<_, ApiError>>()?;
-    let body =
-        CheckinResponse { ticket: B64.encode(signed), etag: desired.etag.clone(), poll_after: poll, assignments };
+    let body = CheckinResponse {
+        ticket: B64.encode(signed),
+        etag: desired.etag.clone(),
+        poll_after: poll,
+        assignments,
+        trust_roots: trust_roots.iter().map(|d| B64.encode(d)).collect(),
+    };
     Ok((StatusCode::OK, [(header::ETAG, etag), (POLL_AFTER, poll_header)], Json(body)).into_response())
 }
 

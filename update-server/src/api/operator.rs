@@ -202,6 +202,7 @@ pub(super) async fn put_trust_root(
     .map_err(|e| ApiError::refused("trust-root-refused", e.to_string()))?;
     let root = verified.root();
     s.store.insert_trust_root(root.version, verified.to_bytes(), &caller.name()).await?;
+    s.fleet.invalidate_trust_roots();
     let in_role = root.policy(TrustRole::Server).keys.contains(&s.server_key.key_id());
     if !in_role {
         tracing::warn!(

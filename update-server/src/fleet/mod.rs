@@ -13,6 +13,10 @@
 //! Several nodes may share one database: every change to what a device
 //! should run bumps a generation counter in the database; each node polls
 //! it and reloads entries cached under an older generation.
+//!
+//! The chain of trust roots (what a device behind on rotations is sent) is
+//! cached too, reloaded when this node installs a root and at most
+//! [`TRUST_ROOTS_REFRESH`] after another node did.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher as _, RandomState};
@@ -26,6 +30,17 @@ use sha2::{Digest as _, Sha256};
 use crate::store::{DesiredRow, Store, StoreError};
 
 const SHARDS: usize = 16;
+
+/// How stale the cached chain of trust roots may get when another node
+/// installs a root.
+pub const TRUST_ROOTS_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Every trust root installed, oldest first, and when it was read.
+#[derive(Default)]
+struct TrustRoots {
+    read_at: Option<std::time::Instant>,
+    chain: Arc<Vec<(u64, Vec<u8>)>>,
+}
 
 /// A device's cached state.
 #[derive(Clone, Debug)]
@@ -93,6 +108,7 @@ pub struct Fleet {
     generation: AtomicI64,
     last_seen: Mutex<HashMap<String, i64>>,
     shared: Mutex<SharedDesired>,
+    trust_roots: Mutex<TrustRoots>,
 }
 
 /// The desired states cached entries point to, by ETag, so that a fleet
@@ -130,6 +146,7 @@ impl Default for Fleet {
             generation: AtomicI64::new(0),
             last_seen: Mutex::new(HashMap::new()),
             shared: Mutex::new(SharedDesired::default()),
+            trust_roots: Mutex::new(TrustRoots::default()),
         }
     }
 }
@@ -204,6 +221,30 @@ impl Fleet {
     /// an older one are reloaded at their next use.
     pub fn set_generation(&self, generation: i64) {
         self.generation.fetch_max(generation, Ordering::AcqRel);
+    }
+
+    /// The trust roots newer than `version`, oldest first, at most `max`
+    /// (from memory; see the module documentation).
+    pub async fn trust_roots_after(&self, store: &Store, version: u64, max: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let cached = {
+            let t = lock(&self.trust_roots);
+            t.read_at.filter(|at| at.elapsed() < TRUST_ROOTS_REFRESH).map(|_| t.chain.clone())
+        };
+        let chain = match cached {
+            Some(chain) => chain,
+            None => {
+                let chain = Arc::new(store.trust_roots().await?);
+                *lock(&self.trust_roots) =
+                    TrustRoots { read_at: Some(std::time::Instant::now()), chain: chain.clone() };
+                chain
+            }
+        };
+        Ok(chain.iter().filter(|(v, _)| *v > version).take(max).map(|(_, doc)| doc.clone()).collect())
+    }
+
+    /// A trust root was installed: the next check-in reads the chain again.
+    pub fn invalidate_trust_roots(&self) {
+        lock(&self.trust_roots).read_at = None;
     }
 
     /// Number of cached devices.

@@ -143,6 +143,19 @@ impl Store {
         Ok(row.map(|r| r.try_get::<Vec<u8>, _>(0)).transpose()?)
     }
 
+    /// Every trust root installed, oldest first: the chain a device that
+    /// holds an older one walks to the newest.
+    pub async fn trust_roots(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT version, document FROM trust_roots ORDER BY version").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let version: i64 = r.try_get(0)?;
+                Ok((version as u64, r.try_get::<Vec<u8>, _>(1)?))
+            })
+            .collect()
+    }
+
     /// Records a verified trust root.
     pub async fn insert_trust_root(&self, version: u64, document: &[u8], by: &str) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO trust_roots (version, document, installed_at, installed_by) VALUES ($1, $2, $3, $4)")

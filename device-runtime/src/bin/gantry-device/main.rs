@@ -152,11 +152,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let root = read(&trust)?;
             let vendor_id = vendor_id_from_domain(&vendor);
             let mut device_id = [0u8; 16];
-            getrandom(&mut device_id)?;
+            rand_core::RngCore::try_fill_bytes(&mut rand_core::OsRng, &mut device_id)
+                .context("no randomness for the device id")?;
             let identity = Identity { device_id, vendor_id, class_id: class_id_from_model(&vendor_id, &class) };
             let geometry = Geometry { max_containers, slot_size: slot_mib << 20, ..Geometry::default() };
             Device::init(state, geometry, &identity, &root, supervisor::unix_now())?;
-            println!("initialized {} (device {}, {vendor} / {class})", state.display(), hex(&device_id));
+            println!("initialized {} (device {}, {vendor} / {class})", state.display(), hex::encode(device_id));
         }
         Command::Install { envelope, module, blobs, json } => {
             let device = Device::open(state)?;
@@ -208,7 +209,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         version,
                         seq,
                         format!("{:?}", c.active),
-                        phase_name(&c.phase),
+                        c.phase.name(),
                         c.counter,
                         c.enabled
                     );
@@ -311,7 +312,19 @@ fn pull(
         e => println!("agent: {e:?}"),
     };
     while !stop.load(Ordering::Relaxed) {
-        let wait = match agent.cycle(device, &mut |e| say(&e)) {
+        // A panic in a cycle (a bug, or an input nobody thought of) must not
+        // end the updates until the next restart: it is reported, and the
+        // loop backs off and tries again with a fresh agent state.
+        let cycle = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| agent.cycle(device, &mut |e| say(&e))))
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                Err(agent::AgentError::Panicked(what))
+            });
+        let wait = match cycle {
             Ok(cycle) => {
                 for name in cycle.switched {
                     let _ = control.send(Control::Reload(name));
@@ -339,9 +352,7 @@ fn pull(
 }
 
 fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    let _ = getrandom(&mut b);
-    u64::from_le_bytes(b)
+    rand_core::RngCore::next_u64(&mut rand_core::OsRng)
 }
 
 /// Module first, then each blob in the order the manifest names them (the
@@ -368,35 +379,16 @@ fn order_payloads<'a>(envelope: &[u8], module: &'a [u8], blobs: &'a [(String, Ve
     Ok(payloads)
 }
 
-fn getrandom(buf: &mut [u8]) -> Result<()> {
-    use std::io::Read as _;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(buf))
-        .context("reading /dev/urandom for the device id")
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn phase_name(p: &Phase) -> &'static str {
-    match p {
-        Phase::Confirmed => "confirmed",
-        Phase::Probation { .. } => "probation",
-        Phase::Reverted { .. } => "reverted",
-    }
-}
-
 fn container_json(c: &Container) -> serde_json::Value {
     let slot = |i: Option<&gantry_device::table::Installed>| {
-        i.map(|i| json!({ "version": i.version, "sequence": i.sequence, "manifest_digest": hex(&i.manifest_digest) }))
+        i.map(|i| json!({ "version": i.version, "sequence": i.sequence, "manifest_digest": hex::encode(i.manifest_digest) }))
     };
     json!({
         "name": c.name,
         "active_slot": format!("{:?}", c.active),
         "running": slot(c.running()),
         "standby": slot(c.standby()),
-        "phase": phase_name(&c.phase),
+        "phase": c.phase.name(),
         "reason": match &c.phase { Phase::Reverted { reason } => Some(reason.to_string()), _ => None },
         "counter": c.counter,
         "enabled": c.enabled,
