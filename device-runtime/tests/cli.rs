@@ -69,6 +69,10 @@ fn init_install_status_run_logs() {
 
     let o = cli(&state, &["status", "--json"]);
     let status: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(status["trust_root"]["version"], 1, "{status}");
+    assert_eq!(status["trust_root"]["expired"], false, "{status}");
+    assert_eq!(status["table_faults"], serde_json::json!([]), "{status}");
+    assert_eq!(cli(&state, &["logs", "no-such-container"]).status.code(), Some(2));
     let c = &status["containers"][0];
     assert_eq!(
         (c["name"].as_str(), c["phase"].as_str(), c["counter"].as_u64()),

@@ -9,7 +9,11 @@ use gantry_keys::{FileKeySource, KeySource, KeyType, SigningKey};
 use gantry_signing::build::{ContainerRelease, add_signature, class_id_from_model, vendor_id_from_domain};
 use gantry_signing::config::ContainerConfig;
 
-pub const NOW: u64 = 1_800_000_000;
+/// The store tests' clock, and (an hour later) the expiry of the fleet's
+/// trust root. Far ahead of the wall clock, which the supervisor and CLI
+/// tests install under: with 1_800_000_000 they would all have failed from
+/// January 2027 on, when that root expired for real.
+pub const NOW: u64 = 4_000_000_000;
 
 /// Envelope, module, blob.
 pub type Release = (Vec<u8>, Vec<u8>, Vec<u8>);

@@ -190,11 +190,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Status { json } => {
             let device = Device::open(state)?;
-            let table = device.store().table()?;
+            let store = device.store();
+            let (table, faults, root) = (store.table()?, store.table_faults()?, store.trust_root()?);
+            drop(store);
+            let (version, expires) = (root.root().version, root.root().expires);
+            let expired = root.check_unexpired(supervisor::unix_now()).is_err();
             if json {
                 let list: Vec<_> = table.containers.iter().map(container_json).collect();
-                println!("{}", serde_json::to_string_pretty(&json!({ "containers": list }))?);
-            } else if table.containers.is_empty() {
+                let faults: Vec<String> = faults.iter().map(ToString::to_string).collect();
+                let root = json!({ "version": version, "expires": expires, "expired": expired });
+                let status = json!({ "containers": list, "table_faults": faults, "trust_root": root });
+                println!("{}", serde_json::to_string_pretty(&status)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "trust root version {version}{}",
+                if expired { ", EXPIRED: installs are refused until a newer root arrives" } else { "" }
+            );
+            for f in &faults {
+                println!("slot table fault: {f} (its previous state is used)");
+            }
+            if table.containers.is_empty() {
                 println!("no containers installed");
             } else {
                 println!(
@@ -217,6 +233,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Logs { name, tail } => {
+            if Device::open(state)?.store().table()?.get(&name).is_none() {
+                bail!("no container named {name:?} (`gantry-device status` lists them)");
+            }
             let log = state.join("containers").join(&name).join("log");
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
@@ -238,6 +257,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Run { seconds, json, server, enroll_token, poll_seconds } => {
             let device = Device::open(state)?;
+            for f in device.store().table_faults()? {
+                if json {
+                    println!("{}", json!({ "report": "table-fault", "fault": f.to_string() }));
+                } else {
+                    eprintln!("slot table fault: {f} (its previous state is used)");
+                }
+            }
             let stop = Arc::new(AtomicBool::new(false));
             signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
             signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
