@@ -210,10 +210,16 @@ pub fn verify_release(
     Ok(release)
 }
 
-/// Bytes a release takes in a slot.
-pub fn slot_bytes(envelope: &[u8], payloads: &[&[u8]]) -> u64 {
-    let header = (FIXED_HEADER + envelope.len()).next_multiple_of(gantry_boot::image::PAYLOAD_ALIGN) as u64;
-    header + payloads.iter().map(|p| p.len() as u64).sum::<u64>()
+/// Bytes a release takes in a slot: its envelope of `envelope_len` bytes
+/// and payloads of the given lengths (known before any is read: from the
+/// files' sizes, or from the signed manifest before a download).
+pub fn slot_bytes(envelope_len: usize, payload_lens: impl IntoIterator<Item = u64>) -> u64 {
+    let header = FIXED_HEADER.saturating_add(envelope_len).next_multiple_of(gantry_boot::image::PAYLOAD_ALIGN) as u64;
+    payload_lens.into_iter().fold(header, u64::saturating_add)
+}
+
+fn lens<'a>(payloads: &'a [&[u8]]) -> impl Iterator<Item = u64> + 'a {
+    payloads.iter().map(|p| p.len() as u64)
 }
 
 /// Writes a release into an erased-or-not `slot`: erases the pages it needs,
@@ -223,7 +229,7 @@ pub fn write_slot<F: NorFlash>(slot: &mut F, envelope: &[u8], payloads: &[&[u8]]
         return Err(ImageError::EnvelopeTooLarge { len: envelope.len() as u32, max: MAX_ENVELOPE as u32 }.into());
     }
     let header = gantry_boot::image::pack_with_magic(&CONTAINER_MAGIC, envelope, &[])?;
-    let total = slot_bytes(envelope, payloads);
+    let total = slot_bytes(envelope.len(), lens(payloads));
     let capacity = slot.capacity() as u64;
     if total > capacity {
         return Err(BundleError::TooLarge { size: total, slot: capacity });

@@ -381,7 +381,7 @@ impl Store {
             Err(e) => return refused("?", e.to_string()),
         };
         let name = release.config.name.clone();
-        let size = bundle::slot_bytes(envelope, payloads);
+        let size = bundle::slot_bytes(envelope.len(), payloads.iter().map(|p| p.len() as u64));
         if size > self.layout.slot_size as u64 {
             return refused(
                 &name,

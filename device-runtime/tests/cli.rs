@@ -56,6 +56,14 @@ fn init_install_status_run_logs() {
     let event: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!((event["event"].as_str(), event["sequence"].as_u64()), (Some("switched"), Some(1)));
 
+    // Issue 11, finding 5: a module of 300 MB for a 1 MiB slot is refused
+    // from its size, before it is read (it used to be read whole first).
+    let huge = dir.path().join("huge.wasm");
+    std::fs::File::create(&huge).unwrap().set_len(300 << 20).unwrap();
+    let o = cli(&state, &["install", env_path.to_str().unwrap(), "--module", huge.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("does not fit a 1048576-byte slot"), "{}", text(&o));
+
     // The same module under an envelope for another module: refused, exit 1.
     let o = cli(&state, &["install", env_path.to_str().unwrap(), "--module", fixture("crash").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));

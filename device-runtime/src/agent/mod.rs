@@ -517,6 +517,16 @@ impl Agent {
                 a.stream
             )));
         }
+        // Sizes first: the signed lengths say whether the release fits a
+        // slot before a byte of its payloads is downloaded.
+        let needed = bundle::slot_bytes(envelope.len(), release.payloads.iter().map(|p| p.len));
+        let slot = u64::from(device.store().layout().slot_size);
+        if needed > slot {
+            return Err(AgentError::Release(format!(
+                "{}: a release of {needed} bytes does not fit a {slot}-byte slot",
+                a.stream
+            )));
+        }
         self.report(token, a.stream, &a.manifest_digest, ReportState::Downloading, None);
         let mut payloads = Vec::with_capacity(release.payloads.len());
         for p in &release.payloads {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use gantry_device::agent::{self, Agent, AgentConfig, AgentEvent, Caps, Poller, Schedule};
+use gantry_device::bundle;
 use gantry_device::device::Device;
 use gantry_device::layout::Geometry;
 use gantry_device::store::Identity;
@@ -161,26 +162,34 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Install { envelope, module, blobs, json } => {
             let device = Device::open(state)?;
-            let env = read(&envelope)?;
-            let module = read(&module)?;
             let blobs = blobs
                 .iter()
                 .map(|b| {
                     let (name, path) = b.split_once('=').with_context(|| format!("--blob {b:?}: use NAME=PATH"))?;
-                    Ok((name.to_owned(), read(Path::new(path))?))
+                    Ok((name.to_owned(), PathBuf::from(path)))
                 })
                 .collect::<Result<Vec<_>>>()?;
+            // Sizes first: a release that cannot fit a slot is refused
+            // before a byte of it is read.
+            let size =
+                |p: &Path| std::fs::metadata(p).with_context(|| format!("reading {}", p.display())).map(|m| m.len());
+            let envelope_len = size(&envelope)?;
+            let payload_lens = std::iter::once(size(&module)).chain(blobs.iter().map(|(_, p)| size(p)));
+            let needed = bundle::slot_bytes(
+                usize::try_from(envelope_len).unwrap_or(usize::MAX),
+                payload_lens.collect::<Result<Vec<u64>>>()?,
+            );
+            let slot = u64::from(device.store().layout().slot_size);
+            if envelope_len > gantry_boot::image::MAX_ENVELOPE as u64 || needed > slot {
+                let reason = format!("a release of {needed} bytes does not fit a {slot}-byte slot");
+                return Ok(print_outcome(&UpdateEvent::Refused { name: "?".into(), reason }, json));
+            }
+            let env = read(&envelope)?;
+            let module = read(&module)?;
+            let blobs = blobs.into_iter().map(|(n, p)| Ok((n, read(&p)?))).collect::<Result<Vec<_>>>()?;
             let payloads = order_payloads(&env, &module, &blobs)?;
             let event = device.install(&env, &payloads, supervisor::unix_now())?;
-            let refused = matches!(event, UpdateEvent::Refused { .. });
-            if json {
-                println!("{}", event_json(&event));
-            } else if refused {
-                eprintln!("refused: {}", describe(&event));
-            } else {
-                println!("{}", describe(&event));
-            }
-            return Ok(if refused { ExitCode::from(1) } else { ExitCode::SUCCESS });
+            return Ok(print_outcome(&event, json));
         }
         Command::Start { name } => Device::open(state)?.store().set_enabled(&name, true)?,
         Command::Stop { name } => Device::open(state)?.store().set_enabled(&name, false)?,
@@ -419,6 +428,19 @@ fn container_json(c: &Container) -> serde_json::Value {
         "counter": c.counter,
         "enabled": c.enabled,
     })
+}
+
+/// Prints an install's outcome; exit 1 if it was refused.
+fn print_outcome(event: &UpdateEvent, json: bool) -> ExitCode {
+    let refused = matches!(event, UpdateEvent::Refused { .. });
+    if json {
+        println!("{}", event_json(event));
+    } else if refused {
+        eprintln!("refused: {}", describe(event));
+    } else {
+        println!("{}", describe(event));
+    }
+    if refused { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }
 
 fn describe(e: &UpdateEvent) -> String {
