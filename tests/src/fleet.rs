@@ -49,6 +49,7 @@ pub struct Fleet {
     pub admin: String,
     /// The signed trust root devices are provisioned with.
     pub trust_root: Vec<u8>,
+    root_key: FileKeySource,
     release_key: Arc<FileKeySource>,
     http: ureq::Agent,
     /// Holds the server's data and the devices' state.
@@ -106,6 +107,7 @@ impl Fleet {
             url,
             admin,
             trust_root: doc.to_bytes(),
+            root_key,
             release_key,
             http,
             dir,
@@ -113,6 +115,31 @@ impl Fleet {
         let (status, body) = fleet.call("PUT", "/api/v1/trust-root", Body::Bytes(fleet.trust_root.clone()));
         assert_eq!(status, 200, "{body}");
         fleet
+    }
+
+    /// Rotates the root and release keys: the next trust root (version + 1,
+    /// the server's key kept) is signed by the old and the new root keys and
+    /// installed through the operator API; releases are signed with the new
+    /// release key from then on.
+    pub fn rotate_keys(&mut self) {
+        let version = SignedTrustRoot::from_bytes(&self.trust_root).expect("trust root").unverified_content().version;
+        let (root_key, release_key) = (mem_key(KeyType::P256), Arc::new(mem_key(KeyType::Ed25519)));
+        let root = TrustRoot::new(
+            version + 1,
+            u64::MAX / 2,
+            &[
+                (Role::Root, vec![root_key.public_key().clone()], 1),
+                (Role::Server, vec![self.server_key().public_key().clone()], 1),
+                (Role::Release, vec![release_key.public_key().clone()], 1),
+            ],
+        )
+        .expect("trust root");
+        let mut doc = SignedTrustRoot::new(root).expect("trust root");
+        doc.sign_with(&self.root_key).expect("sign with the old root key");
+        doc.sign_with(&root_key).expect("sign with the new root key");
+        let (status, body) = self.call("PUT", "/api/v1/trust-root", Body::Bytes(doc.to_bytes()));
+        assert_eq!(status, 200, "{body}");
+        (self.trust_root, self.root_key, self.release_key) = (doc.to_bytes(), root_key, release_key);
     }
 
     /// Kills the server (its runtime is torn down: no graceful shutdown,
@@ -321,6 +348,11 @@ impl SimDevice {
         let store = self.device.store();
         let r = store.runnable(name).expect("the active slot verifies")?;
         Some(r.release.sequence)
+    }
+
+    /// Version of the trust root the device holds.
+    pub fn trust_root_version(&self) -> u64 {
+        self.device.store().trust_root().expect("the trust root verifies").root().version
     }
 
     /// The device's id on the server.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use gantry_device::agent::AgentEvent;
 use gantry_device::update::UpdateEvent;
-use gantry_e2e::fleet::{Body, Fleet, SimDevice, fixture};
+use gantry_e2e::fleet::{Body, Fleet, SimDevice, fixture, sign_release};
 use gantry_e2e::proxy::{Chooser, Fault, HostileProxy};
 
 const APP: &str = "name = \"app\"\nversion = \"VERSION\"\ncapabilities = [\"wasi:stdout\"]\n[restart]\npolicy = \"on-failure\"\nmax_restarts = 1\nbackoff_initial_ms = 20\n";
@@ -203,4 +203,52 @@ fn attacks_on_downloads_are_refused_and_a_cut_download_resumes() {
     assert!(seen("do not match their digest"), "{errors:#?}");
     assert!(seen("more than the"), "endless data: {errors:#?}");
     assert!(seen("not done within") || seen("timeout"), "slow retrieval: {errors:#?}");
+}
+
+/// Issue 11, finding 3, end to end: the fleet rotates its release keys and
+/// its root. Each device is sent the successor at its next check-in,
+/// accepts it from the root it holds, keeps running what the old key
+/// signed, installs the next release signed with the new key, and refuses
+/// one signed with the old key from then on.
+#[test]
+fn a_fleet_rotates_its_root_and_release_keys_and_takes_releases_of_the_new_keys_only() {
+    let mut fleet = Fleet::start();
+    let mut devices: Vec<SimDevice> = (0..10).map(|n| fleet.device(n, &fleet.url)).collect();
+    let v1 = fleet.release(&app("1.0"), fixture("hello"), 1);
+    for d in &devices {
+        fleet.assign(&d.id(), "app", &v1);
+    }
+    for r in round(&mut devices) {
+        let events = r.expect("cycle");
+        assert!(events.iter().any(|e| matches!(e, AgentEvent::Update(UpdateEvent::Confirmed { .. }))), "{events:?}");
+    }
+
+    let old_key = fleet.release_key();
+    fleet.rotate_keys();
+    let old_signed = sign_release(&app("2.0"), &fixture("hello"), 2, old_key.as_ref());
+    let (status, body) = fleet.call("POST", "/api/v1/releases", Body::Bytes(old_signed.clone()));
+    assert_eq!(status, 422, "the server refuses the old key too: {body}");
+
+    let v2 = fleet.release(&app("2.0"), fixture("hello"), 2);
+    for d in &devices {
+        fleet.assign(&d.id(), "app", &v2);
+    }
+    for r in round(&mut devices) {
+        let events = r.expect("cycle");
+        assert!(events.contains(&AgentEvent::TrustRoot { accepted: Some(2), refused: None }), "{events:?}");
+        assert!(
+            events.iter().any(|e| matches!(e, AgentEvent::Update(UpdateEvent::Confirmed { sequence: 2, .. }))),
+            "{events:?}"
+        );
+    }
+    for d in &devices {
+        assert_eq!((d.trust_root_version(), d.running("app")), (2, Some(2)));
+        let trust = d.device.store().trust(gantry_device::supervisor::unix_now()).expect("trust");
+        let refused = gantry_device::bundle::verify_envelope(&old_signed, &trust, 0).expect_err("old key refused");
+        assert!(refused.to_string().contains("trusted key"), "{refused}");
+    }
+    // Nothing new afterwards: the devices hold the newest root, so 304.
+    for r in round(&mut devices) {
+        assert_eq!(r.expect("cycle"), vec![AgentEvent::Unchanged]);
+    }
 }
