@@ -117,9 +117,12 @@ impl Device {
 
     /// Installs a release: refused with nothing written if it does not
     /// verify or its module imports what its config does not grant.
+    ///
+    /// The store is locked only for its own steps, not while the module
+    /// compiles (seconds for a large one): the supervisor and the other
+    /// containers' probations go on meanwhile.
     pub fn install(&self, envelope: &[u8], payloads: &[&[u8]], now: u64) -> Result<UpdateEvent, DeviceError> {
-        let store = self.store();
-        let trust = store.trust(now)?;
+        let trust = self.store().trust(now)?;
         let refused = |name: &str, reason: String| Ok(UpdateEvent::Refused { name: name.to_owned(), reason });
         let release = match bundle::verify_release(envelope, payloads, &trust, 0) {
             Ok(r) => r,
@@ -132,6 +135,7 @@ impl Device {
             Err(e @ (SandboxError::Import(_) | SandboxError::Compile(_))) => return refused(&name, e.to_string()),
             Err(e) => return Err(e.into()),
         };
+        let store = self.store();
         let event = store.install(envelope, payloads, now)?;
         if matches!(event, UpdateEvent::Switched { .. }) {
             store.record_artifact(&module, &artifact.sha256)?;
@@ -140,18 +144,19 @@ impl Device {
     }
 
     /// Loads a runnable container's module from its verified slot, compiling
-    /// it again if its artifact is missing or not the recorded one.
+    /// it again if its artifact is missing or not the recorded one (without
+    /// holding the store's lock while it compiles).
     pub fn module(&self, r: &Runnable) -> Result<wasmtime::Module, DeviceError> {
         let digest = r.release.module().sha256;
-        let store = self.store();
-        if let Some(sha256) = store.artifact(&digest)?
+        let recorded = self.store().artifact(&digest)?;
+        if let Some(sha256) = recorded
             && let Ok(m) = self.sandbox.load(&digest, &Artifact { sha256 }, &r.release.config)
         {
             return Ok(m);
         }
-        let wasm = store.read_payload(r, r.release.module())?;
+        let wasm = self.store().read_payload(r, r.release.module())?;
         let artifact = self.sandbox.install(&digest, &wasm, &r.release.config)?;
-        store.record_artifact(&digest, &artifact.sha256)?;
+        self.store().record_artifact(&digest, &artifact.sha256)?;
         Ok(self.sandbox.load(&digest, &artifact, &r.release.config)?)
     }
 }

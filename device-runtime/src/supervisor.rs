@@ -49,6 +49,13 @@ pub enum Report {
     },
     /// An update outcome (confirm, revert).
     Update(UpdateEvent),
+    /// A confirm or revert could not be written; it is tried again.
+    StoreFailed {
+        /// Container.
+        name: String,
+        /// What failed.
+        error: String,
+    },
 }
 
 /// Seconds since the Unix epoch (trust roots expire in these).
@@ -194,12 +201,18 @@ fn watch_heartbeats(
             };
             match verdict {
                 Verdict::Pending => {}
-                Verdict::Confirm => {
-                    *probation = None;
-                    if let Ok(Some(e)) = device.store().confirm(name) {
-                        let _ = tx.send(Report::Update(e));
+                Verdict::Confirm => match device.store().confirm(name) {
+                    Ok(event) => {
+                        *probation = None;
+                        if let Some(e) = event {
+                            let _ = tx.send(Report::Update(e));
+                        }
                     }
-                }
+                    // Kept on probation: the next interval confirms again.
+                    Err(e) => {
+                        let _ = tx.send(Report::StoreFailed { name: name.to_owned(), error: e.to_string() });
+                    }
+                },
                 Verdict::Revert(reason) => {
                     run_stop.store(true, Ordering::Relaxed);
                     return Watch::Revert(reason);
@@ -392,9 +405,19 @@ fn settle(
         Verdict::Confirm => device.store().confirm(&r.name),
         Verdict::Revert(reason) => device.store().revert(&r.name, &reason),
     };
+    let event = match result {
+        Ok(event) => event,
+        // The decision stands but was not written (a flash or map error):
+        // the probation is kept, so the next health check, crash or tick
+        // reaches it again and the write is retried, never forgotten.
+        Err(e) => {
+            let _ = tx.send(Report::StoreFailed { name: r.name.clone(), error: e.to_string() });
+            return Next::Same;
+        }
+    };
     *probation = None;
-    let reverted = matches!(result, Ok(Some(UpdateEvent::Reverted { .. })));
-    if let Ok(Some(e)) = result {
+    let reverted = matches!(event, Some(UpdateEvent::Reverted { .. }));
+    if let Some(e) = event {
         let _ = tx.send(Report::Update(e));
     }
     if !reverted {

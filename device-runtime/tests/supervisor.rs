@@ -10,6 +10,7 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use common::{Fleet, NOW, geometry};
+use gantry_boot::sim::{Cut, CutModel};
 use gantry_device::device::Device;
 use gantry_device::sandbox::Outcome;
 use gantry_device::supervisor::{self, Report};
@@ -135,6 +136,35 @@ fn a_long_revert_reason_does_not_brick_the_device() {
         reports.contains(&Report::Update(UpdateEvent::Confirmed { name: "app".into(), sequence: 3 })),
         "{reports:?}"
     );
+}
+
+/// A confirm that cannot be written (the flash fails just then) is not
+/// forgotten: the version stays on probation, the failure is reported, and
+/// the confirm is written once the flash works again.
+#[test]
+fn a_confirm_the_flash_refuses_is_retried() {
+    let fleet = Fleet::new();
+    let dir = tempfile::tempdir().unwrap();
+    let device = device(&fleet, dir.path());
+    let toml = "name = \"svc\"\nversion = \"1\"\n[health]\nkind = \"export\"\nfunction = \"gantry_health\"\ninterval_ms = 20\nprobation_ms = 300\n";
+    install(&device, &fleet, toml, "health", 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = channel();
+    let reports = std::thread::scope(|s| {
+        let handle = s.spawn(|| supervisor::run(&device, &stop, &tx));
+        let mut reports = collect(&rx, &mut |r| matches!(r, Report::Started { .. }));
+        // From now on every flash operation fails, until the power returns.
+        device.store().with_flash(|f| f.arm(Cut { at: 1, model: CutModel::Clean, seed: 0 }));
+        reports.extend(collect(&rx, &mut |r| matches!(r, Report::StoreFailed { .. })));
+        device.store().with_flash(|f| f.power_on());
+        reports.extend(collect(&rx, &mut |r| matches!(r, Report::Update(_))));
+        stop.store(true, Ordering::Relaxed);
+        handle.join().unwrap().unwrap();
+        reports
+    });
+    assert!(reports.iter().any(|r| matches!(r, Report::StoreFailed { name, .. } if name == "svc")), "{reports:?}");
+    assert_eq!(reports.last(), Some(&Report::Update(UpdateEvent::Confirmed { name: "svc".into(), sequence: 1 })));
+    assert_eq!(device.store().table().unwrap().get("svc").unwrap().phase, Phase::Confirmed);
 }
 
 #[test]

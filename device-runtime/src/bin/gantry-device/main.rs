@@ -483,6 +483,9 @@ fn report_text(r: &Report) -> String {
         Report::Ended { name, outcome } => format!("{name}: ended: {outcome:?}"),
         Report::Unhealthy { name } => format!("{name}: health check failed"),
         Report::GaveUp { name, reason } => format!("{name}: not restarted: {reason}"),
+        Report::StoreFailed { name, error } => {
+            format!("{name}: the update decision was not written ({error}); retrying")
+        }
         Report::Update(e) => describe(e),
     }
 }
@@ -495,6 +498,7 @@ fn report_json(r: &Report) -> serde_json::Value {
         }
         Report::Unhealthy { name } => json!({ "report": "unhealthy", "name": name }),
         Report::GaveUp { name, reason } => json!({ "report": "gave-up", "name": name, "reason": reason }),
+        Report::StoreFailed { name, error } => json!({ "report": "store-failed", "name": name, "error": error }),
         Report::Update(e) => json!({ "report": "update", "update": event_json(e) }),
     }
 }
