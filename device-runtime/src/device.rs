@@ -18,7 +18,7 @@ use std::time::Instant;
 use crate::bundle::{self, BundleError};
 use crate::layout::{DeviceLayout, Geometry};
 use crate::sandbox::{Artifact, HostIo, Sandbox, SandboxError};
-use crate::store::{self, Flash, Identity, Runnable, Store};
+use crate::store::{self, HostFlash, Identity, Runnable, Store};
 use crate::update::UpdateEvent;
 
 /// Errors of device operations.
@@ -51,7 +51,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DeviceError + '_ {
 pub struct Device {
     dir: PathBuf,
     /// One operation at a time: a store operation is many flash operations.
-    store: Mutex<Store>,
+    store: Mutex<Store<HostFlash>>,
     sandbox: Sandbox,
 }
 
@@ -74,7 +74,7 @@ impl Device {
         }
         let layout = DeviceLayout::new(geometry).map_err(store::Error::from)?;
         let flash_path = dir.join("flash.bin");
-        let flash = Flash::open(&flash_path, layout.size() as usize)
+        let flash = HostFlash::open(&flash_path, layout.size() as usize)
             .map_err(|e| DeviceError::Config(format!("{}: {e}", flash_path.display())))?;
         let store = Store::open(flash, geometry)?;
         store.provision(identity, trust_root, now)?;
@@ -89,7 +89,7 @@ impl Device {
         let geometry = parse_geometry(&text).map_err(|e| DeviceError::Config(format!("{}: {e}", toml.display())))?;
         let layout = DeviceLayout::new(geometry).map_err(store::Error::from)?;
         let flash_path = dir.join("flash.bin");
-        let flash = Flash::open(&flash_path, layout.size() as usize)
+        let flash = HostFlash::open(&flash_path, layout.size() as usize)
             .map_err(|e| DeviceError::Config(format!("{}: {e}", flash_path.display())))?;
         let store = Store::open(flash, geometry)?;
         let sandbox = Sandbox::new(&dir.join("cache"))?;
@@ -97,7 +97,7 @@ impl Device {
     }
 
     /// The container store, locked for the caller's operations.
-    pub fn store(&self) -> MutexGuard<'_, Store> {
+    pub fn store(&self) -> MutexGuard<'_, Store<HostFlash>> {
         // A panic while holding the lock leaves no half-done table: every
         // table write is atomic on flash, and the flash is the state.
         self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -7,10 +7,10 @@ use embassy_embedded_hal::flash::partition::BlockingPartition;
 use embassy_sync::blocking_mutex::Mutex;
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use gantry_boot::layout::Region;
-use gantry_boot::sim::SimFlash;
 use gantry_boot::{Kv, Slot, StoreError};
 use gantry_keys::trust::{Role, SignedTrustRoot, TrustError, VerifiedTrustRoot};
 
+use embedded_storage::nor_flash::NorFlash;
 use sha2::Digest as _;
 
 use crate::bundle::{self, BundleError, Pin, Trust, VerifiedRelease};
@@ -19,8 +19,11 @@ use crate::table::{Installed, Phase, Record, RevertReason, SlotTable, TableError
 use crate::update::{self, UpdateEvent};
 
 /// The device flash: 4-byte words, 4 KiB pages.
-pub type Flash = SimFlash<4, 4096>;
-type Part<'a> = BlockingPartition<'a, CriticalSectionRawMutex, Flash>;
+/// The host build's flash: the NOR simulator on a file (or in memory, for
+/// tests), with power-cut injection.
+#[cfg(feature = "sim")]
+pub type HostFlash = gantry_boot::sim::SimFlash<{ crate::layout::WORD as usize }, { crate::layout::PAGE as usize }>;
+type Part<'a, F> = BlockingPartition<'a, CriticalSectionRawMutex, F>;
 
 /// A key plus value in the device map, at most (one flash page less overhead).
 const KV_BUF: usize = 4096;
@@ -61,10 +64,7 @@ type PairRecord = (Option<(u8, Record)>, Vec<TableFault>);
 
 /// The newest record of `pair` that decodes and which of the pair's two
 /// keys holds it, plus the records that do not decode.
-fn pair_record<F: embedded_storage::nor_flash::NorFlash>(
-    kv: &mut Kv<F, KV_BUF>,
-    pair: u8,
-) -> Result<PairRecord, Error> {
+fn pair_record<F: NorFlash>(kv: &mut Kv<F, KV_BUF>, pair: u8) -> Result<PairRecord, Error> {
     let mut best: Option<(u8, Record)> = None;
     let mut faults = Vec::new();
     for which in 0..2 {
@@ -147,18 +147,30 @@ pub struct Runnable {
     pub release: VerifiedRelease,
 }
 
-/// The container store over a device flash.
-pub struct Store {
-    flash: Mutex<CriticalSectionRawMutex, RefCell<Flash>>,
+/// The container store over a device's NOR flash: any
+/// `embedded-storage` `NorFlash` with [`crate::layout::PAGE`]-byte erase
+/// pages (an MCU's flash driver, or [`HostFlash`] on a host).
+pub struct Store<F: NorFlash> {
+    flash: Mutex<CriticalSectionRawMutex, RefCell<F>>,
     layout: DeviceLayout,
 }
 
-impl Store {
+impl<F: NorFlash> Store<F> {
     /// Opens the store on `flash` laid out as `geometry`.
-    pub fn open(flash: Flash, geometry: Geometry) -> Result<Store, Error> {
+    pub fn open(flash: F, geometry: Geometry) -> Result<Store<F>, Error> {
         let layout = DeviceLayout::new(geometry)?;
         layout.check_device_map().map_err(Error::Geometry)?;
-        use embedded_storage::nor_flash::ReadNorFlash as _;
+        if F::ERASE_SIZE != crate::layout::PAGE as usize
+            || !(crate::layout::WORD as usize).is_multiple_of(F::WRITE_SIZE)
+        {
+            return Err(Error::Inconsistent(format!(
+                "the flash erases {} and writes {} bytes at a time; the layout needs {}-byte pages and {}-byte words",
+                F::ERASE_SIZE,
+                F::WRITE_SIZE,
+                crate::layout::PAGE,
+                crate::layout::WORD
+            )));
+        }
         if (flash.capacity() as u64) < layout.size() {
             return Err(Error::Inconsistent(format!(
                 "the flash holds {} bytes; the layout needs {}",
@@ -175,20 +187,20 @@ impl Store {
     }
 
     /// Runs `f` on the raw flash (tests: power cuts, statistics).
-    pub fn with_flash<R>(&self, f: impl FnOnce(&mut Flash) -> R) -> R {
+    pub fn with_flash<R>(&self, f: impl FnOnce(&mut F) -> R) -> R {
         self.flash.lock(|c| f(&mut c.borrow_mut()))
     }
 
     /// Gives the flash back.
-    pub fn into_flash(self) -> Flash {
+    pub fn into_flash(self) -> F {
         self.flash.into_inner().into_inner()
     }
 
-    fn part(&self, r: Region) -> Part<'_> {
+    fn part(&self, r: Region) -> Part<'_, F> {
         BlockingPartition::new(&self.flash, r.offset, r.size)
     }
 
-    fn kv(&self) -> Result<Kv<Part<'_>, KV_BUF>, Error> {
+    fn kv(&self) -> Result<Kv<Part<'_, F>, KV_BUF>, Error> {
         Ok(Kv::new(self.part(self.layout.device_kv))?)
     }
 
@@ -553,14 +565,14 @@ mod tests {
     use super::*;
     use crate::table::{Container, MAX_REASON, encode_legacy};
 
-    fn store() -> Store {
+    fn store() -> Store<HostFlash> {
         store_of(2)
     }
 
-    fn store_of(max_containers: u8) -> Store {
+    fn store_of(max_containers: u8) -> Store<HostFlash> {
         let geometry = Geometry { firmware_pages: 1, device_kv_pages: 4, max_containers, slot_size: 8192 };
         let size = DeviceLayout::new(geometry).unwrap().size() as usize;
-        Store::open(Flash::new(size), geometry).unwrap()
+        Store::open(HostFlash::new(size), geometry).unwrap()
     }
 
     fn container(name: &str, pair: u8, phase: Phase) -> Container {
@@ -673,6 +685,6 @@ mod tests {
         assert_eq!(s.table().unwrap(), before);
         let too_many = Geometry { firmware_pages: 1, device_kv_pages: 4, max_containers: 4, slot_size: 8192 };
         let size = DeviceLayout::new(too_many).unwrap().size() as usize;
-        assert!(matches!(Store::open(Flash::new(size), too_many), Err(Error::Geometry(_))));
+        assert!(matches!(Store::open(HostFlash::new(size), too_many), Err(Error::Geometry(_))));
     }
 }

@@ -3,10 +3,11 @@
 
 mod common;
 
+use common::Store;
 use common::{Fleet, NOW, Release, geometry};
 use gantry_boot::Slot;
 use gantry_boot::sim::{Cut, CutModel};
-use gantry_device::store::{Flash, Store};
+use gantry_device::store::HostFlash;
 use gantry_device::table::Phase;
 use gantry_device::update::UpdateEvent;
 use gantry_keys::trust::TrustError;
@@ -133,7 +134,7 @@ fn bad_releases_are_refused_and_write_nothing() {
 fn unprovisioned_or_expired_trust_is_refused() {
     let fleet = Fleet::new();
     let store = Store::open(
-        Flash::new(gantry_device::layout::DeviceLayout::new(geometry()).unwrap().size() as usize),
+        HostFlash::new(gantry_device::layout::DeviceLayout::new(geometry()).unwrap().size() as usize),
         geometry(),
     )
     .unwrap();

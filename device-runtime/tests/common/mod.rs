@@ -3,7 +3,10 @@
 #![allow(dead_code)]
 
 use gantry_device::layout::Geometry;
-use gantry_device::store::{Flash, Identity, Store};
+use gantry_device::store::{HostFlash, Identity};
+
+/// The store on the host's simulated flash.
+pub type Store = gantry_device::store::Store<HostFlash>;
 use gantry_keys::trust::{Role, SignedTrustRoot, TrustRoot};
 use gantry_keys::{FileKeySource, KeySource, KeyType, SigningKey};
 use gantry_signing::build::{ContainerRelease, add_signature, class_id_from_model, vendor_id_from_domain};
@@ -84,7 +87,7 @@ impl Fleet {
 
     pub fn device(&self) -> Store {
         let store = Store::open(
-            Flash::new(gantry_device::layout::DeviceLayout::new(geometry()).unwrap().size() as usize),
+            HostFlash::new(gantry_device::layout::DeviceLayout::new(geometry()).unwrap().size() as usize),
             geometry(),
         )
         .unwrap();
