@@ -81,6 +81,11 @@ fn run_with_server_pulls_installs_and_confirms_by_itself() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.contains("\"event\":\"confirmed\""), "{out}");
+    // Every line is a JSON object; the agent's say what they are by name.
+    let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    let agent: Vec<&str> = lines.iter().filter_map(|l| l["agent"].as_str()).collect();
+    assert!(agent.starts_with(&["logged-in", "ticket"]), "{agent:?}");
+    assert!(lines.iter().any(|l| l["agent"] == "update" && l["update"]["event"] == "switched"), "{out}");
     let o = cli(&["logs", "app"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "hello\n");
 

@@ -342,9 +342,8 @@ fn pull(
     let mut poller = Poller::new(agent.schedule());
     let say = |e: &AgentEvent| match e {
         AgentEvent::Unchanged => {}
-        e if json => println!("{}", json!({ "agent": format!("{e:?}") })),
-        AgentEvent::Update(u) => println!("agent: {}", describe(u)),
-        e => println!("agent: {e:?}"),
+        e if json => println!("{}", agent_json(e)),
+        e => println!("agent: {}", agent_text(e)),
     };
     while !stop.load(Ordering::Relaxed) {
         // A panic in a cycle (a bug, or an input nobody thought of) must not
@@ -474,6 +473,42 @@ fn event_json(e: &UpdateEvent) -> serde_json::Value {
             json!({ "event": "reverted", "name": name, "from": from, "to": to, "reason": reason })
         }
         UpdateEvent::Removed { name } => json!({ "event": "removed", "name": name }),
+    }
+}
+
+fn agent_text(e: &AgentEvent) -> String {
+    match e {
+        AgentEvent::LoggedIn { enrolled: true } => "enrolled and logged in".into(),
+        AgentEvent::LoggedIn { enrolled: false } => "logged in".into(),
+        AgentEvent::Unchanged => "nothing new".into(),
+        AgentEvent::Ticket { assignments } => format!("ticket verified: {assignments} assignment(s)"),
+        AgentEvent::Skipped { stream, reason } => format!("{stream}: not installed: {reason}"),
+        AgentEvent::Update(u) => describe(u),
+        AgentEvent::TrustRoot { accepted: Some(v), .. } => format!("trust root version {v} accepted"),
+        AgentEvent::TrustRoot { refused, .. } => {
+            format!("trust roots from the server refused: {}", refused.as_deref().unwrap_or("nothing newer"))
+        }
+        AgentEvent::ReportFailed { stream, state, reason } => {
+            format!("{stream}: the {state} report did not reach the server: {reason}")
+        }
+    }
+}
+
+/// One JSON object per agent event, `{"agent": <kind>, ...}`: the kinds
+/// are stable names a script can match.
+fn agent_json(e: &AgentEvent) -> serde_json::Value {
+    match e {
+        AgentEvent::LoggedIn { enrolled } => json!({ "agent": "logged-in", "enrolled": enrolled }),
+        AgentEvent::Unchanged => json!({ "agent": "unchanged" }),
+        AgentEvent::Ticket { assignments } => json!({ "agent": "ticket", "assignments": assignments }),
+        AgentEvent::Skipped { stream, reason } => json!({ "agent": "skipped", "stream": stream, "reason": reason }),
+        AgentEvent::Update(u) => json!({ "agent": "update", "update": event_json(u) }),
+        AgentEvent::TrustRoot { accepted, refused } => {
+            json!({ "agent": "trust-root", "accepted": accepted, "refused": refused })
+        }
+        AgentEvent::ReportFailed { stream, state, reason } => {
+            json!({ "agent": "report-failed", "stream": stream, "state": state.as_str(), "reason": reason })
+        }
     }
 }
 
