@@ -19,7 +19,7 @@ use crate::bundle::{self, BundleError};
 use crate::layout::{DeviceLayout, Geometry};
 use crate::sandbox::{Artifact, HostIo, Sandbox, SandboxError};
 use crate::store::{self, HostFlash, Identity, Runnable, Store};
-use crate::update::UpdateEvent;
+use crate::update::{Refusal, UpdateEvent};
 
 /// Errors of device operations.
 #[derive(Debug, thiserror::Error)]
@@ -123,16 +123,18 @@ impl Device {
     /// containers' probations go on meanwhile.
     pub fn install(&self, envelope: &[u8], payloads: &[&[u8]], now: u64) -> Result<UpdateEvent, DeviceError> {
         let trust = self.store().trust(now)?;
-        let refused = |name: &str, reason: String| Ok(UpdateEvent::Refused { name: name.to_owned(), reason });
+        let refused = |name: &str, reason: Refusal| Ok(UpdateEvent::Refused { name: name.to_owned(), reason });
         let release = match bundle::verify_release(envelope, payloads, &trust, 0) {
             Ok(r) => r,
-            Err(e) => return refused("?", e.to_string()),
+            Err(e) => return refused("?", Refusal::Unverified(e.to_string())),
         };
         let name = release.config.name.clone();
         let module = release.module().sha256;
         let artifact = match self.sandbox.install(&module, payloads[0], &release.config) {
             Ok(a) => a,
-            Err(e @ (SandboxError::Import(_) | SandboxError::Compile(_))) => return refused(&name, e.to_string()),
+            Err(e @ (SandboxError::Import(_) | SandboxError::Compile(_))) => {
+                return refused(&name, Refusal::Sandbox(e.to_string()));
+            }
             Err(e) => return Err(e.into()),
         };
         let store = self.store();

@@ -16,7 +16,7 @@ use sha2::Digest as _;
 use crate::bundle::{self, BundleError, Pin, Trust, VerifiedRelease};
 use crate::layout::{DeviceLayout, Geometry};
 use crate::table::{Installed, Phase, Record, RevertReason, SlotTable, TableError, index, other};
-use crate::update::{self, UpdateEvent};
+use crate::update::{self, Refusal, UpdateEvent};
 
 /// The device flash: 4-byte words, 4 KiB pages.
 /// The host build's flash: the NOR simulator on a file (or in memory, for
@@ -387,18 +387,15 @@ impl<F: NorFlash> Store<F> {
     pub fn install(&self, envelope: &[u8], payloads: &[&[u8]], now: u64) -> Result<UpdateEvent, Error> {
         let trust = self.trust(now)?;
         let table = self.table()?;
-        let refused = |name: &str, reason: String| Ok(UpdateEvent::Refused { name: name.to_owned(), reason });
+        let refused = |name: &str, reason: Refusal| Ok(UpdateEvent::Refused { name: name.to_owned(), reason });
         let release = match bundle::verify_release(envelope, payloads, &trust, 0) {
             Ok(r) => r,
-            Err(e) => return refused("?", e.to_string()),
+            Err(e) => return refused("?", Refusal::Unverified(e.to_string())),
         };
         let name = release.config.name.clone();
         let size = bundle::slot_bytes(envelope.len(), payloads.iter().map(|p| p.len() as u64));
         if size > self.layout.slot_size as u64 {
-            return refused(
-                &name,
-                format!("release of {size} bytes does not fit a {}-byte slot", self.layout.slot_size),
-            );
+            return refused(&name, Refusal::TooLarge { size, slot: self.layout.slot_size as u64 });
         }
         let plan = match update::plan_install(&table, &name, release.sequence, self.layout.max_containers) {
             Ok(p) => p,

@@ -26,15 +26,79 @@ pub const MAX_PROBATION_RESTARTS: u8 = 3;
 /// Probation of a container whose config has no health check.
 pub const DEFAULT_PROBATION_MS: u64 = 10_000;
 
+/// Why a release was refused, before anything was written. Each has a
+/// stable [`Refusal::code`] for scripts and reports; the text says what to
+/// do.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// It does not verify: signatures, digests, payloads, identity, config.
+    #[error("{0}")]
+    Unverified(String),
+    /// The container's previous update is still on probation.
+    #[error("{name} is still on probation; wait for it to be confirmed or reverted")]
+    OnProbation {
+        /// Container.
+        name: String,
+    },
+    /// Not newer than what runs.
+    #[error("sequence number {sequence} is not newer than the installed {installed} (rollback)")]
+    Rollback {
+        /// The release's sequence number.
+        sequence: u64,
+        /// What runs.
+        installed: u64,
+    },
+    /// Below the container's anti-rollback counter.
+    #[error("sequence number {sequence} is below the anti-rollback counter {counter}")]
+    BelowCounter {
+        /// The release's sequence number.
+        sequence: u64,
+        /// The counter.
+        counter: u64,
+    },
+    /// Every slot pair is taken.
+    #[error("no free slot pair (at most {max})")]
+    NoFreePair {
+        /// Containers the device holds at most.
+        max: u8,
+    },
+    /// It does not fit a slot.
+    #[error("a release of {size} bytes does not fit a {slot}-byte slot")]
+    TooLarge {
+        /// Bytes it needs.
+        size: u64,
+        /// Bytes a slot has.
+        slot: u64,
+    },
+    /// Its module imports what its config does not grant, or does not compile.
+    #[error("{0}")]
+    Sandbox(String),
+}
+
+impl Refusal {
+    /// A stable name for the reason.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Unverified(_) => "unverified",
+            Refusal::OnProbation { .. } => "on-probation",
+            Refusal::Rollback { .. } => "rollback",
+            Refusal::BelowCounter { .. } => "below-counter",
+            Refusal::NoFreePair { .. } => "no-free-slot-pair",
+            Refusal::TooLarge { .. } => "too-large",
+            Refusal::Sandbox(_) => "sandbox",
+        }
+    }
+}
+
 /// An outcome of the update flow, reported as a structured event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UpdateEvent {
     /// A release was refused before anything was written.
     Refused {
-        /// Container.
+        /// Container (`?` when the release did not verify far enough to say).
         name: String,
         /// Why.
-        reason: String,
+        reason: Refusal,
     },
     /// A release was written, verified and switched to; probation starts.
     Switched {
@@ -85,30 +149,27 @@ pub struct InstallPlan {
 }
 
 /// Decides where `name`'s release with `sequence` goes, or why it cannot.
-pub fn plan_install(table: &SlotTable, name: &str, sequence: u64, max_pairs: u8) -> Result<InstallPlan, String> {
+pub fn plan_install(table: &SlotTable, name: &str, sequence: u64, max_pairs: u8) -> Result<InstallPlan, Refusal> {
     let mut next = table.clone();
     let (pair, slot) = match next.get_mut(name) {
         Some(c) => {
             if matches!(c.phase, Phase::Probation { .. }) {
-                return Err(format!("{name} is still on probation; wait for it to be confirmed or reverted"));
+                return Err(Refusal::OnProbation { name: name.to_owned() });
             }
             if let Some(running) = c.running()
                 && sequence <= running.sequence
             {
-                return Err(format!(
-                    "sequence number {sequence} is not newer than the installed {} (rollback)",
-                    running.sequence
-                ));
+                return Err(Refusal::Rollback { sequence, installed: running.sequence });
             }
             if sequence < c.counter {
-                return Err(format!("sequence number {sequence} is below the anti-rollback counter {}", c.counter));
+                return Err(Refusal::BelowCounter { sequence, counter: c.counter });
             }
             let standby = other(c.active);
             c.slots[index(standby)] = None;
             (c.pair, standby)
         }
         None => {
-            let pair = next.free_pair(max_pairs).ok_or_else(|| format!("no free slot pair (at most {max_pairs}"))?;
+            let pair = next.free_pair(max_pairs).ok_or(Refusal::NoFreePair { max: max_pairs })?;
             next.containers.push(Container {
                 name: name.to_owned(),
                 pair,
@@ -296,11 +357,11 @@ mod tests {
         assert_eq!((plan.pair, plan.slot), (0, Slot::A));
         let (t, e) = switch(&plan.table, "app", plan.slot, installed(1)).unwrap();
         assert!(matches!(e, UpdateEvent::Switched { sequence: 1, slot: Slot::A, .. }));
-        assert!(plan_install(&t, "app", 2, 8).unwrap_err().contains("probation"));
+        assert_eq!(plan_install(&t, "app", 2, 8).unwrap_err(), Refusal::OnProbation { name: "app".into() });
         let (t, _) = confirm(&t, "app").unwrap();
         assert_eq!(t.get("app").unwrap().counter, 1);
 
-        assert!(plan_install(&t, "app", 1, 8).unwrap_err().contains("rollback"));
+        assert_eq!(plan_install(&t, "app", 1, 8).unwrap_err(), Refusal::Rollback { sequence: 1, installed: 1 });
         let plan = plan_install(&t, "app", 2, 8).unwrap();
         assert_eq!(plan.slot, Slot::B);
         let (t, _) = switch(&plan.table, "app", Slot::B, installed(2)).unwrap();
@@ -333,7 +394,11 @@ mod tests {
             assert_eq!(plan.pair, i as u8);
             t = switch(&plan.table, name, plan.slot, installed(1)).unwrap().0;
         }
-        assert!(plan_install(&t, "c", 1, 2).unwrap_err().contains("no free slot pair"));
+        let refusal = plan_install(&t, "c", 1, 2).unwrap_err();
+        assert_eq!(
+            (refusal.code(), refusal.to_string()),
+            ("no-free-slot-pair", "no free slot pair (at most 2)".into())
+        );
     }
 
     #[test]

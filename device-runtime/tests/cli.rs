@@ -63,6 +63,9 @@ fn init_install_status_run_logs() {
     let o = cli(&state, &["install", env_path.to_str().unwrap(), "--module", huge.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("does not fit a 1048576-byte slot"), "{}", text(&o));
+    let args = ["install", env_path.to_str().unwrap(), "--module", huge.to_str().unwrap(), "--json"];
+    let refused: serde_json::Value = serde_json::from_slice(&cli(&state, &args).stdout).unwrap();
+    assert_eq!((refused["event"].as_str(), refused["code"].as_str()), (Some("refused"), Some("too-large")));
 
     // The same module under an envelope for another module: refused, exit 1.
     let o = cli(&state, &["install", env_path.to_str().unwrap(), "--module", fixture("crash").to_str().unwrap()]);

@@ -38,7 +38,10 @@ fn install_run_reopen_and_refuse_ungranted_imports() {
     // A module importing what its config does not grant: refused, nothing stored.
     let bad = fleet.release_with("name = \"bad\"\nversion = \"1\"\n", &fixture("bad-import"), 1);
     match device.install(&bad, &[&fixture("bad-import")], NOW).unwrap() {
-        UpdateEvent::Refused { reason, .. } => assert!(reason.contains("launch_missiles"), "{reason}"),
+        UpdateEvent::Refused { reason, .. } => {
+            assert_eq!(reason.code(), "sandbox");
+            assert!(reason.to_string().contains("launch_missiles"), "{reason}");
+        }
         other => panic!("{other:?}"),
     }
     assert!(device.store().table().unwrap().containers.is_empty());

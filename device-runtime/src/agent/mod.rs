@@ -537,7 +537,7 @@ impl Agent {
         let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
         let event = device.install(&envelope, &refs, unix_now())?;
         if let UpdateEvent::Refused { reason, .. } = &event {
-            self.report(token, a.stream, &a.manifest_digest, ReportState::Failed, Some(reason.clone()));
+            self.report(token, a.stream, &a.manifest_digest, ReportState::Failed, Some(reason.to_string()));
         }
         self.downloads.discard(&a.envelope_sha256);
         for p in &release.payloads {

@@ -19,7 +19,7 @@ use gantry_device::layout::Geometry;
 use gantry_device::store::Identity;
 use gantry_device::supervisor::{self, Control, Report};
 use gantry_device::table::{Container, Phase};
-use gantry_device::update::UpdateEvent;
+use gantry_device::update::{Refusal, UpdateEvent};
 use gantry_signing::build::{class_id_from_model, vendor_id_from_domain};
 use serde_json::json;
 
@@ -180,8 +180,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 payload_lens.collect::<Result<Vec<u64>>>()?,
             );
             let slot = u64::from(device.store().layout().slot_size);
-            if envelope_len > gantry_boot::image::MAX_ENVELOPE as u64 || needed > slot {
-                let reason = format!("a release of {needed} bytes does not fit a {slot}-byte slot");
+            let max_envelope = gantry_boot::image::MAX_ENVELOPE as u64;
+            let too_large = if envelope_len > max_envelope {
+                Some(Refusal::Unverified(format!("an envelope of {envelope_len} bytes is above {max_envelope}")))
+            } else {
+                (needed > slot).then_some(Refusal::TooLarge { size: needed, slot })
+            };
+            if let Some(reason) = too_large {
                 return Ok(print_outcome(&UpdateEvent::Refused { name: "?".into(), reason }, json));
             }
             let env = read(&envelope)?;
@@ -444,7 +449,7 @@ fn print_outcome(event: &UpdateEvent, json: bool) -> ExitCode {
 
 fn describe(e: &UpdateEvent) -> String {
     match e {
-        UpdateEvent::Refused { name, reason } if name == "?" => reason.clone(),
+        UpdateEvent::Refused { name, reason } if name == "?" => reason.to_string(),
         UpdateEvent::Refused { name, reason } => format!("{name}: {reason}"),
         UpdateEvent::Switched { name, version, sequence, slot } => {
             format!(
@@ -462,7 +467,9 @@ fn describe(e: &UpdateEvent) -> String {
 
 fn event_json(e: &UpdateEvent) -> serde_json::Value {
     match e {
-        UpdateEvent::Refused { name, reason } => json!({ "event": "refused", "name": name, "reason": reason }),
+        UpdateEvent::Refused { name, reason } => {
+            json!({ "event": "refused", "name": name, "code": reason.code(), "reason": reason.to_string() })
+        }
         UpdateEvent::Switched { name, version, sequence, slot } => {
             json!({ "event": "switched", "name": name, "version": version, "sequence": sequence, "slot": format!("{slot:?}") })
         }
