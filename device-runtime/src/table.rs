@@ -272,24 +272,10 @@ impl Record {
         // Writing into a Vec cannot fail.
         let _ = (|| -> Result<(), minicbor::encode::Error<core::convert::Infallible>> {
             e.array(3)?.u8(RECORD_VERSION)?.u64(self.generation)?;
-            let Some(c) = &self.container else {
-                e.null()?;
-                return Ok(());
-            };
-            e.array(8)?.str(&c.name)?.u8(c.pair)?.u8(index(c.active) as u8)?;
-            match &c.phase {
-                Phase::Confirmed => e.array(1)?.u8(0)?,
-                Phase::Probation { restarts } => e.array(2)?.u8(1)?.u8(*restarts)?,
-                Phase::Reverted { reason } => e.array(2)?.u8(2)?.str(reason.as_str())?,
-            };
-            for slot in &c.slots {
-                match slot {
-                    None => e.null()?,
-                    Some(i) => e.array(3)?.bytes(&i.manifest_digest)?.u64(i.sequence)?.str(&i.version)?,
-                };
+            match &self.container {
+                None => e.null().map(|_| ()),
+                Some(c) => encode_container(&mut e, c),
             }
-            e.u64(c.counter)?.bool(c.enabled)?;
-            Ok(())
         })();
         Ok(e.into_writer().0)
     }
@@ -313,6 +299,26 @@ impl Record {
         }
         Ok(Record { generation, container })
     }
+}
+
+type Cbor = Encoder<VecWriter>;
+
+/// One `container` (the record's and the legacy table's alike).
+fn encode_container(e: &mut Cbor, c: &Container) -> Result<(), minicbor::encode::Error<core::convert::Infallible>> {
+    e.array(8)?.str(&c.name)?.u8(c.pair)?.u8(index(c.active) as u8)?;
+    match &c.phase {
+        Phase::Confirmed => e.array(1)?.u8(0)?,
+        Phase::Probation { restarts } => e.array(2)?.u8(1)?.u8(*restarts)?,
+        Phase::Reverted { reason } => e.array(2)?.u8(2)?.str(reason.as_str())?,
+    };
+    for slot in &c.slots {
+        match slot {
+            None => e.null()?,
+            Some(i) => e.array(3)?.bytes(&i.manifest_digest)?.u64(i.sequence)?.str(&i.version)?,
+        };
+    }
+    e.u64(c.counter)?.bool(c.enabled)?;
+    Ok(())
 }
 
 /// How text longer than its bound is read.
@@ -392,22 +398,7 @@ pub fn encode_legacy(table: &SlotTable) -> Vec<u8> {
     let mut e = Encoder::new(VecWriter::default());
     let _ = (|| -> Result<(), minicbor::encode::Error<core::convert::Infallible>> {
         e.array(2)?.u8(LEGACY_VERSION)?.array(table.containers.len() as u64)?;
-        for c in &table.containers {
-            e.array(8)?.str(&c.name)?.u8(c.pair)?.u8(index(c.active) as u8)?;
-            match &c.phase {
-                Phase::Confirmed => e.array(1)?.u8(0)?,
-                Phase::Probation { restarts } => e.array(2)?.u8(1)?.u8(*restarts)?,
-                Phase::Reverted { reason } => e.array(2)?.u8(2)?.str(reason.as_str())?,
-            };
-            for slot in &c.slots {
-                match slot {
-                    None => e.null()?,
-                    Some(i) => e.array(3)?.bytes(&i.manifest_digest)?.u64(i.sequence)?.str(&i.version)?,
-                };
-            }
-            e.u64(c.counter)?.bool(c.enabled)?;
-        }
-        Ok(())
+        table.containers.iter().try_for_each(|c| encode_container(&mut e, c))
     })();
     e.into_writer().0
 }
