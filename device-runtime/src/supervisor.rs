@@ -195,11 +195,7 @@ fn watch_heartbeats(
             let _ = tx.send(Report::Unhealthy { name: name.to_owned() });
         }
         if let Some(p) = probation.as_mut() {
-            let verdict = match p.health(ok) {
-                Verdict::Pending => p.tick(now),
-                v => v,
-            };
-            match verdict {
+            match p.observe(ok, now) {
                 Verdict::Pending => {}
                 Verdict::Confirm => match device.store().confirm(name) {
                     Ok(event) => {
@@ -326,10 +322,7 @@ fn supervise(device: &Device, mut r: Runnable, stop: &Arc<AtomicBool>, tx: &Send
                     send(Report::Unhealthy { name: r.name.clone() });
                 }
                 if let Some(p) = probation.as_mut() {
-                    let verdict = match p.health(ok) {
-                        Verdict::Pending => p.tick(epoch.elapsed().as_millis() as u64),
-                        v => v,
-                    };
+                    let verdict = p.observe(ok, epoch.elapsed().as_millis() as u64);
                     match settle(device, &r, &mut probation, verdict, tx) {
                         Next::Same => {}
                         Next::Run(next) => {

@@ -330,6 +330,17 @@ impl Probation {
         }
     }
 
+    /// A health check's result at `now_ms`: what both kinds of health check
+    /// (an export polled, heartbeats watched) decide with, in one place. A
+    /// failure threshold reached reverts at once; otherwise the probation
+    /// ends when its time is up.
+    pub fn observe(&mut self, healthy: bool, now_ms: u64) -> Verdict {
+        match self.health(healthy) {
+            Verdict::Pending => self.tick(now_ms),
+            decided => decided,
+        }
+    }
+
     /// Time passes.
     pub fn tick(&self, now_ms: u64) -> Verdict {
         if now_ms < self.deadline_ms {
@@ -412,6 +423,12 @@ mod tests {
         assert_eq!(p.tick(1000), Verdict::Confirm);
         assert_eq!(p.health(false), Verdict::Pending);
         assert!(matches!(p.health(false), Verdict::Revert(_)));
+        let mut p = Probation::start(&config, 0);
+        assert_eq!(p.observe(true, 500), Verdict::Pending);
+        assert_eq!(p.observe(false, 999), Verdict::Pending, "one failure of two");
+        assert!(matches!(p.observe(false, 999), Verdict::Revert(_)), "the second in a row");
+        let mut p = Probation::start(&config, 0);
+        assert_eq!(p.observe(true, 1000), Verdict::Confirm, "healthy when the time is up");
         let mut p = Probation::start(&config, 0);
         assert_eq!(p.crashed("trap"), Verdict::Pending);
         assert!(matches!(p.crashed("trap"), Verdict::Revert(r) if r.contains("2 time(s)")));
