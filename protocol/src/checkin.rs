@@ -1,9 +1,6 @@
 //! The check-in: the device's inventory and a fresh nonce out; a deployment
 //! ticket and where to fetch what it names back (or `304`).
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
 use crate::error::ValidationError;
@@ -41,19 +38,7 @@ impl InventoryState {
     }
 }
 
-impl fmt::Display for InventoryState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for InventoryState {
-    type Err = ValidationError;
-
-    fn from_str(s: &str) -> Result<Self, ValidationError> {
-        Self::ALL.into_iter().find(|v| v.as_str() == s).ok_or_else(|| ValidationError::UnknownState(s.to_owned()))
-    }
-}
+crate::error::wire_text!(InventoryState);
 
 /// One entry of a device's inventory: what it runs on a stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -70,3 +70,28 @@ impl ValidationError {
         "bad-request"
     }
 }
+
+/// `Display` and `FromStr` for a state enum by its wire strings (its
+/// `as_str` and `ALL`), so the text a device writes is the text the server
+/// reads back.
+macro_rules! wire_text {
+    ($t:ty) => {
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $t {
+            type Err = $crate::ValidationError;
+
+            fn from_str(s: &str) -> Result<Self, $crate::ValidationError> {
+                Self::ALL
+                    .into_iter()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| $crate::ValidationError::UnknownState(s.to_owned()))
+            }
+        }
+    };
+}
+pub(crate) use wire_text;

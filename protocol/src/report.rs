@@ -1,8 +1,5 @@
 //! Reports: the progress and the result of an update, from the device.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
 use crate::error::ValidationError;
@@ -58,19 +55,7 @@ impl ReportState {
     }
 }
 
-impl fmt::Display for ReportState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ReportState {
-    type Err = ValidationError;
-
-    fn from_str(s: &str) -> Result<Self, ValidationError> {
-        Self::ALL.into_iter().find(|v| v.as_str() == s).ok_or_else(|| ValidationError::UnknownState(s.to_owned()))
-    }
-}
+crate::error::wire_text!(ReportState);
 
 /// `POST /api/v1/device/reports`: progress or the result of an update.
 ///
