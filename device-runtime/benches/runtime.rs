@@ -21,7 +21,10 @@
 //!   reservation), which the per-container figure leaves out; median of 5
 //!   processes per row, rows interleaved;
 //! - install time of a 1 MiB module (compile, import check, cache), best
-//!   and median of 3.
+//!   and median of 3;
+//! - install RAM: peak RSS over idle of a process installing a container of
+//!   a small module and a 1, 8 or 32 MiB blob, streamed into the slot or
+//!   read whole first; median of 3 processes per cell.
 //!
 //! `--quick` skips compute and shortens the rest; `--memory` and
 //! `--install` run one section. `GANTRY_BENCH_KEEP=DIR` works in DIR and
@@ -38,7 +41,7 @@ use std::time::{Duration, Instant};
 use gantry_device::device::Device;
 use gantry_device::layout::Geometry;
 use gantry_device::sandbox::{HostIo, Outcome, Profile, Sandbox};
-use gantry_device::store::Identity;
+use gantry_device::store::{Identity, Stage};
 use gantry_keys::FileKeySource;
 use gantry_signing::build::{ContainerRelease, add_signature, class_id_from_model, vendor_id_from_domain};
 use gantry_signing::config::ContainerConfig;
@@ -505,7 +508,102 @@ fn install_time(dir: &Path, runs: usize) {
     );
 }
 
+/// A release of the small `health` module and one `size`-byte blob, as
+/// files in `dir`: (envelope, module, blob).
+fn blob_release(dir: &Path, size: usize) -> (PathBuf, PathBuf, PathBuf) {
+    let (key, _) = fleet();
+    let vendor_id = vendor_id_from_domain("example.com");
+    let wasm = std::fs::read(fixtures().join("misbehave/health.wasm")).expect("health");
+    let blob: Vec<u8> = (0..size).map(|i| (i as u64).wrapping_mul(2654435761) as u8 ^ (i >> 13) as u8).collect();
+    let config = config("big", "");
+    let blobs = [("data.bin".to_owned(), &blob[..])];
+    let release = ContainerRelease {
+        config: &config,
+        module: &wasm,
+        blobs: &blobs,
+        sequence: 1,
+        vendor_id,
+        class_id: class_id_from_model(&vendor_id, "gateway"),
+    };
+    let envelope = add_signature(&release.build_unsigned().expect("release"), &key).expect("sign");
+    let files = (dir.join("envelope"), dir.join("module.wasm"), dir.join("data.bin"));
+    std::fs::write(&files.0, envelope).expect("write");
+    std::fs::write(&files.1, wasm).expect("write");
+    std::fs::write(&files.2, blob).expect("write");
+    files
+}
+
+/// In a child process (`--install-ram-child MODE DIR`): installs the
+/// release in DIR into the device in DIR, streamed or read whole first, and
+/// prints the peak RSS above what the process held before (KiB).
+fn install_ram_child(mode: &str, dir: &Path) {
+    let device = Device::open(&dir.join("state")).expect("open");
+    // The peak so far is forgotten: VmHWM restarts from the current RSS.
+    std::fs::write("/proc/self/clear_refs", "5").expect("clear_refs");
+    let status = || std::fs::read_to_string("/proc/self/status").expect("status");
+    let before = proc_kib(&status(), "VmRSS");
+    let envelope = std::fs::read(dir.join("envelope")).expect("envelope");
+    let event = if mode == "whole" {
+        let module = std::fs::read(dir.join("module.wasm")).expect("module");
+        let blob = std::fs::read(dir.join("data.bin")).expect("blob");
+        device.install(&envelope, &[&module, &blob], now()).expect("install")
+    } else {
+        use std::io::{Read as _, Seek as _};
+        let Stage::Writing(mut staging) = device.stage(&envelope, now()).expect("stage") else { panic!("refused") };
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Some((i, at)) = staging.position() {
+            let mut f = std::fs::File::open(dir.join(["module.wasm", "data.bin"][i])).expect("payload");
+            f.seek(std::io::SeekFrom::Start(at)).expect("seek");
+            let n = f.read(&mut buf).expect("read");
+            device.stage_write(&mut staging, &buf[..n]).expect("write");
+        }
+        device.finish(staging, now()).expect("finish")
+    };
+    assert!(matches!(event, gantry_device::update::UpdateEvent::Switched { .. }), "{event:?}");
+    println!("{}", proc_kib(&status(), "VmHWM").saturating_sub(before));
+}
+
+/// Peak RSS over idle while installing a container of a small module and
+/// a blob of 1, 8 and 32 MiB: streamed into the slot (what the agent and
+/// `gantry-device install` do) against reading it whole first (what the
+/// agent did before), each in a fresh process, median of `runs`.
+fn install_ram(dir: &Path, sizes: &[usize], runs: usize) {
+    println!("\n## install RAM: peak RSS over idle, KiB (median of {runs} processes per cell)");
+    println!("| container | streamed | whole in RAM | streamed ÷ whole |\n|---:|---:|---:|---:|");
+    let (_, root) = fleet();
+    let vendor_id = vendor_id_from_domain("example.com");
+    let identity = Identity { device_id: [2; 16], vendor_id, class_id: class_id_from_model(&vendor_id, "gateway") };
+    let exe = std::env::current_exe().expect("exe");
+    for &mib in sizes {
+        let work = dir.join(format!("install-ram-{mib}"));
+        std::fs::create_dir_all(&work).expect("dir");
+        blob_release(&work, mib << 20);
+        let mut cells = Vec::new();
+        for mode in ["streamed", "whole"] {
+            let mut kib = Vec::new();
+            for _ in 0..runs {
+                let state = work.join("state");
+                let _ = std::fs::remove_dir_all(&state);
+                let geometry = Geometry { max_containers: 1, slot_size: (mib as u32 + 1) << 20, ..Geometry::default() };
+                drop(Device::init(&state, geometry, &identity, &root, now()).expect("init"));
+                let out = Command::new(&exe).arg("--install-ram-child").arg(mode).arg(&work).output().expect("child");
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                kib.push(String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().expect("KiB"));
+            }
+            kib.sort_unstable();
+            cells.push(kib[kib.len() / 2]);
+        }
+        println!("| {mib} MiB | {} | {} | {:.2} |", cells[0], cells[1], cells[0] as f64 / cells[1].max(1) as f64);
+    }
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, mode, dir, ..] = args.as_slice()
+        && flag == "--install-ram-child"
+    {
+        return install_ram_child(mode, Path::new(dir));
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let temp = tempfile::tempdir().expect("tempdir");
     // GANTRY_BENCH_KEEP=DIR: work in DIR and leave the device states there
@@ -521,6 +619,7 @@ fn main() {
     }
     if std::env::args().any(|a| a == "--install") {
         install_time(dir, 3);
+        install_ram(dir, &[1, 8, 32], 3);
         return;
     }
     if !quick {
@@ -530,4 +629,5 @@ fn main() {
     idle_memory(dir, if quick { 1 } else { 5 });
     idle_rss_by_build(dir, if quick { 1 } else { 5 });
     install_time(dir, if quick { 1 } else { 3 });
+    install_ram(dir, if quick { &[1, 8] } else { &[1, 8, 32] }, if quick { 1 } else { 3 });
 }

@@ -218,64 +218,195 @@ pub fn slot_bytes(envelope_len: usize, payload_lens: impl IntoIterator<Item = u6
     payload_lens.into_iter().fold(header, u64::saturating_add)
 }
 
-fn lens<'a>(payloads: &'a [&[u8]]) -> impl Iterator<Item = u64> + 'a {
-    payloads.iter().map(|p| p.len() as u64)
-}
-
 /// Writes a release into an erased-or-not `slot`: erases the pages it needs,
 /// then writes header, envelope and payloads.
 pub fn write_slot<F: NorFlash>(slot: &mut F, envelope: &[u8], payloads: &[&[u8]]) -> Result<(), BundleError> {
-    if envelope.len() > MAX_ENVELOPE {
-        return Err(ImageError::EnvelopeTooLarge { len: envelope.len() as u32, max: MAX_ENVELOPE as u32 }.into());
-    }
-    let header = gantry_boot::image::pack_with_magic(&CONTAINER_MAGIC, envelope, &[])?;
-    let total = slot_bytes(envelope.len(), lens(payloads));
-    let capacity = slot.capacity() as u64;
-    if total > capacity {
-        return Err(BundleError::TooLarge { size: total, slot: capacity });
-    }
-    let page = F::ERASE_SIZE as u64;
-    slot.erase(0, (total.div_ceil(page) * page) as u32).map_err(flash_err)?;
-    let mut w = Writer { slot, at: 0, pending: Vec::with_capacity(CHUNK) };
-    w.put(&header)?;
+    let lens: Vec<(u64, [u8; 32])> = payloads.iter().map(|p| (p.len() as u64, Sha256::digest(p).into())).collect();
+    let mut w = SlotWriter::begin(slot, envelope, &lens)?;
     for p in payloads {
-        w.put(p)?;
+        w.write(slot, p)?;
     }
-    w.finish()
+    w.finish(slot)
 }
 
-/// Buffers writes into whole words.
-struct Writer<'s, F> {
-    slot: &'s mut F,
-    at: u32,
+/// Streams a release into a slot: header and envelope first, then the
+/// payloads in component order as they arrive, each hashed as it goes, so
+/// the RAM it needs is one chunk whatever the release's size. A payload
+/// whose bytes do not hash to its signed digest is refused the moment its
+/// last byte arrives; the slot is verified from flash again before anyone
+/// uses it.
+#[derive(Debug)]
+pub struct SlotWriter {
+    /// Each payload's signed (length, SHA-256), in component order.
+    payloads: Vec<(u64, [u8; 32])>,
+    /// Where the payloads start (after the header and envelope).
+    base: u64,
+    /// Bytes on flash.
+    flushed: u64,
+    /// Bytes waiting for a whole chunk.
     pending: Vec<u8>,
+    /// The payload being received, and the hash of its bytes so far.
+    current: usize,
+    sha: Sha256,
 }
 
-impl<F: NorFlash> Writer<'_, F> {
-    fn put(&mut self, mut data: &[u8]) -> Result<(), BundleError> {
+impl SlotWriter {
+    /// Bytes the release takes in the slot.
+    fn total(&self) -> u64 {
+        self.payloads.iter().fold(self.base, |t, p| t.saturating_add(p.0))
+    }
+
+    /// Starts a release afresh: erases the pages it needs and writes its
+    /// header and envelope. `payloads`: each one's signed length and digest.
+    pub fn begin<F: NorFlash>(
+        slot: &mut F,
+        envelope: &[u8],
+        payloads: &[(u64, [u8; 32])],
+    ) -> Result<SlotWriter, BundleError> {
+        if envelope.len() > MAX_ENVELOPE {
+            return Err(ImageError::EnvelopeTooLarge { len: envelope.len() as u32, max: MAX_ENVELOPE as u32 }.into());
+        }
+        let header = gantry_boot::image::pack_with_magic(&CONTAINER_MAGIC, envelope, &[])?;
+        let mut w = SlotWriter {
+            payloads: payloads.to_vec(),
+            base: slot_bytes(envelope.len(), []),
+            flushed: 0,
+            pending: Vec::with_capacity(CHUNK),
+            current: 0,
+            sha: Sha256::new(),
+        };
+        let total = w.total();
+        let capacity = slot.capacity() as u64;
+        if total > capacity {
+            return Err(BundleError::TooLarge { size: total, slot: capacity });
+        }
+        slot.erase(0, round_up(total, F::ERASE_SIZE)).map_err(flash_err)?;
+        w.pending.extend_from_slice(&header);
+        w.skip_empty();
+        Ok(w)
+    }
+
+    /// Takes up a release whose first `flushed` bytes a previous writer put
+    /// on flash (a [`SlotWriter::flushed`] it reported): the page holding
+    /// that point and everything after it are erased again, since a power
+    /// cut may have left them half-written, and the payload bytes from
+    /// [`SlotWriter::position`] on must be sent again. `None` when there is
+    /// nothing worth keeping (the point lies in the header).
+    pub fn resume<F: NorFlash>(
+        slot: &mut F,
+        envelope_len: usize,
+        payloads: &[(u64, [u8; 32])],
+        flushed: u64,
+    ) -> Result<Option<SlotWriter>, BundleError> {
+        let base = slot_bytes(envelope_len, []);
+        let from = flushed / F::ERASE_SIZE as u64 * F::ERASE_SIZE as u64;
+        let mut w = SlotWriter {
+            payloads: payloads.to_vec(),
+            base,
+            flushed: from,
+            pending: Vec::with_capacity(CHUNK),
+            current: 0,
+            sha: Sha256::new(),
+        };
+        let total = w.total();
+        if from < base || from > total || total > slot.capacity() as u64 {
+            return Ok(None);
+        }
+        slot.erase(from as u32, round_up(total, F::ERASE_SIZE).max(from as u32)).map_err(flash_err)?;
+        // Find the payload the point lies in, and hash its part on flash.
+        let mut start = base;
+        while w.current < w.payloads.len() && start + w.payloads[w.current].0 <= from {
+            start += w.payloads[w.current].0;
+            w.current += 1;
+        }
+        let mut buf = vec![0u8; CHUNK];
+        let mut at = start;
+        while at < from {
+            let n = (from - at).min(CHUNK as u64) as usize;
+            slot.read(at as u32, &mut buf[..n]).map_err(flash_err)?;
+            w.sha.update(&buf[..n]);
+            at += n as u64;
+        }
+        Ok(Some(w))
+    }
+
+    /// Bytes on flash so far (a point [`SlotWriter::resume`] can take up).
+    pub fn flushed(&self) -> u64 {
+        self.flushed
+    }
+
+    /// The next byte expected: (payload index, offset in it); `None` once
+    /// every payload is complete.
+    pub fn position(&self) -> Option<(usize, u64)> {
+        let mut start = self.base;
+        for (i, p) in self.payloads.iter().enumerate() {
+            if i == self.current {
+                let at = self.flushed + self.pending.len() as u64;
+                return Some((i, at.saturating_sub(start)));
+            }
+            start += p.0;
+        }
+        None
+    }
+
+    /// Skips payloads of length zero (their digest is checked at once).
+    fn skip_empty(&mut self) {
+        while self.payloads.get(self.current).is_some_and(|p| p.0 == 0) {
+            self.current += 1;
+        }
+    }
+
+    /// Appends bytes of the current payload (and those after it). Refuses
+    /// bytes past the last payload, and a payload whose bytes do not hash
+    /// to its signed digest.
+    pub fn write<F: NorFlash>(&mut self, slot: &mut F, mut data: &[u8]) -> Result<(), BundleError> {
         while !data.is_empty() {
-            let n = (CHUNK - self.pending.len()).min(data.len());
+            let Some((i, into)) = self.position() else {
+                return Err(BundleError::TooLarge {
+                    size: self.total().saturating_add(data.len() as u64),
+                    slot: self.total(),
+                });
+            };
+            let (len, digest) = self.payloads[i];
+            let n = (len - into).min(data.len() as u64).min((CHUNK - self.pending.len()) as u64) as usize;
+            self.sha.update(&data[..n]);
             self.pending.extend_from_slice(&data[..n]);
             data = &data[n..];
+            if into + n as u64 == len {
+                let sha = std::mem::replace(&mut self.sha, Sha256::new());
+                if sha.finalize()[..] != digest {
+                    return Err(BundleError::PayloadMismatch { component: i });
+                }
+                self.current += 1;
+                self.skip_empty();
+            }
             if self.pending.len() == CHUNK {
-                self.flush()?;
+                self.flush(slot)?;
             }
         }
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), BundleError> {
-        self.slot.write(self.at, &self.pending).map_err(flash_err)?;
-        self.at += self.pending.len() as u32;
+    fn flush<F: NorFlash>(&mut self, slot: &mut F) -> Result<(), BundleError> {
+        slot.write(self.flushed as u32, &self.pending).map_err(flash_err)?;
+        self.flushed += self.pending.len() as u64;
         self.pending.clear();
         Ok(())
     }
 
-    fn finish(mut self) -> Result<(), BundleError> {
+    /// Writes what is left, once every payload arrived.
+    pub fn finish<F: NorFlash>(mut self, slot: &mut F) -> Result<(), BundleError> {
+        if let Some((i, _)) = self.position() {
+            return Err(BundleError::PayloadMismatch { component: i });
+        }
         let padded = self.pending.len().next_multiple_of(F::WRITE_SIZE);
         self.pending.resize(padded, 0xFF);
-        self.flush()
+        self.flush(slot)
     }
+}
+
+fn round_up(n: u64, page: usize) -> u32 {
+    (n.div_ceil(page as u64) * page as u64) as u32
 }
 
 /// Verifies the release stored in `slot` under the trust root, reading

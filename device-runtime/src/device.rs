@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::bundle::{self, BundleError};
+use crate::bundle::BundleError;
 use crate::layout::{DeviceLayout, Geometry};
 use crate::sandbox::{Artifact, HostIo, Sandbox, SandboxError};
-use crate::store::{self, HostFlash, Identity, Runnable, Store};
+use crate::store::{self, HostFlash, Identity, Runnable, Stage, Staging, Store};
 use crate::update::{Refusal, UpdateEvent};
 
 /// Errors of device operations.
@@ -115,33 +115,56 @@ impl Device {
         Ok(HostIo { epoch, ..HostIo::under(&base) })
     }
 
-    /// Installs a release: refused with nothing written if it does not
-    /// verify or its module imports what its config does not grant.
-    ///
-    /// The store is locked only for its own steps, not while the module
-    /// compiles (seconds for a large one): the supervisor and the other
-    /// containers' probations go on meanwhile.
+    /// Installs a release given whole (see [`Device::stage`] for one that
+    /// streams): refused if it does not verify or its module imports what
+    /// its config does not grant.
     pub fn install(&self, envelope: &[u8], payloads: &[&[u8]], now: u64) -> Result<UpdateEvent, DeviceError> {
-        let trust = self.store().trust(now)?;
-        let refused = |name: &str, reason: Refusal| Ok(UpdateEvent::Refused { name: name.to_owned(), reason });
-        let release = match bundle::verify_release(envelope, payloads, &trust, 0) {
-            Ok(r) => r,
-            Err(e) => return refused("?", Refusal::Unverified(e.to_string())),
+        let mut staging = match self.stage(envelope, now)? {
+            Stage::Writing(s) => s,
+            Stage::Refused(event) => return Ok(event),
         };
-        let name = release.config.name.clone();
-        let module = release.module().sha256;
-        let artifact = match self.sandbox.install(&module, payloads[0], &release.config) {
+        if let Some(reason) = self.store().write_all(&mut staging, payloads)? {
+            return Ok(UpdateEvent::Refused { name: staging.release().config.name.clone(), reason });
+        }
+        self.finish(staging, now)
+    }
+
+    /// Starts or resumes an install that streams: its envelope is
+    /// verified and its standby slot readied; then [`Device::stage_write`]
+    /// takes the payloads from [`Staging::position`] on, and
+    /// [`Device::finish`] switches to it. The RAM this needs does not grow
+    /// with the release, except the module's compilation.
+    pub fn stage(&self, envelope: &[u8], now: u64) -> Result<Stage, DeviceError> {
+        Ok(self.store().stage(envelope, now)?)
+    }
+
+    /// The next bytes of an install (each call holds the store's lock only
+    /// for its own write).
+    pub fn stage_write(&self, staging: &mut Staging, data: &[u8]) -> Result<(), DeviceError> {
+        Ok(self.store().stage_write(staging, data)?)
+    }
+
+    /// Ends an install: verifies the slot from flash, compiles its module
+    /// and checks its imports (without holding the store's lock: seconds
+    /// for a large module), and only then switches to it on probation. A
+    /// module the sandbox refuses leaves the running version as it was.
+    pub fn finish(&self, staging: Box<Staging>, now: u64) -> Result<UpdateEvent, DeviceError> {
+        let staged = self.store().finish(staging, now)?;
+        let name = staged.release.config.name.clone();
+        let module = staged.release.module().clone();
+        let wasm = self.store().read_staged(&staged, &module)?;
+        let artifact = match self.sandbox.install(&module.sha256, &wasm, &staged.release.config) {
             Ok(a) => a,
             Err(e @ (SandboxError::Import(_) | SandboxError::Compile(_))) => {
-                return refused(&name, Refusal::Sandbox(e.to_string()));
+                self.store().abandon();
+                return Ok(UpdateEvent::Refused { name, reason: Refusal::Sandbox(e.to_string()) });
             }
             Err(e) => return Err(e.into()),
         };
+        drop(wasm);
         let store = self.store();
-        let event = store.install(envelope, payloads, now)?;
-        if matches!(event, UpdateEvent::Switched { .. }) {
-            store.record_artifact(&module, &artifact.sha256)?;
-        }
+        let event = store.commit(staged)?;
+        store.record_artifact(&module.sha256, &artifact.sha256)?;
         Ok(event)
     }
 

@@ -13,7 +13,7 @@ use gantry_keys::trust::{Role, SignedTrustRoot, TrustError, VerifiedTrustRoot};
 use embedded_storage::nor_flash::NorFlash;
 use sha2::Digest as _;
 
-use crate::bundle::{self, BundleError, Pin, Trust, VerifiedRelease};
+use crate::bundle::{self, BundleError, Pin, SlotWriter, Trust, VerifiedRelease};
 use crate::layout::{DeviceLayout, Geometry};
 use crate::table::{Installed, Phase, Record, RevertReason, SlotTable, TableError, index, other};
 use crate::update::{self, Refusal, UpdateEvent};
@@ -36,6 +36,13 @@ const KEY_ARTIFACTS: u8 = 4;
 /// Issue time of the last deployment ticket accepted (u64, big-endian):
 /// an older ticket is stale even with a valid signature and nonce.
 const KEY_LAST_TICKET: u8 = 5;
+/// The install under way, so a power cut or restart resumes it instead of
+/// fetching it all again: SHA-256 of its envelope, slot pair, slot, and the
+/// bytes of the slot on flash (u64, big-endian); empty when there is none.
+const KEY_STAGING: u8 = 6;
+/// How often an install's progress is recorded (a resume sends at most
+/// this much again, plus a page).
+const PROGRESS_EVERY: u64 = 256 * 1024;
 /// Artifact digests remembered (the oldest is forgotten first).
 const MAX_ARTIFACTS: usize = 32;
 /// Slot pair `p`'s records live under `KEY_RECORDS + 2p` and `+ 1`, in turn.
@@ -122,6 +129,45 @@ pub struct Identity {
     pub class_id: [u8; 16],
 }
 
+/// The [`KEY_STAGING`] record.
+#[derive(Debug, PartialEq, Eq)]
+struct Progress {
+    envelope_sha256: [u8; 32],
+    pair: u8,
+    slot: Slot,
+    flushed: u64,
+}
+
+impl Progress {
+    const LEN: usize = 32 + 1 + 1 + 8;
+
+    fn encode(&self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        b[..32].copy_from_slice(&self.envelope_sha256);
+        b[32] = self.pair;
+        b[33] = index(self.slot) as u8;
+        b[34..].copy_from_slice(&self.flushed.to_be_bytes());
+        b
+    }
+
+    /// Anything but a well-formed record (an empty one included) is none:
+    /// the install then starts afresh.
+    fn decode(b: &[u8]) -> Option<Progress> {
+        let b: &[u8; Self::LEN] = b.try_into().ok()?;
+        let slot = match b[33] {
+            0 => Slot::A,
+            1 => Slot::B,
+            _ => return None,
+        };
+        Some(Progress {
+            envelope_sha256: b[..32].try_into().ok()?,
+            pair: b[32],
+            slot,
+            flushed: u64::from_be_bytes(b[34..].try_into().ok()?),
+        })
+    }
+}
+
 impl Identity {
     fn encode(&self) -> Vec<u8> {
         [&self.device_id[..], &self.vendor_id, &self.class_id].concat()
@@ -145,6 +191,50 @@ pub struct Runnable {
     pub slot: Slot,
     /// What the slot holds, verified from flash at this start.
     pub release: VerifiedRelease,
+}
+
+/// An install under way: its envelope verified, its standby slot being
+/// written from a stream ([`Store::stage`], [`Store::stage_write`]).
+#[derive(Debug)]
+pub struct Staging {
+    release: VerifiedRelease,
+    envelope_sha256: [u8; 32],
+    pair: u8,
+    slot: Slot,
+    writer: SlotWriter,
+    recorded: u64,
+}
+
+impl Staging {
+    /// The release (its envelope verified; its payloads not yet).
+    pub fn release(&self) -> &VerifiedRelease {
+        &self.release
+    }
+
+    /// The next byte it needs: (payload index, offset in that payload);
+    /// `None` once every payload arrived.
+    pub fn position(&self) -> Option<(usize, u64)> {
+        self.writer.position()
+    }
+}
+
+/// What [`Store::stage`] decided.
+#[derive(Debug)]
+pub enum Stage {
+    /// Send the payloads from [`Staging::position`] on.
+    Writing(Box<Staging>),
+    /// Refused, with nothing written.
+    Refused(UpdateEvent),
+}
+
+/// A release written to its standby slot and verified from flash, not yet
+/// switched to ([`Store::finish`], then [`Store::commit`]).
+#[derive(Debug)]
+pub struct Staged {
+    /// What the slot holds.
+    pub release: VerifiedRelease,
+    pair: u8,
+    slot: Slot,
 }
 
 /// The container store over a device's NOR flash: any
@@ -380,20 +470,39 @@ impl<F: NorFlash> Store<F> {
         Ok(list.chunks_exact(64).find(|e| e[..32] == module[..]).and_then(|e| e[32..].try_into().ok()))
     }
 
-    /// Installs a release: verify, refuse a lower sequence number, write the
-    /// standby slot, verify it from flash, switch to it on probation.
-    /// `payloads`: module first, then blobs, in component order. A refusal
+    /// Installs a release given whole: [`Store::stage`], every payload in
+    /// turn, [`Store::finish`] and [`Store::commit`]. `payloads`: module
+    /// first, then blobs, in component order. A refusal
     /// (`Ok(UpdateEvent::Refused)`) writes nothing.
     pub fn install(&self, envelope: &[u8], payloads: &[&[u8]], now: u64) -> Result<UpdateEvent, Error> {
+        let mut staging = match self.stage(envelope, now)? {
+            Stage::Writing(s) => s,
+            Stage::Refused(event) => return Ok(event),
+        };
+        if let Some(reason) = self.write_all(&mut staging, payloads)? {
+            let name = staging.release.config.name.clone();
+            return Ok(UpdateEvent::Refused { name, reason });
+        }
+        let staged = self.finish(staging, now)?;
+        self.commit(staged)
+    }
+
+    /// Starts (or resumes) an install: verifies the envelope, refuses a
+    /// release that does not fit or is not newer, and readies the standby
+    /// slot. When the same envelope was being written into the same slot
+    /// when the device stopped, the bytes on flash are kept: the install
+    /// goes on from [`Staging::position`].
+    pub fn stage(&self, envelope: &[u8], now: u64) -> Result<Stage, Error> {
         let trust = self.trust(now)?;
         let table = self.table()?;
-        let refused = |name: &str, reason: Refusal| Ok(UpdateEvent::Refused { name: name.to_owned(), reason });
-        let release = match bundle::verify_release(envelope, payloads, &trust, 0) {
+        let refused =
+            |name: &str, reason: Refusal| Ok(Stage::Refused(UpdateEvent::Refused { name: name.to_owned(), reason }));
+        let release = match bundle::verify_envelope(envelope, &trust, 0) {
             Ok(r) => r,
             Err(e) => return refused("?", Refusal::Unverified(e.to_string())),
         };
         let name = release.config.name.clone();
-        let size = bundle::slot_bytes(envelope.len(), payloads.iter().map(|p| p.len() as u64));
+        let size = bundle::slot_bytes(envelope.len(), release.payloads.iter().map(|p| p.len));
         if size > self.layout.slot_size as u64 {
             return refused(&name, Refusal::TooLarge { size, slot: self.layout.slot_size as u64 });
         }
@@ -401,22 +510,147 @@ impl<F: NorFlash> Store<F> {
             Ok(p) => p,
             Err(reason) => return refused(&name, reason),
         };
-        self.put_table(&table, &plan.table)?;
+        let envelope_sha256: [u8; 32] = sha2::Sha256::digest(envelope).into();
+        let payloads: Vec<(u64, [u8; 32])> = release.payloads.iter().map(|p| (p.len, p.sha256)).collect();
         let region = self.layout.slot(plan.pair, plan.slot);
-        bundle::write_slot(&mut self.part(region), envelope, payloads)?;
-        let written = bundle::verify_slot(&mut self.part(region), &trust, 0)?;
-        if written.manifest_digest != release.manifest_digest {
+        let resumed = match self.progress()? {
+            Some(p)
+                if p.envelope_sha256 == envelope_sha256
+                    && (p.pair, p.slot) == (plan.pair, plan.slot)
+                    && plan.table == table =>
+            {
+                SlotWriter::resume(&mut self.part(region), envelope.len(), &payloads, p.flushed)?
+            }
+            _ => None,
+        };
+        let writer = match resumed {
+            Some(w) => w,
+            None => {
+                self.abandon_record()?;
+                self.put_table(&table, &plan.table)?;
+                SlotWriter::begin(&mut self.part(region), envelope, &payloads)?
+            }
+        };
+        let recorded = writer.flushed();
+        Ok(Stage::Writing(Box::new(Staging {
+            release,
+            envelope_sha256,
+            pair: plan.pair,
+            slot: plan.slot,
+            writer,
+            recorded,
+        })))
+    }
+
+    /// Writes every payload of an install, given whole; a refusal when
+    /// they are not the ones signed (the install is then abandoned).
+    pub fn write_all(&self, s: &mut Staging, payloads: &[&[u8]]) -> Result<Option<Refusal>, Error> {
+        let signed = &s.release.payloads;
+        if signed.len() != payloads.len() || signed.iter().zip(payloads).any(|(p, g)| p.len != g.len() as u64) {
+            self.abandon();
+            let e = BundleError::PayloadCount { expected: signed.len(), given: payloads.len() };
+            return Ok(Some(Refusal::Unverified(format!("{e}, of the signed sizes"))));
+        }
+        while let Some((i, at)) = s.position() {
+            match self.stage_write(s, &payloads[i][at as usize..]) {
+                Ok(()) => {}
+                Err(Error::Bundle(e @ BundleError::PayloadMismatch { .. })) => {
+                    return Ok(Some(Refusal::Unverified(e.to_string())));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Writes the next bytes of an install (from [`Staging::position`]
+    /// on), hashing each payload as it arrives. A payload that does not
+    /// hash to its signed digest is refused, and the install starts afresh
+    /// next time.
+    pub fn stage_write(&self, s: &mut Staging, data: &[u8]) -> Result<(), Error> {
+        let region = self.layout.slot(s.pair, s.slot);
+        for piece in data.chunks(PROGRESS_EVERY as usize) {
+            if let Err(e) = s.writer.write(&mut self.part(region), piece) {
+                self.abandon_record()?;
+                return Err(e.into());
+            }
+            if s.writer.flushed() >= s.recorded.saturating_add(PROGRESS_EVERY) {
+                let flushed = s.writer.flushed();
+                let p = Progress { envelope_sha256: s.envelope_sha256, pair: s.pair, slot: s.slot, flushed };
+                self.kv()?.put(KEY_STAGING, &p.encode())?;
+                s.recorded = flushed;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the writing: every payload arrived; the slot is verified from
+    /// flash under the trust root (nothing is switched yet).
+    pub fn finish(&self, s: Box<Staging>, now: u64) -> Result<Staged, Error> {
+        let region = self.layout.slot(s.pair, s.slot);
+        let result = s.writer.finish(&mut self.part(region)).map_err(Error::from).and_then(|()| {
+            let trust = self.trust(now)?;
+            Ok(bundle::verify_slot(&mut self.part(region), &trust, 0)?)
+        });
+        let written = match result {
+            Ok(w) => w,
+            Err(e) => {
+                self.abandon_record()?;
+                return Err(e);
+            }
+        };
+        if written.manifest_digest != s.release.manifest_digest {
+            self.abandon_record()?;
             return Err(Error::Inconsistent("the slot does not hold what was written".into()));
         }
+        Ok(Staged { release: written, pair: s.pair, slot: s.slot })
+    }
+
+    /// Switches to a staged release, on probation.
+    pub fn commit(&self, s: Staged) -> Result<UpdateEvent, Error> {
+        let table = self.table()?;
         let installed = Installed {
-            manifest_digest: release.manifest_digest,
-            sequence: release.sequence,
-            version: release.config.version.clone(),
+            manifest_digest: s.release.manifest_digest,
+            sequence: s.release.sequence,
+            version: s.release.config.version.clone(),
         };
-        let (next, event) = update::switch(&plan.table, &name, plan.slot, installed)
+        let (next, event) = update::switch(&table, &s.release.config.name, s.slot, installed)
             .ok_or_else(|| Error::Inconsistent("the planned container vanished".into()))?;
-        self.put_table(&plan.table, &next)?;
+        self.put_table(&table, &next)?;
+        self.abandon_record()?;
         Ok(event)
+    }
+
+    /// Gives up the install under way (its standby slot stays empty).
+    pub fn abandon(&self) {
+        // Best effort: a record left behind only lets the same envelope
+        // resume, and every resumed slot is verified from flash again.
+        let _ = self.abandon_record();
+    }
+
+    fn abandon_record(&self) -> Result<(), Error> {
+        if self.progress()?.is_some() {
+            self.kv()?.put(KEY_STAGING, &[])?;
+        }
+        Ok(())
+    }
+
+    fn progress(&self) -> Result<Option<Progress>, Error> {
+        Ok(self.kv()?.get(KEY_STAGING)?.and_then(Progress::decode))
+    }
+
+    /// A payload of a staged release, read from its slot and checked
+    /// against its signed digest again.
+    pub fn read_staged(&self, s: &Staged, payload: &bundle::Payload) -> Result<Vec<u8>, Error> {
+        self.read_from(s.pair, s.slot, payload)
+    }
+
+    fn read_from(&self, pair: u8, slot: Slot, payload: &bundle::Payload) -> Result<Vec<u8>, Error> {
+        let bytes = bundle::read_payload(&mut self.part(self.layout.slot(pair, slot)), payload)?;
+        if sha2::Sha256::digest(&bytes)[..] != payload.sha256 {
+            return Err(BundleError::PayloadMismatch { component: payload.component }.into());
+        }
+        Ok(bytes)
     }
 
     /// Ends `name`'s probation successfully.
@@ -549,11 +783,7 @@ impl<F: NorFlash> Store<F> {
     /// against its signed digest again (the slot could have changed since).
     pub fn read_payload(&self, r: &Runnable, payload: &bundle::Payload) -> Result<Vec<u8>, Error> {
         let pair = self.table()?.get(&r.name).ok_or_else(|| Error::Unknown(r.name.clone()))?.pair;
-        let bytes = bundle::read_payload(&mut self.part(self.layout.slot(pair, r.slot)), payload)?;
-        if sha2::Sha256::digest(&bytes)[..] != payload.sha256 {
-            return Err(BundleError::PayloadMismatch { component: payload.component }.into());
-        }
-        Ok(bytes)
+        self.read_from(pair, r.slot, payload)
     }
 }
 
@@ -658,6 +888,17 @@ mod tests {
     /// case: as many containers as it allows, with every string at its
     /// bound, rewritten many times, beside a full artifact list and the
     /// trust root's largest size.
+    #[test]
+    fn the_progress_record_round_trips_and_anything_else_is_none() {
+        let p = Progress { envelope_sha256: [7; 32], pair: 3, slot: Slot::B, flushed: 1 << 40 };
+        assert_eq!(Progress::decode(&p.encode()), Some(p));
+        let mut bad_slot = Progress { envelope_sha256: [7; 32], pair: 0, slot: Slot::A, flushed: 0 }.encode();
+        bad_slot[33] = 2;
+        for b in [&[][..], &bad_slot[..], &[0; Progress::LEN + 1][..], &[0; Progress::LEN - 1][..]] {
+            assert_eq!(Progress::decode(b), None);
+        }
+    }
+
     #[test]
     fn the_smallest_device_map_holds_the_worst_case() {
         let s = store_of(3);

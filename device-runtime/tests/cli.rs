@@ -56,16 +56,22 @@ fn init_install_status_run_logs() {
     let event: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!((event["event"].as_str(), event["sequence"].as_u64()), (Some("switched"), Some(1)));
 
-    // Issue 11, finding 5: a module of 300 MB for a 1 MiB slot is refused
-    // from its size, before it is read (it used to be read whole first).
+    // Issue 11, finding 5: sizes first. A module of 300 MB is refused from
+    // its size, before it is read (it used to be read whole first) ...
     let huge = dir.path().join("huge.wasm");
     std::fs::File::create(&huge).unwrap().set_len(300 << 20).unwrap();
     let o = cli(&state, &["install", env_path.to_str().unwrap(), "--module", huge.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("does not fit a 1048576-byte slot"), "{}", text(&o));
-    let args = ["install", env_path.to_str().unwrap(), "--module", huge.to_str().unwrap(), "--json"];
+    assert!(text(&o).contains("does not match the release: 314572800 bytes, signed"), "{}", text(&o));
+    // ... and a release whose signed sizes do not fit a slot is refused
+    // before a byte of its payloads is read.
+    let big = vec![0u8; 2 << 20];
+    let big_env = dir.path().join("big.suit");
+    std::fs::write(&big_env, fleet.release_with("name = \"big\"\nversion = \"1\"\n", &big, 1)).unwrap();
+    let args = ["install", big_env.to_str().unwrap(), "--module", huge.to_str().unwrap(), "--json"];
     let refused: serde_json::Value = serde_json::from_slice(&cli(&state, &args).stdout).unwrap();
     assert_eq!((refused["event"].as_str(), refused["code"].as_str()), (Some("refused"), Some("too-large")));
+    assert!(refused["reason"].as_str().unwrap().contains("does not fit a 1048576-byte slot"), "{refused}");
 
     // The same module under an envelope for another module: refused, exit 1.
     let o = cli(&state, &["install", env_path.to_str().unwrap(), "--module", fixture("crash").to_str().unwrap()]);

@@ -7,7 +7,7 @@ use common::Store;
 use common::{Fleet, NOW, Release, geometry};
 use gantry_boot::Slot;
 use gantry_boot::sim::{Cut, CutModel};
-use gantry_device::store::HostFlash;
+use gantry_device::store::{HostFlash, Stage, Staging};
 use gantry_device::table::Phase;
 use gantry_device::update::UpdateEvent;
 use gantry_keys::trust::TrustError;
@@ -348,4 +348,162 @@ fn power_cut_sweep_install_switch_probation_revert() {
     }
     assert!(total.0 > 1000, "{} cuts", total.0);
     assert_eq!(total.1, 0, "{} violations in {} cuts", total.1, total.0);
+}
+
+/// A store with 2 MiB slots, for releases large enough to record progress.
+fn large_device(fleet: &Fleet) -> Store {
+    fleet.device_of(gantry_device::layout::Geometry { slot_size: 2 << 20, ..geometry() })
+}
+
+/// Writes a release's payloads from where the staging asks for them.
+fn feed(store: &Store, staging: &mut Staging, r: &Release, mut budget: usize) -> usize {
+    let mut sent = 0;
+    while let Some((i, at)) = staging.position() {
+        let payload = if i == 0 { &r.1 } else { &r.2 };
+        let n = (payload.len() - at as usize).min(4096).min(budget);
+        if n == 0 {
+            break;
+        }
+        store.stage_write(staging, &payload[at as usize..at as usize + n]).unwrap();
+        sent += n;
+        budget -= n;
+    }
+    sent
+}
+
+fn staging(store: &Store, r: &Release) -> Box<Staging> {
+    match store.stage(&r.0, NOW).unwrap() {
+        Stage::Writing(s) => s,
+        Stage::Refused(e) => panic!("{e:?}"),
+    }
+}
+
+#[test]
+fn a_streamed_install_resumes_from_flash_after_a_restart() {
+    let fleet = Fleet::new();
+    let store = large_device(&fleet);
+    let r = fleet.release("app", "1.0", 1, 1_500_000);
+    let mut s = staging(&store, &r);
+    assert_eq!(s.position(), Some((0, 0)));
+    assert_eq!(feed(&store, &mut s, &r, 1_000_000), 1_000_000);
+    // The device stops: what is on flash stays, the RAM state is gone.
+    drop(s);
+    let store =
+        Store::open(store.into_flash(), gantry_device::layout::Geometry { slot_size: 2 << 20, ..geometry() }).unwrap();
+    let mut s = staging(&store, &r);
+    let (i, at) = s.position().unwrap();
+    assert_eq!(i, 0);
+    assert!(at > 500_000 && at <= 1_000_000, "resumed at {at}: at most a progress interval and a page sent again");
+    let rest = feed(&store, &mut s, &r, usize::MAX);
+    assert_eq!(rest, r.1.len() + r.2.len() - at as usize);
+    let staged = store.finish(s, NOW).unwrap();
+    assert!(matches!(store.commit(staged).unwrap(), UpdateEvent::Switched { sequence: 1, .. }));
+    assert_eq!(running(&store, "app"), Some(1));
+    // Done: the next install of another release starts afresh.
+    let r2 = fleet.release("app", "2.0", 2, 1_500_000);
+    store.confirm("app").unwrap();
+    assert_eq!(staging(&store, &r2).position(), Some((0, 0)));
+}
+
+#[test]
+fn another_release_never_resumes_on_bytes_written_for_the_first() {
+    let fleet = Fleet::new();
+    let store = large_device(&fleet);
+    let r1 = fleet.release("app", "1.0", 1, 1_500_000);
+    let mut s = staging(&store, &r1);
+    feed(&store, &mut s, &r1, 1_000_000);
+    drop(s);
+    // Same container, another release (another envelope): from the start.
+    let r2 = fleet.release("app", "2.0", 2, 1_500_000);
+    let mut s = staging(&store, &r2);
+    assert_eq!(s.position(), Some((0, 0)));
+    feed(&store, &mut s, &r2, usize::MAX);
+    let staged = store.finish(s, NOW).unwrap();
+    store.commit(staged).unwrap();
+    assert_eq!(running(&store, "app"), Some(2));
+}
+
+#[test]
+fn a_payload_that_does_not_hash_is_refused_when_its_last_byte_arrives_and_the_next_try_starts_afresh() {
+    let fleet = Fleet::new();
+    let store = large_device(&fleet);
+    let r = fleet.release("app", "1.0", 1, 600_000);
+    let mut bad = r.clone();
+    bad.1[599_999] ^= 1;
+    let mut s = staging(&store, &r);
+    store.stage_write(&mut s, &bad.1[..599_999]).unwrap();
+    let e = store.stage_write(&mut s, &bad.1[599_999..]).unwrap_err();
+    assert!(e.to_string().contains("component 0"), "{e}");
+    drop(s);
+    let mut s = staging(&store, &r);
+    assert_eq!(s.position(), Some((0, 0)), "bytes known bad are not resumed");
+    feed(&store, &mut s, &r, usize::MAX);
+    store.commit(store.finish(s, NOW).unwrap()).unwrap();
+    assert_eq!(running(&store, "app"), Some(1));
+    // Bytes past the last payload are refused, not written.
+    let r2 = fleet.release("app", "2.0", 2, 600_000);
+    store.confirm("app").unwrap();
+    let mut s = staging(&store, &r2);
+    feed(&store, &mut s, &r2, usize::MAX);
+    assert!(store.stage_write(&mut s, b"more").is_err());
+}
+
+/// Power cuts all through a streamed install of a release large enough to
+/// record its progress; after each, the device runs what it ran, and the
+/// install, tried again, resumes and completes.
+#[test]
+fn power_cut_sweep_streamed_install_resumes() {
+    let fleet = Fleet::new();
+    let g = gantry_device::layout::Geometry { slot_size: 2 << 20, ..geometry() };
+    let store = large_device(&fleet);
+    v1(&store, &fleet).unwrap();
+    let r = fleet.release("app", "2.0", 2, 1_200_000);
+    let start = store.with_flash(|f| f.contents().to_vec());
+    store.with_flash(|f| f.reset_ops());
+    install(&store, &r);
+    let ops = store.with_flash(|f| f.ops());
+    let mut flash = store.into_flash();
+    let (mut cuts, mut violations, mut resumed) = (0, 0, 0);
+    let points = knob("GANTRY_SWEEP_POINTS", 16);
+    for model in CutModel::ALL {
+        for k in 1..=points {
+            let at = ops * k / (points + 1);
+            cuts += 1;
+            flash.power_on();
+            flash.restore(&start).unwrap();
+            flash.arm(Cut { at, model, seed: at });
+            let store = Store::open(flash, g).unwrap();
+            let _ = store.install(&r.0, &[&r.1, &r.2], NOW);
+            let fired = store.with_flash(|f| f.is_off());
+            store.with_flash(|f| f.power_on());
+            let store = Store::open(store.into_flash(), g).unwrap();
+            let verdict = check(&store, &[1, 2]).and_then(|()| {
+                if !fired {
+                    return Ok(());
+                }
+                // Tried again: it resumes where it can and completes.
+                let mut s = match store.stage(&r.0, NOW).map_err(|e| e.to_string())? {
+                    Stage::Writing(s) => s,
+                    Stage::Refused(e) => return Err(format!("refused after the cut: {e:?}")),
+                };
+                if s.position().is_some_and(|(i, at)| i > 0 || at > 0) {
+                    resumed += 1;
+                }
+                feed(&store, &mut s, &r, usize::MAX);
+                let staged = store.finish(s, NOW).map_err(|e| e.to_string())?;
+                store.commit(staged).map_err(|e| e.to_string())?;
+                check(&store, &[2])
+            });
+            if let Err(v) = verdict {
+                violations += 1;
+                if violations <= 3 {
+                    eprintln!("{}: cut at {at}: {v}", model.name());
+                }
+            }
+            flash = store.into_flash();
+        }
+    }
+    println!("streamed install   ops {ops:>6}  cuts {cuts:>7}  violations {violations}  resumed {resumed}");
+    assert_eq!(violations, 0);
+    assert!(resumed > cuts / 3, "only {resumed} of {cuts} cuts resumed");
 }

@@ -32,11 +32,11 @@ pub use schedule::{Poller, Schedule};
 
 use crate::bundle;
 use crate::device::{Device, DeviceError};
+use crate::store::Stage;
 use crate::supervisor::unix_now;
 use crate::table::{Container, Phase, SlotTable};
 use crate::update::UpdateEvent;
 use client::{Checkin, Client};
-use fetch::Downloads;
 
 /// Largest envelope fetched (envelopes are a few KiB; payloads travel apart).
 pub const MAX_ENVELOPE: u64 = 64 * 1024;
@@ -166,7 +166,6 @@ pub struct Agent {
     client: Client,
     device_id: String,
     key: FileKeySource,
-    downloads: Downloads,
     token: Option<(String, Instant)>,
     etag: Option<String>,
     /// Reports that failed where no event callback was at hand; told at
@@ -260,11 +259,12 @@ impl Agent {
     /// An agent for the device in `state`.
     pub fn new(config: AgentConfig, device: &Device, state: &Path) -> Result<Agent, AgentError> {
         let client = Client::new(&config.server, config.call_timeout)?;
+        // Payloads once waited in files here; they now stream into flash.
+        let _ = std::fs::remove_dir_all(state.join("downloads"));
         Ok(Agent {
             client,
             device_id: device_id(device)?,
             key: device_key(state)?,
-            downloads: Downloads::new(&state.join("downloads"))?,
             token: None,
             etag: None,
             report_failures: Vec::new(),
@@ -428,7 +428,6 @@ impl Agent {
 
         let mut cycle = Cycle { switched: Vec::new(), poll_after: Some(response.poll_after_clamped()) };
         let mut all_done = true;
-        let mut keep = Vec::new();
         for a in ticket.assignments() {
             let skip = |reason: String| AgentEvent::Skipped { stream: a.stream.to_owned(), reason };
             if a.stream.as_bytes() == gantry_signing::FIRMWARE_COMPONENT {
@@ -450,7 +449,7 @@ impl Agent {
                 .iter()
                 .find(|v| v.stream == a.stream && unhex32(&v.envelope.sha256) == Some(a.envelope_sha256))
                 .map(|v| v.envelope.size);
-            match self.apply(device, &token, &a, size, &mut keep) {
+            match self.apply(device, &token, &a, size) {
                 Ok(event) => {
                     if let UpdateEvent::Switched { name, .. } = &event {
                         cycle.switched.push(name.clone());
@@ -464,7 +463,6 @@ impl Agent {
                 }
             }
         }
-        self.downloads.retain(&keep);
         // Only a fully handled state is acknowledged: after a failure the
         // next check-in gets a fresh ticket and tries again.
         self.etag = if all_done { Some(response.etag) } else { None };
@@ -494,7 +492,6 @@ impl Agent {
         token: &str,
         a: &Assignment<'_>,
         envelope_size: Option<u64>,
-        keep: &mut Vec<[u8; 32]>,
     ) -> Result<UpdateEvent, AgentError> {
         // The unsigned listing only says how big the envelope is; the ticket
         // names which one counts.
@@ -505,9 +502,7 @@ impl Agent {
             return Err(AgentError::Protocol(format!("{}: envelope of {size} bytes, above {MAX_ENVELOPE}", a.stream)));
         }
         let caps = self.config.caps;
-        keep.push(a.envelope_sha256);
-        let envelope =
-            self.downloads.fetch(&self.client, &a.envelope_sha256, size, &caps, &mut |_| {}).map_err(fetch)?;
+        let envelope = fetch::fetch_small(&self.client, &a.envelope_sha256, size, &caps).map_err(fetch)?;
         let trust = device.store().trust(unix_now()).map_err(DeviceError::from)?;
         let release = bundle::verify_envelope(&envelope, &trust, 0)
             .map_err(|e| AgentError::Release(format!("{}: the envelope does not verify: {e}", a.stream)))?;
@@ -517,38 +512,39 @@ impl Agent {
                 a.stream
             )));
         }
-        // Sizes first: the signed lengths say whether the release fits a
-        // slot before a byte of its payloads is downloaded.
-        let needed = bundle::slot_bytes(envelope.len(), release.payloads.iter().map(|p| p.len));
-        let slot = u64::from(device.store().layout().slot_size);
-        if needed > slot {
-            return Err(AgentError::Release(format!(
-                "{}: a release of {needed} bytes does not fit a {slot}-byte slot",
-                a.stream
-            )));
-        }
+        // Sizes first: `stage` refuses a release that does not fit a slot
+        // before a byte of its payloads is downloaded, and resumes one the
+        // device was writing when it stopped.
+        let mut staging = match device.stage(&envelope, unix_now())? {
+            Stage::Writing(s) => s,
+            Stage::Refused(event) => return Ok(self.refused(token, a, event)),
+        };
         self.report(token, a.stream, &a.manifest_digest, ReportState::Downloading, None);
-        let mut payloads = Vec::with_capacity(release.payloads.len());
-        for p in &release.payloads {
-            keep.push(p.sha256);
-            payloads.push(self.downloads.fetch(&self.client, &p.sha256, p.len, &caps, &mut |_| {}).map_err(fetch)?);
+        while let Some((i, at)) = staging.position() {
+            let p = &staging.release().payloads[i];
+            let (sha256, len) = (p.sha256, p.len);
+            let mut sink = |bytes: &[u8]| Ok(device.stage_write(&mut staging, bytes)?);
+            fetch::stream(&self.client, &sha256, at, len, &caps, &mut sink).map_err(fetch)?;
         }
         self.report(token, a.stream, &a.manifest_digest, ReportState::Installing, None);
-        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
-        let event = device.install(&envelope, &refs, unix_now())?;
+        let event = device.finish(staging, unix_now())?;
+        Ok(self.refused(token, a, event))
+    }
+
+    /// Reports a refusal (and hands on any event).
+    fn refused(&mut self, token: &str, a: &Assignment<'_>, event: UpdateEvent) -> UpdateEvent {
         if let UpdateEvent::Refused { reason, .. } = &event {
             self.report(token, a.stream, &a.manifest_digest, ReportState::Failed, Some(reason.to_string()));
         }
-        self.downloads.discard(&a.envelope_sha256);
-        for p in &release.payloads {
-            self.downloads.discard(&p.sha256);
-        }
-        Ok(event)
+        event
     }
 }
 
 fn fetch(e: FetchError) -> AgentError {
-    AgentError::Transport(e.to_string())
+    match e {
+        FetchError::Sink(e) => AgentError::Device(e),
+        e => AgentError::Transport(e.to_string()),
+    }
 }
 
 #[cfg(test)]

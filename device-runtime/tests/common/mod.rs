@@ -86,11 +86,12 @@ impl Fleet {
     }
 
     pub fn device(&self) -> Store {
-        let store = Store::open(
-            HostFlash::new(gantry_device::layout::DeviceLayout::new(geometry()).unwrap().size() as usize),
-            geometry(),
-        )
-        .unwrap();
+        self.device_of(geometry())
+    }
+
+    pub fn device_of(&self, geometry: Geometry) -> Store {
+        let size = gantry_device::layout::DeviceLayout::new(geometry).unwrap().size() as usize;
+        let store = Store::open(HostFlash::new(size), geometry).unwrap();
         store.provision(&self.identity, &self.trust_root, NOW).unwrap();
         store
     }

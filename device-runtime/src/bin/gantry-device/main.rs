@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use gantry_device::agent::{self, Agent, AgentConfig, AgentEvent, Caps, Poller, Schedule};
-use gantry_device::bundle;
-use gantry_device::device::Device;
+use std::io::{Read as _, Seek as _};
+
+use gantry_device::bundle::{self, BundleError, VerifiedRelease};
+use gantry_device::device::{Device, DeviceError};
 use gantry_device::layout::Geometry;
-use gantry_device::store::Identity;
+use gantry_device::store::{self, Identity, Stage};
 use gantry_device::supervisor::{self, Control, Report};
 use gantry_device::table::{Container, Phase};
 use gantry_device::update::{Refusal, UpdateEvent};
@@ -161,7 +163,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("initialized {} (device {}, {vendor} / {class})", state.display(), hex::encode(device_id));
         }
         Command::Install { envelope, module, blobs, json } => {
-            let device = Device::open(state)?;
             let blobs = blobs
                 .iter()
                 .map(|b| {
@@ -169,31 +170,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     Ok((name.to_owned(), PathBuf::from(path)))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            // Sizes first: a release that cannot fit a slot is refused
-            // before a byte of it is read.
-            let size =
-                |p: &Path| std::fs::metadata(p).with_context(|| format!("reading {}", p.display())).map(|m| m.len());
-            let envelope_len = size(&envelope)?;
-            let payload_lens = std::iter::once(size(&module)).chain(blobs.iter().map(|(_, p)| size(p)));
-            let needed = bundle::slot_bytes(
-                usize::try_from(envelope_len).unwrap_or(usize::MAX),
-                payload_lens.collect::<Result<Vec<u64>>>()?,
-            );
-            let slot = u64::from(device.store().layout().slot_size);
-            let max_envelope = gantry_boot::image::MAX_ENVELOPE as u64;
-            let too_large = if envelope_len > max_envelope {
-                Some(Refusal::Unverified(format!("an envelope of {envelope_len} bytes is above {max_envelope}")))
-            } else {
-                (needed > slot).then_some(Refusal::TooLarge { size: needed, slot })
-            };
-            if let Some(reason) = too_large {
-                return Ok(print_outcome(&UpdateEvent::Refused { name: "?".into(), reason }, json));
-            }
-            let env = read(&envelope)?;
-            let module = read(&module)?;
-            let blobs = blobs.into_iter().map(|(n, p)| Ok((n, read(&p)?))).collect::<Result<Vec<_>>>()?;
-            let payloads = order_payloads(&env, &module, &blobs)?;
-            let event = device.install(&env, &payloads, supervisor::unix_now())?;
+            let event = install(&Device::open(state)?, &envelope, &module, &blobs)?;
             return Ok(print_outcome(&event, json));
         }
         Command::Start { name } => Device::open(state)?.store().set_enabled(&name, true)?,
@@ -390,6 +367,67 @@ fn pull(
     }
 }
 
+/// `gantry-device install`. Sizes first: the envelope's from the file
+/// system, then the payloads' from the signed manifest (does the release
+/// fit a slot, are the files the sizes signed), before a byte of them is
+/// read; then they stream into the slot a chunk at a time.
+fn install(device: &Device, envelope: &Path, module: &Path, blobs: &[(String, PathBuf)]) -> Result<UpdateEvent> {
+    let refused = |name: &str, reason: Refusal| Ok(UpdateEvent::Refused { name: name.to_owned(), reason });
+    let size = |p: &Path| std::fs::metadata(p).with_context(|| format!("reading {}", p.display())).map(|m| m.len());
+    let (envelope_len, max_envelope) = (size(envelope)?, gantry_boot::image::MAX_ENVELOPE as u64);
+    if envelope_len > max_envelope {
+        return refused(
+            "?",
+            Refusal::Unverified(format!("an envelope of {envelope_len} bytes is above {max_envelope}")),
+        );
+    }
+    let (now, envelope) = (supervisor::unix_now(), read(envelope)?);
+    let trust = device.store().trust(now)?;
+    let release = match bundle::verify_envelope(&envelope, &trust, 0) {
+        Ok(r) => r,
+        Err(e) => return refused("?", Refusal::Unverified(e.to_string())),
+    };
+    let name = release.config.name.as_str();
+    let needed = bundle::slot_bytes(envelope.len(), release.payloads.iter().map(|p| p.len));
+    let slot = u64::from(device.store().layout().slot_size);
+    if needed > slot {
+        return refused(name, Refusal::TooLarge { size: needed, slot });
+    }
+    let files = payload_files(&release, module, blobs)?;
+    for (p, path) in release.payloads.iter().zip(&files) {
+        let len = size(path)?;
+        if len != p.len {
+            let why = format!("{} does not match the release: {len} bytes, signed {}", path.display(), p.len);
+            return refused(name, Refusal::Unverified(why));
+        }
+    }
+    let mut staging = match device.stage(&envelope, now)? {
+        Stage::Writing(s) => s,
+        Stage::Refused(event) => return Ok(event),
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Some((i, at)) = staging.position() {
+        let path = &files[i];
+        let mut file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+        file.seek(std::io::SeekFrom::Start(at))?;
+        let n = file.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        let result = match n {
+            0 => Err(format!("{} ended early", path.display())),
+            n => match device.stage_write(&mut staging, &buf[..n]) {
+                Err(DeviceError::Store(store::Error::Bundle(e @ BundleError::PayloadMismatch { .. }))) => {
+                    Err(e.to_string())
+                }
+                other => Ok(other?),
+            },
+        };
+        if let Err(why) = result {
+            device.store().abandon();
+            return refused(name, Refusal::Unverified(why));
+        }
+    }
+    Ok(device.finish(staging, supervisor::unix_now())?)
+}
+
 fn random_u64() -> u64 {
     rand_core::RngCore::next_u64(&mut rand_core::OsRng)
 }
@@ -397,25 +435,25 @@ fn random_u64() -> u64 {
 /// Module first, then each blob in the order the manifest names them (the
 /// order they are stored in the slot). The manifest is read unverified here
 /// only to order the files; `install` verifies everything.
-fn order_payloads<'a>(envelope: &[u8], module: &'a [u8], blobs: &'a [(String, Vec<u8>)]) -> Result<Vec<&'a [u8]>> {
-    let env = gantry_signing::Envelope::parse(envelope).context("parsing the envelope")?;
-    let manifest = gantry_signing::Manifest::parse(env.manifest().content).context("parsing the manifest")?;
-    let mut payloads = vec![module];
-    for id in manifest.components() {
-        let segments: Vec<&[u8]> = id.segments().collect();
-        if let [_, b"blob", name] = segments.as_slice() {
-            let name = String::from_utf8_lossy(name);
-            let blob = blobs
+/// The file of each payload the release names, in component order: the
+/// module, then each blob by its name.
+fn payload_files(release: &VerifiedRelease, module: &Path, blobs: &[(String, PathBuf)]) -> Result<Vec<PathBuf>> {
+    let files = release
+        .payloads
+        .iter()
+        .map(|p| match &p.blob {
+            None => Ok(module.to_owned()),
+            Some(name) => blobs
                 .iter()
-                .find(|(n, _)| *n == name)
-                .with_context(|| format!("the release needs --blob {name}=PATH"))?;
-            payloads.push(&blob.1[..]);
-        }
+                .find(|(n, _)| n == name)
+                .map(|(_, path)| path.clone())
+                .with_context(|| format!("the release needs --blob {name}=PATH")),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if files.len() != blobs.len() + 1 {
+        bail!("the release names {} blobs, {} were given", files.len() - 1, blobs.len());
     }
-    if payloads.len() != blobs.len() + 1 {
-        bail!("the release names {} blobs, {} were given", payloads.len() - 1, blobs.len());
-    }
-    Ok(payloads)
+    Ok(files)
 }
 
 fn container_json(c: &Container) -> serde_json::Value {
