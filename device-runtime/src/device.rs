@@ -12,8 +12,9 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
+
+use parking_lot::{ReentrantMutex, ReentrantMutexGuard};
 
 use crate::bundle::BundleError;
 use crate::layout::{DeviceLayout, Geometry};
@@ -50,8 +51,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DeviceError + '_ {
 /// The device as the CLI and the supervisor use it.
 pub struct Device {
     dir: PathBuf,
-    /// One operation at a time: a store operation is many flash operations.
-    store: Mutex<Store<HostFlash>>,
+    /// One thread's operations at a time: a store operation is many flash
+    /// operations. Reentrant: a thread holding the lock may take it again
+    /// (`device.store().a(device.store().b())` cannot deadlock), which is
+    /// safe because each store operation completes before the next starts.
+    store: ReentrantMutex<Store<HostFlash>>,
     sandbox: Sandbox,
 }
 
@@ -93,14 +97,15 @@ impl Device {
             .map_err(|e| DeviceError::Config(format!("{}: {e}", flash_path.display())))?;
         let store = Store::open(flash, geometry)?;
         let sandbox = Sandbox::new(&dir.join("cache"))?;
-        Ok(Device { dir: dir.to_owned(), store: Mutex::new(store), sandbox })
+        Ok(Device { dir: dir.to_owned(), store: ReentrantMutex::new(store), sandbox })
     }
 
     /// The container store, locked for the caller's operations.
-    pub fn store(&self) -> MutexGuard<'_, Store<HostFlash>> {
-        // A panic while holding the lock leaves no half-done table: every
-        // table write is atomic on flash, and the flash is the state.
-        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    pub fn store(&self) -> ReentrantMutexGuard<'_, Store<HostFlash>> {
+        // A panic while holding the lock leaves no half-done table (every
+        // table write is atomic on flash, and the flash is the state), and
+        // this lock is never poisoned.
+        self.store.lock()
     }
 
     /// The sandbox.

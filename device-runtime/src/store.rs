@@ -918,9 +918,12 @@ mod tests {
         for n in 0..500 {
             let after = SlotTable { containers: vec![wide('a', 0, n), wide('b', 1, n), wide('c', 2, n)] };
             s.put_table(&before, &after).unwrap();
+            let progress = Progress { envelope_sha256: [n as u8; 32], pair: 2, slot: Slot::A, flushed: n << 18 };
+            s.kv().unwrap().put(KEY_STAGING, &progress.encode()).unwrap();
             before = after;
         }
         assert_eq!(s.table().unwrap(), before);
+        assert_eq!(s.progress().unwrap().map(|p| p.flushed), Some(499 << 18));
         let too_many = Geometry { firmware_pages: 1, device_kv_pages: 4, max_containers: 4, slot_size: 8192 };
         let size = DeviceLayout::new(too_many).unwrap().size() as usize;
         assert!(matches!(Store::open(HostFlash::new(size), too_many), Err(Error::Geometry(_))));

@@ -62,3 +62,25 @@ fn install_run_reopen_and_refuse_ungranted_imports() {
     assert_eq!(run(&device, "hello"), (Outcome::Exited(0), "hello\n".into()));
     assert_ne!(std::fs::read(&artifact).unwrap(), b"not native code");
 }
+
+/// Two store guards in one statement on one thread: with a plain mutex this
+/// hung for good (the second `store()` waited for the first, held until the
+/// end of the statement).
+#[test]
+fn two_store_guards_in_one_statement_do_not_deadlock() {
+    let fleet = Fleet::new();
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::init(&dir.path().join("state"), geometry(), &fleet.identity, &fleet.trust_root, NOW).unwrap();
+    let (table, identity) = (device.store().table().unwrap(), device.store().identity().unwrap());
+    assert!(table.containers.is_empty());
+    assert_eq!(identity, fleet.identity);
+    // Other threads still wait their turn.
+    let guard = device.store();
+    std::thread::scope(|s| {
+        let other = s.spawn(|| device.store().table().map(|t| t.containers.len()).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!other.is_finished(), "another thread got the store while this one held it");
+        drop(guard);
+        assert_eq!(other.join().unwrap(), 0);
+    });
+}
