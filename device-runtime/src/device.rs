@@ -246,15 +246,7 @@ fn allocate(path: &Path, size: u64) -> std::io::Result<()> {
         // with the zeros it would read as; an existing one cannot be
         // without erasing what it holds.
         Err(rustix::io::Errno::OPNOTSUPP) if meta.len() == 0 => {
-            let zeros = vec![0u8; 64 << 10];
-            let mut out = std::io::BufWriter::new(&file);
-            let mut left = size;
-            while left > 0 {
-                let n = left.min(zeros.len() as u64);
-                std::io::Write::write_all(&mut out, &zeros[..n as usize])?;
-                left -= n;
-            }
-            std::io::Write::flush(&mut out)
+            std::io::copy(&mut std::io::Read::take(std::io::repeat(0), size), &mut &file).map(drop)
         }
         other => Ok(other?),
     }

@@ -105,20 +105,16 @@ impl Generations {
         // rather than write it only to rotate it away (not a loss).
         let keep = usize::try_from(self.share.saturating_mul(2)).unwrap_or(usize::MAX);
         bytes = &bytes[bytes.len().saturating_sub(keep)..];
-        let mut lost = 0;
         while !bytes.is_empty() {
-            if self.len >= self.share {
-                self.rotate();
-            }
             if self.file.is_none() {
                 self.reopen();
             }
-            let room = usize::try_from(self.share - self.len.min(self.share)).unwrap_or(usize::MAX);
-            let Some(file) = self.file.as_mut().filter(|_| room > 0) else {
-                return lost + bytes.len();
-            };
-            let chunk = &bytes[..bytes.len().min(room)];
-            match file.write(chunk) {
+            if self.len >= self.share {
+                self.rotate();
+            }
+            let room = usize::try_from(self.share.saturating_sub(self.len)).unwrap_or(usize::MAX);
+            let Some(file) = self.file.as_mut().filter(|_| room > 0) else { return bytes.len() };
+            match file.write(&bytes[..bytes.len().min(room)]) {
                 Ok(n) if n > 0 => {
                     self.len += n as u64;
                     bytes = &bytes[n..];
@@ -127,12 +123,11 @@ impl Generations {
                 // reopen at the next write, where the length is read again.
                 _ => {
                     self.file = None;
-                    lost += bytes.len();
-                    break;
+                    return bytes.len();
                 }
             }
         }
-        lost
+        0
     }
 }
 
@@ -219,6 +214,16 @@ mod tests {
         let kept = both();
         assert!(kept.len() >= 50 && big.ends_with(&kept), "{kept:?}");
         assert_eq!(dropped.load(Ordering::Relaxed), 0, "rotation is not a loss");
+    }
+
+    #[test]
+    fn what_cannot_be_written_is_dropped_and_counted() {
+        // Every write to /dev/full fails with ENOSPC, like a full disk.
+        let dropped = Arc::new(AtomicU64::new(0));
+        let log = LogWriter::open(Path::new("/dev/full"), 100, dropped.clone());
+        log.write(b"hello\n");
+        log.write(b"again\n");
+        assert_eq!(dropped.load(Ordering::Relaxed), 12);
     }
 
     #[test]

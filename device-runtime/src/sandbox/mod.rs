@@ -394,9 +394,9 @@ impl Sandbox {
         // bytes are exactly what this runtime's `Module::serialize` produced
         // at install from a module verified against its signed digest (read
         // back from the cache, or kept in this process's memory when the
-        // cache could not take them): their
-        // SHA-256 equals the value recorded in the device store at that time,
-        // checked just above, and the cache path is bound to PROFILE, so the
+        // cache could not take them): their SHA-256 equals the value
+        // recorded in the device store at that time, checked just above,
+        // and the cache path is bound to PROFILE, so the
         // engine settings match (wasmtime re-checks them and refuses
         // otherwise).
         #[allow(unsafe_code)]

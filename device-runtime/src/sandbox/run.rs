@@ -304,11 +304,12 @@ fn check(ctx: &Ctx) -> Result<(), Interrupt> {
     Ok(())
 }
 
+/// An instance's WASI context, `gantry.log`'s writer and `/data`'s quota.
+type Wasi = (WasiP1Ctx, Option<LogWriter>, Option<DataQuota>);
+
 /// The WASI context, the log writer for `gantry.log` (one writer, shared
 /// with stdout and stderr, capped at `limits.log`) and `/data`'s quota,
 /// as far as they are granted.
-type Wasi = (WasiP1Ctx, Option<LogWriter>, Option<DataQuota>);
-
 fn wasi_ctx(config: &ContainerConfig, io: &HostIo) -> Result<Wasi, SandboxError> {
     let has = |cap: &str| config.capabilities.iter().any(|c| c == cap);
     let mut b = WasiCtxBuilder::new();
