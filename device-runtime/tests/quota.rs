@@ -185,6 +185,42 @@ fn remove_deletes_the_containers_files() {
     assert!(device.remove("filler").is_err(), "removed once");
 }
 
+/// Whether every block of the file at `path` is allocated (no holes).
+fn allocated(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path).unwrap();
+    m.blocks() * 512 >= m.len()
+}
+
+#[test]
+fn the_flash_is_allocated_at_init_and_a_sparse_one_at_open() {
+    let fleet = Fleet::new();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let device = device(&fleet, &state);
+    let toml = "name = \"filler\"\nversion = \"1\"\ncapabilities = [\"wasi:data-dir\"]\n";
+    assert!(matches!(install(&device, &fleet, toml, &filler(1), 1), UpdateEvent::Switched { .. }));
+    drop(device);
+    let flash = state.join("flash.bin");
+    assert!(allocated(&flash), "init allocates the whole flash");
+
+    // A sparse flash as an older version left it: only its written pages.
+    let bytes = std::fs::read(&flash).unwrap();
+    std::fs::remove_file(&flash).unwrap();
+    let file = std::fs::File::create(&flash).unwrap();
+    file.set_len(bytes.len() as u64).unwrap();
+    for (i, page) in bytes.chunks(4096).enumerate().filter(|(_, p)| p.iter().any(|&b| b != 0)) {
+        std::os::unix::fs::FileExt::write_all_at(&file, page, i as u64 * 4096).unwrap();
+    }
+    drop(file);
+    assert!(!allocated(&flash), "the copy is sparse");
+    let device = Device::open(&state).unwrap();
+    assert!(device.warnings().is_empty(), "{:?}", device.warnings());
+    assert!(allocated(&flash), "open allocates a sparse flash");
+    assert_eq!(std::fs::read(&flash).unwrap(), bytes, "and keeps what it holds");
+    assert_eq!(run_installed(&device, "filler"), Outcome::Exited(99));
+}
+
 /// A tmpfs mounted on a temporary directory, unmounted when dropped.
 struct Tmpfs {
     dir: tempfile::TempDir,
