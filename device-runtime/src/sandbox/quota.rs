@@ -8,6 +8,13 @@
 //! that would take the directory over its quota returns `ENOSPC` to the
 //! guest, and nothing is written.
 //!
+//! Those ABI functions are public in wasmtime-wasi 48 but not meant as its
+//! interface (its source says so); calling them is what lets the wrappers
+//! delegate instead of reimplementing WASI. wasmtime-wasi is pinned
+//! (`=48.0.8`): an upgrade must check their signatures again (the compiler
+//! does) and that they still take the guest's memory as their glue gives
+//! it (`with_guest`).
+//!
 //! | call | growth reserved |
 //! |---|---|
 //! | `fd_write`, `fd_pwrite` to a regular file | the blocks the file grows by, from its size, its position (or the offset; the end for an append-mode file) and the bytes in all the iovecs |
@@ -38,7 +45,7 @@ use wiggle::GuestMemory;
 use super::run::Ctx;
 
 /// The unit usage is counted in.
-pub(crate) const BLOCK: u64 = 4096;
+const BLOCK: u64 = 4096;
 /// The WASI module the wrappers shadow.
 const MODULE: &str = "wasi_snapshot_preview1";
 /// Most iovecs one write may name (Linux's `IOV_MAX`; more is `EINVAL`).
@@ -89,7 +96,7 @@ fn blocks(len: u64) -> u64 {
 
 /// The usage of everything under `dir` (not `dir` itself). Links are not
 /// followed; an entry removed during the walk is skipped.
-pub(crate) fn usage(dir: &Path) -> std::io::Result<u64> {
+fn usage(dir: &Path) -> std::io::Result<u64> {
     let mut total = 0u64;
     let mut pending = vec![dir.to_owned()];
     while let Some(d) = pending.pop() {
