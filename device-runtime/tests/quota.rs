@@ -72,6 +72,33 @@ const FILLER: &str = r#"
     (call $exit (i32.const 99))))
 "#;
 
+/// Creates entries in `/data` named "e0", "e1", ...: a file for an even
+/// number, a directory for an odd one, 64 at most. Exits with how many were
+/// created before one failed with ENOSPC, 120 on another error, 99 if none
+/// was refused.
+const CREATOR: &str = r#"
+(module
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_create_directory" (func $mkdir (param i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "e0")
+  (func (export "_start") (local $n i32) (local $err i32)
+    (loop $again
+      (i32.store8 (i32.const 17) (i32.add (i32.const 48) (local.get $n)))
+      (local.set $err
+        (if (result i32) (i32.and (local.get $n) (i32.const 1))
+          (then (call $mkdir (i32.const 3) (i32.const 16) (i32.const 2)))
+          (else (call $open (i32.const 3) (i32.const 0) (i32.const 16) (i32.const 2) (i32.const 1)
+                            (i64.const 0x1fffffff) (i64.const 0x1fffffff) (i32.const 0) (i32.const 12)))))
+      (if (i32.eq (local.get $err) (i32.const 51)) (then (call $exit (local.get $n))))
+      (if (local.get $err) (then (call $exit (i32.const 120))))
+      (local.set $n (i32.add (local.get $n) (i32.const 1)))
+      (br_if $again (i32.lt_u (local.get $n) (i32.const 64))))
+    (call $exit (i32.const 99))))
+"#;
+
 fn filler(max: u32) -> Vec<u8> {
     wat::parse_str(FILLER.replace("MAX", &max.to_string())).unwrap()
 }
@@ -136,6 +163,20 @@ fn a_container_writing_to_data_gets_enospc_at_its_quota() {
     std::fs::write(data.join("old"), vec![0; 128 << 10]).unwrap();
     assert_eq!(run(&sandbox, &filler(64), &config(toml), &files), Outcome::Exited(16));
     assert_eq!(usage(&data), 192 << 10);
+}
+
+#[test]
+fn creating_files_and_directories_in_data_stops_at_its_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = Sandbox::new(&dir.path().join("cache")).unwrap();
+    let toml = "name = \"creator\"\nversion = \"1\"\ncapabilities = [\"wasi:data-dir\"]\n[limits]\ndata = \"16 KiB\"\n";
+    let files = dir.path().join("creator");
+    let outcome = run(&sandbox, &wat::parse_str(CREATOR).unwrap(), &config(toml), &files);
+    assert_eq!(outcome, Outcome::Exited(4), "one block each: two files and two directories");
+    assert_eq!(usage(&files.join("data")), 16 << 10);
+    // At the quota, what exists is not created again: `e0` opens with
+    // O_CREAT, and `e1` is refused with EEXIST (exit 120), not ENOSPC.
+    assert_eq!(run(&sandbox, &wat::parse_str(CREATOR).unwrap(), &config(toml), &files), Outcome::Exited(120));
 }
 
 #[test]

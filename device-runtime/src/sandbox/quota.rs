@@ -20,7 +20,7 @@
 //! | `fd_write`, `fd_pwrite` to a regular file | the blocks the file grows by, from its size, its position (or the offset; the end for an append-mode file) and the bytes in all the iovecs |
 //! | `fd_filestat_set_size` | the blocks between the old and the new size |
 //! | `path_open` with `O_CREAT` of a file that does not exist | one block |
-//! | `path_create_directory`, `path_symlink`, `path_link` | one block |
+//! | `path_create_directory`, `path_symlink`, `path_link` of a path that does not exist | one block |
 //!
 //! `fd_allocate` is not shadowed: wasmtime-wasi 48 answers it `ENOTSUP`
 //! without allocating. Removing, truncating and renaming free space and are
@@ -37,10 +37,10 @@
 use std::path::{Path, PathBuf};
 
 use wasmtime::{AsContextMut as _, Caller, Extern, Linker};
-use wasmtime_wasi::p1::types::{Errno, Fd, Fdflags, Filetype};
+use wasmtime_wasi::p1::types::{Errno, Fd, Fdflags, Filetype, Lookupflags};
 use wasmtime_wasi::p1::wasi_snapshot_preview1::{self as p1, WasiSnapshotPreview1 as _};
 use wasmtime_wasi::runtime::in_tokio;
-use wiggle::GuestMemory;
+use wiggle::{GuestMemory, GuestPtr};
 
 use super::run::Ctx;
 
@@ -192,6 +192,19 @@ fn grow(
     op(ctx, mem)
 }
 
+/// Whether `path` (`len` bytes of guest memory) names an entry, a link
+/// included, in directory `fd`: creating it there adds nothing, and the
+/// call answers `EEXIST` by itself.
+fn exists(ctx: &mut Ctx, mem: &mut GuestMemory<'_>, fd: i32, path: i32, len: i32) -> bool {
+    let path = GuestPtr::<str>::new((path as u32, len as u32));
+    in_tokio(ctx.wasi.path_filestat_get(mem, Fd::from(fd), Lookupflags::empty(), path)).is_ok()
+}
+
+/// One block for a new entry at `path` in `fd`, nothing for one that exists.
+fn entry(ctx: &mut Ctx, mem: &mut GuestMemory<'_>, fd: i32, path: i32, len: i32) -> u64 {
+    if exists(ctx, mem, fd, path, len) { 0 } else { BLOCK }
+}
+
 /// Bytes in the `len` iovecs at `iovs`; `None` if there are more than
 /// [`MAX_IOVS`]. An iovec outside memory counts nothing here: the call
 /// itself refuses it.
@@ -281,7 +294,10 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
         "path_create_directory",
         |mut caller: Caller<'_, Ctx>, fd: i32, path: i32, len: i32| {
             with_guest(&mut caller, |ctx, mem| {
-                grow(ctx, mem, BLOCK, |ctx, mem| in_tokio(p1::path_create_directory(&mut ctx.wasi, mem, fd, path, len)))
+                let growth = entry(ctx, mem, fd, path, len);
+                grow(ctx, mem, growth, |ctx, mem| {
+                    in_tokio(p1::path_create_directory(&mut ctx.wasi, mem, fd, path, len))
+                })
             })
         },
     )?;
@@ -290,7 +306,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
         "path_symlink",
         |mut caller: Caller<'_, Ctx>, old: i32, old_len: i32, fd: i32, new: i32, new_len: i32| {
             with_guest(&mut caller, |ctx, mem| {
-                grow(ctx, mem, BLOCK, |ctx, mem| {
+                let growth = entry(ctx, mem, fd, new, new_len);
+                grow(ctx, mem, growth, |ctx, mem| {
                     in_tokio(p1::path_symlink(&mut ctx.wasi, mem, old, old_len, fd, new, new_len))
                 })
             })
@@ -308,7 +325,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
          new: i32,
          new_len: i32| {
             with_guest(&mut caller, |ctx, mem| {
-                grow(ctx, mem, BLOCK, |ctx, mem| {
+                let growth = entry(ctx, mem, new_fd, new, new_len);
+                grow(ctx, mem, growth, |ctx, mem| {
                     in_tokio(p1::path_link(&mut ctx.wasi, mem, old_fd, flags, old, old_len, new_fd, new, new_len))
                 })
             })
