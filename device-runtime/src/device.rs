@@ -6,10 +6,18 @@
 //! ```text
 //! STATE/
 //!   device.toml          geometry and identity (what `init` chose)
-//!   flash.bin            the simulated NOR flash (sparse, bytes inverted)
+//!   flash.bin            the simulated NOR flash (allocated, bytes inverted)
 //!   cache/<profile>/     compiled artifacts
-//!   containers/<name>/   log, kv, data/ (the preopened /data)
+//!   containers/<name>/   log, log.1, kv, data/ (the preopened /data)
 //! ```
+//!
+//! **A full disk never blocks an install or a revert.** Both write only
+//! the flash, whose every block is allocated when the device is created
+//! ([`Device::init`] refuses a disk that cannot hold it), so a flash write
+//! never needs new space; an artifact the cache cannot take is kept in
+//! memory ([`Sandbox::cache_faults`]). A flash left sparse by an older
+//! version is allocated at [`Device::open`]; if the disk cannot hold it
+//! then, the device still opens and says so ([`Device::warnings`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -42,6 +50,35 @@ pub enum DeviceError {
     /// `device.toml` is malformed.
     #[error("{0}")]
     Config(String),
+    /// The disk cannot hold the flash image.
+    #[error("{path}: the disk cannot hold this {size}-byte flash ({error}); free space or choose a smaller geometry")]
+    NoRoomForFlash {
+        /// The flash image.
+        path: PathBuf,
+        /// Its size in bytes.
+        size: u64,
+        /// What failed.
+        error: std::io::Error,
+    },
+}
+
+/// Something the device works without but an operator should know.
+#[derive(Debug)]
+pub enum Warning {
+    /// The flash image could not be allocated (it was left sparse by an
+    /// older version): a flash write may fail while the disk is full.
+    FlashNotAllocated(std::io::Error),
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Warning::FlashNotAllocated(e) => write!(
+                f,
+                "flash.bin is sparse and could not be allocated ({e}): installs may fail while the disk is full"
+            ),
+        }
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DeviceError + '_ {
@@ -51,6 +88,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DeviceError + '_ {
 /// The device as the CLI and the supervisor use it.
 pub struct Device {
     dir: PathBuf,
+    warnings: Vec<Warning>,
     /// One thread's operations at a time: a store operation is many flash
     /// operations. Reentrant: a thread holding the lock may take it again
     /// (`device.store().a(device.store().b())` cannot deadlock), which is
@@ -78,6 +116,14 @@ impl Device {
         }
         let layout = DeviceLayout::new(geometry).map_err(store::Error::from)?;
         let flash_path = dir.join("flash.bin");
+        let size = layout.size();
+        let existed = flash_path.exists();
+        if let Err(error) = allocate(&flash_path, size) {
+            if !existed {
+                let _ = std::fs::remove_file(&flash_path);
+            }
+            return Err(DeviceError::NoRoomForFlash { path: flash_path, size, error });
+        }
         let flash = HostFlash::open(&flash_path, layout.size() as usize)
             .map_err(|e| DeviceError::Config(format!("{}: {e}", flash_path.display())))?;
         let store = Store::open(flash, geometry)?;
@@ -95,9 +141,31 @@ impl Device {
         let flash_path = dir.join("flash.bin");
         let flash = HostFlash::open(&flash_path, layout.size() as usize)
             .map_err(|e| DeviceError::Config(format!("{}: {e}", flash_path.display())))?;
+        // Only once the simulator accepted the file: its size is right.
+        let warnings = allocate(&flash_path, layout.size()).err().map(Warning::FlashNotAllocated);
         let store = Store::open(flash, geometry)?;
         let sandbox = Sandbox::new(&dir.join("cache"))?;
-        Ok(Device { dir: dir.to_owned(), store: ReentrantMutex::new(store), sandbox })
+        let warnings = warnings.into_iter().collect();
+        Ok(Device { dir: dir.to_owned(), warnings, store: ReentrantMutex::new(store), sandbox })
+    }
+
+    /// What went wrong at open that the device works without.
+    pub fn warnings(&self) -> &[Warning] {
+        &self.warnings
+    }
+
+    /// Removes container `name`: its slots are freed in the store, then its
+    /// host files (log, key-value store, `/data`) are deleted. A revert
+    /// keeps them: `/data` belongs to the version that runs again, and its
+    /// quota bounds it.
+    pub fn remove(&self, name: &str) -> Result<UpdateEvent, DeviceError> {
+        let event = self.store().remove(name)?;
+        // `name` is a table entry's, so a validated container name.
+        let files = self.dir.join("containers").join(name);
+        match std::fs::remove_dir_all(&files) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&files)(e)),
+            _ => Ok(event),
+        }
     }
 
     /// The container store, locked for the caller's operations.
@@ -161,7 +229,7 @@ impl Device {
         let artifact = match self.sandbox.install(&module.sha256, &wasm, &staged.release.config) {
             Ok(a) => a,
             Err(e @ (SandboxError::Import(_) | SandboxError::Compile(_))) => {
-                self.store().abandon();
+                self.store().abandon(&name);
                 return Ok(UpdateEvent::Refused { name, reason: Refusal::Sandbox(e.to_string()) });
             }
             Err(e) => return Err(e.into()),
@@ -188,6 +256,28 @@ impl Device {
         let artifact = self.sandbox.install(&digest, &wasm, &r.release.config)?;
         self.store().record_artifact(&digest, &artifact.sha256)?;
         Ok(self.sandbox.load(&digest, &artifact, &r.release.config)?)
+    }
+}
+
+/// Allocates every block of the `size`-byte file at `path` (creating it
+/// if missing), so writing it later never needs space. The flash stores
+/// bytes inverted, so the zeros of newly allocated blocks read as erased,
+/// as holes did. A file already without holes is left alone.
+fn allocate(path: &Path, size: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+    let meta = file.metadata()?;
+    if meta.len() == size && meta.blocks().saturating_mul(512) >= size {
+        return Ok(());
+    }
+    match rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, size) {
+        // A file system without fallocate: a new, empty file can be filled
+        // with the zeros it would read as; an existing one cannot be
+        // without erasing what it holds.
+        Err(rustix::io::Errno::OPNOTSUPP) if meta.len() == 0 => {
+            std::io::copy(&mut std::io::Read::take(std::io::repeat(0), size), &mut &file).map(drop)
+        }
+        other => Ok(other?),
     }
 }
 

@@ -547,7 +547,7 @@ impl<F: NorFlash> Store<F> {
     pub fn write_all(&self, s: &mut Staging, payloads: &[&[u8]]) -> Result<Option<Refusal>, Error> {
         let signed = &s.release.payloads;
         if signed.len() != payloads.len() || signed.iter().zip(payloads).any(|(p, g)| p.len != g.len() as u64) {
-            self.abandon();
+            self.abandon(&s.release.config.name);
             let e = BundleError::PayloadCount { expected: signed.len(), given: payloads.len() };
             return Ok(Some(Refusal::Unverified(format!("{e}, of the signed sizes"))));
         }
@@ -571,7 +571,7 @@ impl<F: NorFlash> Store<F> {
         let region = self.layout.slot(s.pair, s.slot);
         for piece in data.chunks(PROGRESS_EVERY as usize) {
             if let Err(e) = s.writer.write(&mut self.part(region), piece) {
-                self.abandon_record()?;
+                self.abandon(&s.release.config.name);
                 return Err(e.into());
             }
             if s.writer.flushed() >= s.recorded.saturating_add(PROGRESS_EVERY) {
@@ -595,12 +595,12 @@ impl<F: NorFlash> Store<F> {
         let written = match result {
             Ok(w) => w,
             Err(e) => {
-                self.abandon_record()?;
+                self.abandon(&s.release.config.name);
                 return Err(e);
             }
         };
         if written.manifest_digest != s.release.manifest_digest {
-            self.abandon_record()?;
+            self.abandon(&s.release.config.name);
             return Err(Error::Inconsistent("the slot does not hold what was written".into()));
         }
         Ok(Staged { release: written, pair: s.pair, slot: s.slot })
@@ -621,11 +621,20 @@ impl<F: NorFlash> Store<F> {
         Ok(event)
     }
 
-    /// Gives up the install under way (its standby slot stays empty).
-    pub fn abandon(&self) {
+    /// Gives up the install of `name` under way: its standby slot stays
+    /// empty, and a container that was new is forgotten (nothing of it was
+    /// installed).
+    pub fn abandon(&self, name: &str) {
         // Best effort: a record left behind only lets the same envelope
-        // resume, and every resumed slot is verified from flash again.
+        // resume, and every resumed slot is verified from flash again; an
+        // entry left behind has nothing to run and is reused by the next
+        // install of that name.
         let _ = self.abandon_record();
+        let _ = self.table().and_then(|before| {
+            let mut t = before.clone();
+            t.containers.retain(|c| c.name != name || c.slots.iter().any(Option::is_some));
+            self.put_table(&before, &t)
+        });
     }
 
     fn abandon_record(&self) -> Result<(), Error> {

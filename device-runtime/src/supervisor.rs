@@ -49,6 +49,23 @@ pub enum Report {
     },
     /// An update outcome (confirm, revert).
     Update(UpdateEvent),
+    /// Log output was lost: it could not be written (a full disk). The
+    /// container went on.
+    LogDropped {
+        /// Container.
+        name: String,
+        /// Bytes lost during the run that just ended.
+        bytes: u64,
+    },
+    /// The compiled module could not be written to the artifact cache (a
+    /// full disk): it runs from memory and is compiled again by the next
+    /// process.
+    NotCached {
+        /// Container.
+        name: String,
+        /// What failed.
+        error: String,
+    },
     /// A confirm or revert could not be written; it is tried again.
     StoreFailed {
         /// Container.
@@ -274,6 +291,11 @@ fn supervise(device: &Device, mut r: Runnable, stop: &Arc<AtomicBool>, tx: &Send
                 return;
             }
         };
+        let digest = r.release.module().sha256;
+        if let Some(f) = device.sandbox().cache_faults().into_iter().find(|f| f.module_sha256 == digest) {
+            send(Report::NotCached { name: r.name.clone(), error: f.error });
+        }
+        let dropped = io.log_dropped.clone();
         send(Report::Started { name: r.name.clone(), sequence: r.release.sequence });
         let heartbeat = config.health.as_ref().filter(|h| matches!(h.kind, HealthKind::Heartbeat));
         let (result, watch) = match heartbeat {
@@ -297,6 +319,10 @@ fn supervise(device: &Device, mut r: Runnable, stop: &Arc<AtomicBool>, tx: &Send
             Err(e) => (Outcome::Failed(e.to_string()), None),
         };
         send(Report::Ended { name: r.name.clone(), outcome: outcome.clone() });
+        let bytes = dropped.swap(0, Ordering::Relaxed);
+        if bytes > 0 {
+            send(Report::LogDropped { name: r.name.clone(), bytes });
+        }
         let mut failed = outcome.is_failure(&config);
         match watch {
             Watch::Quiet => {}

@@ -100,7 +100,9 @@ fn init_install_status_run_logs() {
     assert_eq!(String::from_utf8_lossy(&o.stdout), "hello\n");
     let o = cli(&state, &["stop", "hello"]);
     assert!(o.status.success());
+    assert!(state.join("containers/hello/log").exists());
     let o = cli(&state, &["remove", "hello"]);
     assert!(o.status.success());
+    assert!(!state.join("containers/hello").exists(), "remove deletes the container's files");
     assert_eq!(cli(&state, &["remove", "hello"]).status.code(), Some(2));
 }

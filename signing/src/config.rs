@@ -19,6 +19,8 @@
 //! stack = "512 KiB"
 //! cpu_percent = 25
 //! deadline_ms = 2000
+//! log = "256 KiB"          # the log on disk, both generations together
+//! data = "4 MiB"           # what /data may hold
 //!
 //! [health]
 //! kind = "export"          # or "heartbeat"
@@ -118,7 +120,23 @@ pub struct Limits {
     pub stack_bytes: u64,
     /// Longest one invocation of the entry point may run, if bounded.
     pub deadline_ms: Option<u64>,
+    /// Bytes the container's log may take on disk, its current and its
+    /// previous generation together (each gets half).
+    pub log_bytes: u64,
+    /// Bytes its `/data` directory may take (every file and directory
+    /// counted in whole 4 KiB blocks, at least one).
+    pub data_bytes: u64,
 }
+
+/// `limits.log` when the config does not say.
+pub const DEFAULT_LOG_BYTES: u64 = 1 << 20;
+/// `limits.log` bounds: two generations of at least one 4 KiB
+/// `gantry.log` line each, and at most 1 GiB.
+pub const LOG_BYTES: core::ops::RangeInclusive<u64> = (8 << 10)..=(1 << 30);
+/// `limits.data` when the config does not say.
+pub const DEFAULT_DATA_BYTES: u64 = 4 << 20;
+/// `limits.data` bounds: one 4 KiB block to 64 GiB.
+pub const DATA_BYTES: core::ops::RangeInclusive<u64> = (4 << 10)..=(64 << 30);
 
 /// How the runtime decides a container is healthy.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -207,6 +225,8 @@ struct TomlLimits {
     stack: Option<Size>,
     cpu_percent: Option<u8>,
     deadline_ms: Option<u64>,
+    log: Option<Size>,
+    data: Option<Size>,
 }
 
 #[derive(Deserialize)]
@@ -298,6 +318,8 @@ impl ContainerConfig {
                 stack_bytes: t.limits.stack.as_ref().map_or(Ok(512 << 10), |s| parse_size(s, "limits.stack"))?,
                 cpu_percent: t.limits.cpu_percent.unwrap_or(100),
                 deadline_ms: t.limits.deadline_ms,
+                log_bytes: t.limits.log.as_ref().map_or(Ok(DEFAULT_LOG_BYTES), |s| parse_size(s, "limits.log"))?,
+                data_bytes: t.limits.data.as_ref().map_or(Ok(DEFAULT_DATA_BYTES), |s| parse_size(s, "limits.data"))?,
             },
             capabilities,
             env: t.env,
@@ -348,6 +370,12 @@ impl ContainerConfig {
         }
         if l.deadline_ms == Some(0) {
             return Err(cfg_err("limits.deadline_ms must be positive"));
+        }
+        if !LOG_BYTES.contains(&l.log_bytes) {
+            return Err(cfg_err("limits.log must be between 8 KiB and 1 GiB"));
+        }
+        if !DATA_BYTES.contains(&l.data_bytes) {
+            return Err(cfg_err("limits.data must be between 4 KiB and 64 GiB"));
         }
         for w in self.capabilities.windows(2) {
             if w[0] >= w[1] {
@@ -409,10 +437,18 @@ impl ContainerConfig {
             e.u8(2)?.str(&self.version)?;
             e.u8(3)?.str(&self.entry)?;
             let l = &self.limits;
-            e.u8(4)?.map(3 + u64::from(l.deadline_ms.is_some()))?;
+            // Quotas, like success codes, are written only when they are
+            // not the default: configs from before they existed keep their
+            // bytes, and one config has one encoding.
+            let log = (l.log_bytes != DEFAULT_LOG_BYTES).then_some(l.log_bytes);
+            let data = (l.data_bytes != DEFAULT_DATA_BYTES).then_some(l.data_bytes);
+            let members = [l.deadline_ms, log, data].iter().filter(|m| m.is_some()).count() as u64;
+            e.u8(4)?.map(3 + members)?;
             e.u8(1)?.u64(l.memory_bytes)?.u8(2)?.u8(l.cpu_percent)?.u8(3)?.u64(l.stack_bytes)?;
-            if let Some(d) = l.deadline_ms {
-                e.u8(4)?.u64(d)?;
+            for (key, value) in [(4, l.deadline_ms), (5, log), (6, data)] {
+                if let Some(v) = value {
+                    e.u8(key)?.u64(v)?;
+                }
             }
             e.u8(5)?.array(self.capabilities.len() as u64)?;
             for c in &self.capabilities {
@@ -499,7 +535,14 @@ impl ContainerConfig {
             name: String::new(),
             version: String::new(),
             entry: String::new(),
-            limits: Limits { memory_bytes: 0, cpu_percent: 0, stack_bytes: 0, deadline_ms: None },
+            limits: Limits {
+                memory_bytes: 0,
+                cpu_percent: 0,
+                stack_bytes: 0,
+                deadline_ms: None,
+                log_bytes: DEFAULT_LOG_BYTES,
+                data_bytes: DEFAULT_DATA_BYTES,
+            },
             capabilities: Vec::new(),
             env: BTreeMap::new(),
             args: Vec::new(),
@@ -531,6 +574,8 @@ impl ContainerConfig {
                             }
                             3 => c.limits.stack_bytes = r.u64("stack")?,
                             4 => c.limits.deadline_ms = Some(r.u64("deadline")?),
+                            5 => c.limits.log_bytes = r.u64("log")?,
+                            6 => c.limits.data_bytes = r.u64("data")?,
                             _ => return Err(Error::Invalid("unknown limits member")),
                         }
                     }
@@ -720,6 +765,61 @@ policy = "always"
             let err = ContainerConfig::from_toml(&format!("name = \"a\"\nversion = \"1\"\n{bad}\n")).unwrap_err();
             assert!(err.to_string().contains(why), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn quotas_default_keep_old_encodings_and_are_bounded() {
+        let minimal = ContainerConfig::from_toml("name = \"a\"\nversion = \"1\"\n").unwrap();
+        assert_eq!((minimal.limits.log_bytes, minimal.limits.data_bytes), (DEFAULT_LOG_BYTES, DEFAULT_DATA_BYTES));
+        // The defaults, named or not, encode as absent: a config signed
+        // before quotas existed decodes to them and keeps its digest.
+        let named =
+            ContainerConfig::from_toml("name = \"a\"\nversion = \"1\"\n[limits]\nlog = \"1 MiB\"\ndata = \"4 MiB\"\n");
+        assert_eq!(named.unwrap().to_cbor(), minimal.to_cbor());
+
+        let at = |log: &str, data: &str| {
+            ContainerConfig::from_toml(&format!(
+                "name = \"a\"\nversion = \"1\"\n[limits]\nlog = {log}\ndata = {data}\n"
+            ))
+        };
+        for (log, data) in [("\"8 KiB\"", "\"4 KiB\""), ("\"1 GiB\"", "\"64 GiB\""), ("\"512 KiB\"", "\"256 KiB\"")] {
+            let Ok(c) = at(log, data) else { panic!("{log} {data} must be accepted") };
+            let bytes = c.to_cbor();
+            assert_eq!(ContainerConfig::from_cbor(&bytes).unwrap(), c, "{log} {data}");
+        }
+        for (log, data, why) in [
+            ("\"8191\"", "\"4 MiB\"", "limits.log"),
+            ("\"1025 MiB\"", "\"4 MiB\"", "limits.log"),
+            ("\"1 MiB\"", "4095", "limits.data"),
+            ("\"1 MiB\"", "\"65 GiB\"", "limits.data"),
+            ("\"1 MB\"", "\"4 MiB\"", "unit"),
+        ] {
+            let err = at(log, data).unwrap_err().to_string();
+            assert!(err.contains(why), "{log} {data}: {err}");
+        }
+
+        // In CBOR: 5 => log, 6 => data, in key order after 4.
+        let c = at("\"8 KiB\"", "\"4 KiB\"").unwrap();
+        let bytes = c.to_cbor();
+        let limits = [0x04, 0xa5, 0x01, 0x1a, 0x01, 0, 0, 0, 0x02, 0x18, 0x64, 0x03, 0x1a, 0, 0x08, 0, 0];
+        assert!(bytes.windows(limits.len()).any(|w| w == limits), "{bytes:02x?}");
+        assert!(bytes.windows(6).any(|w| w == [0x05, 0x19, 0x20, 0x00, 0x06, 0x19]), "5 => 8192, 6 => 4096");
+        // A decoded value out of bounds, or an explicit default, is refused.
+        for (from, to) in [
+            (&[0x05, 0x19, 0x20, 0x00][..], &[0x05, 0x19, 0x1f, 0xff][..]),
+            (&[0x06, 0x19, 0x10, 0x00], &[0x06, 0x19, 0x0f, 0xff]),
+        ] {
+            let pos = bytes.windows(from.len()).position(|w| w == from).unwrap();
+            let mut bad = bytes.clone();
+            bad.splice(pos..pos + from.len(), to.iter().copied());
+            assert!(ContainerConfig::from_cbor(&bad).is_err(), "{to:02x?}");
+        }
+        let mut explicit = minimal.to_cbor();
+        let pos = explicit.windows(2).position(|w| w == [0x04, 0xa3]).unwrap();
+        explicit[pos + 1] = 0xa4;
+        let end = pos + 2 + [0x01, 0x1a, 0x01, 0, 0, 0, 0x02, 0x18, 0x64, 0x03, 0x1a, 0, 0x08, 0, 0].len();
+        explicit.splice(end..end, [0x05, 0x1a, 0, 0x10, 0, 0]);
+        assert!(ContainerConfig::from_cbor(&explicit).is_err(), "5 => the default is not canonical");
     }
 
     #[test]

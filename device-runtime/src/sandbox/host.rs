@@ -12,7 +12,6 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +20,7 @@ use std::time::Instant;
 use gantry_signing::config::ContainerConfig;
 use wasmtime::{Caller, Extern, Linker};
 
+use super::log::LogWriter;
 use super::run::Ctx;
 
 /// Longest log line kept from one `gantry.log` call.
@@ -33,8 +33,12 @@ const MAX_KEYS: usize = 256;
 /// Where a container's host-side state lives.
 #[derive(Clone, Debug)]
 pub struct HostIo {
-    /// Its log file (stdout, stderr and `gantry.log`, appended).
+    /// Its log file (stdout, stderr and `gantry.log`, appended), rotated
+    /// to `log.1` ([`HostIo::log_files`]) within `limits.log`.
     pub log: PathBuf,
+    /// Log bytes dropped because they could not be written (a full disk),
+    /// shared with the supervisor, which reports them.
+    pub log_dropped: Arc<AtomicU64>,
     /// Its private data directory, preopened as `/data` when granted.
     pub data_dir: PathBuf,
     /// Its key-value store file.
@@ -51,11 +55,18 @@ impl HostIo {
     pub fn under(dir: &std::path::Path) -> HostIo {
         HostIo {
             log: dir.join("log"),
+            log_dropped: Arc::default(),
             data_dir: dir.join("data"),
             kv: dir.join("kv"),
             heartbeat: Arc::new(AtomicU64::new(0)),
             epoch: Instant::now(),
         }
+    }
+
+    /// The log's files, oldest first: the previous generation, then the
+    /// current one (either may be missing).
+    pub fn log_files(&self) -> [PathBuf; 2] {
+        [super::log::previous(&self.log), self.log.clone()]
     }
 }
 
@@ -66,38 +77,45 @@ pub(crate) struct Grants {
     log: bool,
     kv: bool,
     sensor: bool,
+    /// `wasi:data-dir`: the `/data` quota's wrappers are linked.
+    pub(crate) data: bool,
 }
 
 impl Grants {
     pub(crate) fn of(config: &ContainerConfig) -> Grants {
         let has = |cap: &str| config.capabilities.iter().any(|c| c == cap);
-        Grants { log: has("gantry:log"), kv: has("gantry:kv"), sensor: has("gantry:sensor") }
+        Grants {
+            log: has("gantry:log"),
+            kv: has("gantry:kv"),
+            sensor: has("gantry:sensor"),
+            data: has("wasi:data-dir"),
+        }
     }
 }
 
 /// The host side of one instance.
 pub(crate) struct Host {
     io: HostIo,
-    /// The container's log, opened once per instance (shared with stdout
-    /// and stderr) when anything may write to it.
-    log: Option<std::fs::File>,
+    /// The container's log (shared with stdout and stderr), when
+    /// `gantry:log` is granted.
+    log: Option<LogWriter>,
     /// Read from its file at the first `kv_*` call, so an instance that
     /// never uses the store costs no read at start.
     kv: Option<BTreeMap<Vec<u8>, Vec<u8>>>,
 }
 
 impl Host {
-    pub(crate) fn new(io: HostIo, log: Option<std::fs::File>) -> Host {
+    pub(crate) fn new(io: HostIo, log: Option<LogWriter>) -> Host {
         Host { io, log, kv: None }
     }
 
     fn log(&mut self, line: &[u8]) {
-        if let Some(f) = self.log.as_mut() {
+        if let Some(log) = self.log.as_ref() {
             // One write per line, so lines from stdout and gantry.log never tear.
             let mut out = Vec::with_capacity(line.len().min(MAX_LOG) + 1);
             out.extend_from_slice(&line[..line.len().min(MAX_LOG)]);
             out.push(b'\n');
-            let _ = f.write_all(&out);
+            log.write(&out);
         }
     }
 

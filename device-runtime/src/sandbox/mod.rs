@@ -13,12 +13,21 @@
 //! compiles only modules whose signed digest it verified, records each
 //! artifact's SHA-256 in the device's own store, and loads an artifact only
 //! if its bytes hash to that recorded value ([`Sandbox::load`]).
+//!
+//! **A full disk.** The cache is an optimization: when an artifact cannot
+//! be written (no space left, or any other write error), the install does
+//! not fail. The artifact is kept in memory instead, in this sandbox only
+//! (at most [`MAX_UNCACHED`] of them, the oldest forgotten first), loaded
+//! from there under the same hash check, and the failure is reported
+//! ([`Sandbox::cache_faults`]). A later process compiles it again.
 
 pub mod caps;
 mod host;
+mod log;
+mod quota;
 mod run;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -98,6 +107,18 @@ pub struct Artifact {
     pub sha256: [u8; 32],
 }
 
+/// An artifact that could not be written to the cache.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheFault {
+    /// The signed digest of the module it was compiled from.
+    pub module_sha256: [u8; 32],
+    /// Why it was not written.
+    pub error: String,
+}
+
+/// Most artifacts kept in memory when they could not be cached.
+pub const MAX_UNCACHED: usize = 8;
+
 /// Stack of the epoch thread: it sleeps and bumps counters, nothing more.
 const TICKER_STACK: usize = 64 * 1024;
 
@@ -110,6 +131,8 @@ const TICKER_STACK: usize = 64 * 1024;
 pub struct Sandbox {
     profile: Profile,
     cache: PathBuf,
+    /// Artifacts the cache could not take, oldest first.
+    uncached: Mutex<VecDeque<(CacheFault, Arc<[u8]>)>>,
     shared: Arc<Shared>,
     ticker: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -189,7 +212,9 @@ impl Sandbox {
     /// A sandbox with another engine profile (benchmarks).
     pub fn with_profile(cache_dir: &Path, profile: Profile) -> Result<Sandbox, SandboxError> {
         let cache = cache_dir.join(profile.name());
-        std::fs::create_dir_all(&cache)?;
+        // Not fatal: on a full disk the runtime must still start. An
+        // install then reports that its artifact was not cached.
+        let _ = std::fs::create_dir_all(&cache);
         let shared = Arc::new(Shared {
             engines: Mutex::default(),
             compilers: Mutex::default(),
@@ -198,7 +223,7 @@ impl Sandbox {
             wake: Condvar::new(),
             quit: AtomicBool::new(false),
         });
-        Ok(Sandbox { profile, cache, shared, ticker: Mutex::new(None) })
+        Ok(Sandbox { profile, cache, uncached: Mutex::default(), shared, ticker: Mutex::new(None) })
     }
 
     /// Counts an instance as executing until the guard drops: starts the
@@ -237,6 +262,9 @@ impl Sandbox {
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |c: &mut run::Ctx| &mut c.wasi)
             .map_err(|e| SandboxError::Engine(e.to_string()))?;
         host::add_to_linker(&mut linker, key.1).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        if key.1.data {
+            quota::add_to_linker(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        }
         let linker = Arc::new(linker);
         if ours {
             lock(&self.shared.linkers).insert(key, linker.clone());
@@ -312,11 +340,41 @@ impl Sandbox {
         let module = Module::new(&engine, wasm).map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
         check_imports(module.imports().map(|i| (i.module(), i.name(), i.ty().func().is_some())), config)?;
         let bytes = module.serialize().map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
+        let artifact = Artifact { sha256: Sha256::digest(&bytes).into() };
         let path = self.artifact_path(module_sha256);
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, &bytes)?;
-        std::fs::rename(&tmp, &path)?;
-        Ok(Artifact { sha256: Sha256::digest(&bytes).into() })
+        let written = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &path));
+        let mut uncached = lock(&self.uncached);
+        uncached.retain(|(f, _)| f.module_sha256 != *module_sha256);
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            if uncached.len() == MAX_UNCACHED {
+                uncached.pop_front();
+            }
+            let fault = CacheFault { module_sha256: *module_sha256, error: format!("{}: {e}", path.display()) };
+            uncached.push_back((fault, bytes.into()));
+        }
+        Ok(artifact)
+    }
+
+    /// The artifacts this sandbox compiled but could not cache, and why:
+    /// they are kept in memory, and compiled again by the next process.
+    pub fn cache_faults(&self) -> Vec<CacheFault> {
+        lock(&self.uncached).iter().map(|(f, _)| f.clone()).collect()
+    }
+
+    /// The artifact of `module_sha256`: from the cache, or else from memory
+    /// if it could not be cached.
+    fn artifact_bytes(&self, module_sha256: &[u8; 32]) -> Result<Arc<[u8]>, SandboxError> {
+        let path = self.artifact_path(module_sha256);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(bytes.into()),
+            Err(e) => lock(&self.uncached)
+                .iter()
+                .find(|(f, _)| f.module_sha256 == *module_sha256)
+                .map(|(_, bytes)| bytes.clone())
+                .ok_or_else(|| SandboxError::Artifact(format!("{}: {e}", path.display()))),
+        }
     }
 
     /// Loads the cached artifact of `module_sha256`, only if its bytes hash
@@ -327,17 +385,18 @@ impl Sandbox {
         artifact: &Artifact,
         config: &ContainerConfig,
     ) -> Result<Module, SandboxError> {
-        let path = self.artifact_path(module_sha256);
-        let bytes = std::fs::read(&path).map_err(|e| SandboxError::Artifact(format!("{}: {e}", path.display())))?;
+        let bytes = self.artifact_bytes(module_sha256)?;
         if Sha256::digest(&bytes)[..] != artifact.sha256[..] {
             return Err(SandboxError::Artifact("the artifact is not the one compiled at install".into()));
         }
         let engine = self.engine(config.limits.stack_bytes)?;
         // SAFETY: `Module::deserialize` maps the bytes as native code. These
         // bytes are exactly what this runtime's `Module::serialize` produced
-        // at install from a module verified against its signed digest: their
-        // SHA-256 equals the value recorded in the device store at that time,
-        // checked just above, and the cache path is bound to PROFILE, so the
+        // at install from a module verified against its signed digest (read
+        // back from the cache, or kept in this process's memory when the
+        // cache could not take them): their SHA-256 equals the value
+        // recorded in the device store at that time, checked just above,
+        // and the cache path is bound to PROFILE, so the
         // engine settings match (wasmtime re-checks them and refuses
         // otherwise).
         #[allow(unsafe_code)]

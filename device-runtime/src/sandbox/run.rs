@@ -19,10 +19,11 @@ use gantry_signing::config::ContainerConfig;
 use rustix::time::{ClockId, clock_gettime};
 use wasmtime::{Instance, Module, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi::cli::OutputFile;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 use super::host::{Host, HostIo};
+use super::log::LogWriter;
+use super::quota::DataQuota;
 use super::{Busy, Sandbox, SandboxError};
 
 /// Per-instance state.
@@ -30,6 +31,8 @@ pub(crate) struct Ctx {
     pub(crate) wasi: WasiP1Ctx,
     limits: Limits,
     pub(crate) host: Host,
+    /// `/data`'s quota, when it is granted.
+    pub(crate) quota: Option<DataQuota>,
     deadline: Option<Instant>,
     stop: Arc<AtomicBool>,
     /// `None` at 100 %: nothing to enforce, no clock to read.
@@ -229,13 +232,14 @@ impl Sandbox {
         let engine = module.engine();
         let linker = self.linker(engine, config)?;
 
-        let (wasi, log) = wasi_ctx(config, &io)?;
+        let (wasi, log, quota) = wasi_ctx(config, &io)?;
         let limits = Limits { memory_bytes: config.limits.memory_bytes as usize, hit: false };
         let deadline = config.limits.deadline_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
         let ctx = Ctx {
             wasi,
             limits,
             host: Host::new(io, log),
+            quota,
             deadline,
             stop,
             cpu: CpuShare::new(config.limits.cpu_percent),
@@ -300,23 +304,23 @@ fn check(ctx: &Ctx) -> Result<(), Interrupt> {
     Ok(())
 }
 
-/// The WASI context, and the log file (opened once, shared by stdout,
-/// stderr and `gantry.log`) when anything may write to it.
-fn wasi_ctx(config: &ContainerConfig, io: &HostIo) -> Result<(WasiP1Ctx, Option<std::fs::File>), SandboxError> {
+/// An instance's WASI context, `gantry.log`'s writer and `/data`'s quota.
+type Wasi = (WasiP1Ctx, Option<LogWriter>, Option<DataQuota>);
+
+/// The WASI context, the log writer for `gantry.log` (one writer, shared
+/// with stdout and stderr, capped at `limits.log`) and `/data`'s quota,
+/// as far as they are granted.
+fn wasi_ctx(config: &ContainerConfig, io: &HostIo) -> Result<Wasi, SandboxError> {
     let has = |cap: &str| config.capabilities.iter().any(|c| c == cap);
     let mut b = WasiCtxBuilder::new();
-    let log = if has("wasi:stdout") || has("wasi:stderr") || has("gantry:log") {
-        Some(std::fs::OpenOptions::new().create(true).append(true).open(&io.log)?)
-    } else {
-        None
-    };
-    if let Some(file) = log.as_ref().filter(|_| has("wasi:stdout") || has("wasi:stderr")) {
-        let out = OutputFile::new(file.try_clone()?);
+    let log = (has("wasi:stdout") || has("wasi:stderr") || has("gantry:log"))
+        .then(|| LogWriter::open(&io.log, config.limits.log_bytes, io.log_dropped.clone()));
+    if let Some(log) = log.as_ref() {
         if has("wasi:stdout") {
-            b.stdout(out.clone());
+            b.stdout(log.clone());
         }
         if has("wasi:stderr") {
-            b.stderr(out);
+            b.stderr(log.clone());
         }
     }
     if has("wasi:args") {
@@ -329,13 +333,16 @@ fn wasi_ctx(config: &ContainerConfig, io: &HostIo) -> Result<(WasiP1Ctx, Option<
             b.env(k, v);
         }
     }
-    if has("wasi:data-dir") {
+    let quota = if has("wasi:data-dir") {
         std::fs::create_dir_all(&io.data_dir)?;
         b.preopened_dir(&io.data_dir, "/data", wasmtime_wasi::FsPerms::ReadWrite)
             .map_err(|e| SandboxError::Engine(format!("data dir: {e}")))?;
-    }
+        Some(DataQuota::measure(&io.data_dir, config.limits.data_bytes)?)
+    } else {
+        None
+    };
     let log = log.filter(|_| has("gantry:log"));
-    Ok((b.build_p1(), log))
+    Ok((b.build_p1(), log, quota))
 }
 
 #[cfg(test)]

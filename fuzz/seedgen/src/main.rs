@@ -277,6 +277,8 @@ LOG_LEVEL = "info"
 memory = "1 MiB"
 cpu_percent = 25
 deadline_ms = 2000
+log = "64 KiB"
+data = "256 KiB"
 [health]
 kind = "export"
 function = "health"

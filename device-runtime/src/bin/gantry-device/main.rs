@@ -84,7 +84,8 @@ enum Command {
         /// Container name.
         name: String,
     },
-    /// Forgets a container; its slots are reused.
+    /// Forgets a container and deletes its files (log, kv, /data); its
+    /// slots are reused.
     Remove {
         /// Container name.
         name: String,
@@ -170,14 +171,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     Ok((name.to_owned(), PathBuf::from(path)))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let event = install(&Device::open(state)?, &envelope, &module, &blobs)?;
+            let device = Device::open(state)?;
+            let event = install(&device, &envelope, &module, &blobs)?;
+            for f in device.sandbox().cache_faults() {
+                eprintln!("note: the compiled module was not cached ({}); it is compiled again at start", f.error);
+            }
             return Ok(print_outcome(&event, json));
         }
         Command::Start { name } => Device::open(state)?.store().set_enabled(&name, true)?,
         Command::Stop { name } => Device::open(state)?.store().set_enabled(&name, false)?,
         Command::Remove { name } => {
-            Device::open(state)?.store().remove(&name)?;
-            println!("removed {name}");
+            Device::open(state)?.remove(&name)?;
+            println!("removed {name} and its files (log, kv, /data)");
         }
         Command::Status { json } => {
             let device = Device::open(state)?;
@@ -227,8 +232,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if Device::open(state)?.store().table()?.get(&name).is_none() {
                 bail!("no container named {name:?} (`gantry-device status` lists them)");
             }
-            let log = state.join("containers").join(&name).join("log");
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            // Both generations, oldest first (a line may span the two).
+            let io = gantry_device::sandbox::HostIo::under(&state.join("containers").join(&name));
+            let bytes: Vec<u8> = io.log_files().iter().flat_map(|f| std::fs::read(f).unwrap_or_default()).collect();
+            let text = String::from_utf8_lossy(&bytes);
             let lines: Vec<&str> = text.lines().collect();
             let skip = tail.map_or(0, |n| lines.len().saturating_sub(n));
             for line in &lines[skip..] {
@@ -248,6 +255,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Run { seconds, json, server, enroll_token, poll_seconds } => {
             let device = Device::open(state)?;
+            for w in device.warnings() {
+                eprintln!("warning: {w}");
+            }
             for f in device.store().table_faults()? {
                 if json {
                     println!("{}", json!({ "report": "table-fault", "fault": f.to_string() }));
@@ -421,7 +431,7 @@ fn install(device: &Device, envelope: &Path, module: &Path, blobs: &[(String, Pa
             },
         };
         if let Err(why) = result {
-            device.store().abandon();
+            device.store().abandon(name);
             return refused(name, Refusal::Unverified(why));
         }
     }
@@ -566,6 +576,10 @@ fn report_text(r: &Report) -> String {
         Report::StoreFailed { name, error } => {
             format!("{name}: the update decision was not written ({error}); retrying")
         }
+        Report::LogDropped { name, bytes } => format!("{name}: {bytes} bytes of log lost (could not be written)"),
+        Report::NotCached { name, error } => {
+            format!("{name}: compiled module not cached ({error}); running it from memory")
+        }
         Report::Update(e) => describe(e),
     }
 }
@@ -579,6 +593,8 @@ fn report_json(r: &Report) -> serde_json::Value {
         Report::Unhealthy { name } => json!({ "report": "unhealthy", "name": name }),
         Report::GaveUp { name, reason } => json!({ "report": "gave-up", "name": name, "reason": reason }),
         Report::StoreFailed { name, error } => json!({ "report": "store-failed", "name": name, "error": error }),
+        Report::LogDropped { name, bytes } => json!({ "report": "log-dropped", "name": name, "bytes": bytes }),
+        Report::NotCached { name, error } => json!({ "report": "not-cached", "name": name, "error": error }),
         Report::Update(e) => json!({ "report": "update", "update": event_json(e) }),
     }
 }
