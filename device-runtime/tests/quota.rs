@@ -332,3 +332,57 @@ fn a_full_disk_never_blocks_an_install_or_a_revert() {
     assert_eq!(device.store().runnable("filler").unwrap().unwrap().release.sequence, 1);
     assert!(matches!(run_installed(&device, "filler"), Outcome::Exited(_)));
 }
+
+/// A container that logs without end, and `gantry-device run` killed with
+/// SIGKILL at random moments while it does (mid-write, mid-rotation): after
+/// every kill both generations are within their half of `limits.log`, and
+/// the device starts again.
+#[test]
+fn kill_9_while_logging_never_leaves_the_log_above_its_quota() {
+    let endless = CHATTY.replace("(i32.lt_u (local.get $i) (i32.const 2000))", "(i32.const 1)");
+    let fleet = Fleet::new();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let toml = "name = \"chatty\"\nversion = \"1\"\ncapabilities = [\"wasi:stdout\", \"gantry:log\"]\n\
+                [limits]\nlog = \"16 KiB\"\n";
+    let device = device(&fleet, &state);
+    let wasm = wat::parse_str(&endless).unwrap();
+    assert!(matches!(install(&device, &fleet, toml, &wasm, 1), UpdateEvent::Switched { .. }));
+    // Confirmed: every start during a probation counts against it.
+    device.store().confirm("chatty").unwrap();
+    drop(device);
+    let log = state.join("containers/chatty/log");
+    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let previous = log.with_file_name("log.1");
+    let mut rotated = false;
+    for round in 0..8u64 {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gantry-device"))
+            .arg("--state")
+            .arg(&state)
+            .args(["run", "--seconds", "30"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Until it logs, then a moment that differs per round.
+        let stamp = || [&log, &previous].map(|p| std::fs::metadata(p).ok().map(|m| (m.len(), m.modified().ok())));
+        let (started, before) = (Instant::now(), stamp());
+        while stamp() == before && started.elapsed().as_secs() < 20 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20 + round * 37 % 150));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_ne!(stamp(), before, "round {round}: it never logged");
+        assert!(
+            size(&log) <= 8 * 1024 && size(&previous) <= 8 * 1024,
+            "round {round}: {} + {}",
+            size(&log),
+            size(&previous)
+        );
+        rotated |= size(&previous) > 0;
+        let names: Vec<_> = std::fs::read_dir(log.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(names.iter().all(|n| ["log", "log.1", "kv", "data"].contains(&n.to_str().unwrap())), "{names:?}");
+    }
+    assert!(rotated, "the log was never rotated: the test proved nothing");
+}
