@@ -717,7 +717,8 @@ impl<F: NorFlash> Store<F> {
         let mut runnable = Vec::new();
         for i in 0..table.containers.len() {
             let c = &table.containers[i];
-            if !c.enabled {
+            // Disabled, or new with its first install under way: nothing to run.
+            if !c.enabled || c.running().is_none() {
                 continue;
             }
             let (name, pair, active) = (c.name.clone(), c.pair, c.active);
@@ -757,7 +758,7 @@ impl<F: NorFlash> Store<F> {
     pub fn runnable(&self, name: &str) -> Result<Option<Runnable>, Error> {
         let identity = self.identity()?;
         let table = self.table()?;
-        let Some(c) = table.get(name).filter(|c| c.enabled) else { return Ok(None) };
+        let Some(c) = table.get(name).filter(|c| c.enabled && c.running().is_some()) else { return Ok(None) };
         let release = self.verify_installed(&table, name, c.pair, c.active, &identity)?;
         Ok(Some(Runnable { name: name.to_owned(), slot: c.active, release }))
     }

@@ -507,3 +507,25 @@ fn power_cut_sweep_streamed_install_resumes() {
     assert_eq!(violations, 0);
     assert!(resumed > cuts / 3, "only {resumed} of {cuts} cuts resumed");
 }
+
+#[test]
+fn a_first_install_under_way_is_not_a_container_that_fails_to_start() {
+    let fleet = Fleet::new();
+    let store = large_device(&fleet);
+    let r = fleet.release("app", "1.0", 1, 600_000);
+    let mut s = staging(&store, &r);
+    feed(&store, &mut s, &r, 300_000);
+    drop(s);
+    // The download stopped half-way: nothing runs, nothing is reverted or
+    // disabled, and the install goes on later.
+    let (runnable, events) = store.start().unwrap();
+    assert!(runnable.is_empty() && events.is_empty(), "{events:?}");
+    assert!(store.runnable("app").unwrap().is_none());
+    let c = store.table().unwrap().get("app").cloned().unwrap();
+    assert!(c.enabled && c.phase == Phase::Confirmed, "{c:?}");
+    let mut s = staging(&store, &r);
+    assert!(s.position().unwrap().1 > 0, "resumed");
+    feed(&store, &mut s, &r, usize::MAX);
+    store.commit(store.finish(s, NOW).unwrap()).unwrap();
+    assert_eq!(running(&store, "app"), Some(1));
+}
