@@ -285,42 +285,20 @@ impl Agent {
         input: Input,
         events: &mut dyn FnMut(AgentEvent),
     ) -> Result<Cycle, AgentError> {
-        let (mut cycle, mut failed, mut staging) = (Cycle::default(), None, None);
+        let mut run = Run { events, cycle: Cycle::default(), failed: None, staging: None };
         let mut todo = VecDeque::from(self.machine.handle(now(), input));
         while let Some(action) = todo.pop_front() {
-            let answer = match action {
-                Action::Emit(e) => {
-                    events(e);
-                    None
-                }
-                Action::Reload(name) => {
-                    cycle.switched.push(name);
-                    None
-                }
-                Action::Sleep(wait) => {
-                    self.next_check_in = Instant::now() + wait;
-                    None
-                }
-                Action::Failed(e) => {
-                    if let Ok(fresh) = Client::new(&self.config.server, self.config.call_timeout) {
-                        self.client = fresh;
-                    }
-                    failed = Some(e);
-                    None
-                }
-                action => self.execute(device, action, &mut staging),
-            };
-            if let Some(input) = answer {
-                for next in self.machine.handle(now(), input).into_iter().rev() {
+            if let Some(answer) = self.execute(device, &mut run, action) {
+                for next in self.machine.handle(now(), answer).into_iter().rev() {
                     todo.push_front(next);
                 }
             }
         }
-        failed.map_or(Ok(cycle), Err)
+        run.failed.map_or(Ok(run.cycle), Err)
     }
 
-    /// Runs one action that asks the world something; its answer.
-    fn execute(&mut self, device: &Device, action: Action, staging: &mut Option<Box<Staging>>) -> Option<Input> {
+    /// Runs one action; the answer, if it asked for one.
+    fn execute(&mut self, device: &Device, run: &mut Run<'_>, action: Action) -> Option<Input> {
         let store = || device.store();
         Some(match action {
             Action::Login => Input::LoggedIn(self.login(None)),
@@ -340,17 +318,17 @@ impl Agent {
             ),
             Action::Stage(envelope) => Input::Staged(match device.stage(&envelope, unix_now()) {
                 Ok(Stage::Writing(s)) => {
-                    *staging = Some(s);
+                    run.staging = Some(s);
                     Ok(None)
                 }
                 Ok(Stage::Refused(event)) => Ok(Some(event)),
                 Err(e) => Err(e.into()),
             }),
-            Action::Download => Input::Downloaded(match staging {
+            Action::Download => Input::Downloaded(match &mut run.staging {
                 Some(s) => self.download(device, s),
                 None => Err(AgentError::Io("no install under way to download".into())),
             }),
-            Action::Finish => Input::Installed(match staging.take() {
+            Action::Finish => Input::Installed(match run.staging.take() {
                 Some(s) => device.finish(s, unix_now()).map_err(Into::into),
                 None => Err(AgentError::Io("no install under way to finish".into())),
             }),
@@ -358,8 +336,34 @@ impl Agent {
                 let error = self.client.report(&token, &report).err()?;
                 Input::ReportFailed { report, error }
             }
-            Action::Emit(_) | Action::Reload(_) | Action::Sleep(_) | Action::Failed(_) => return None,
+            Action::Emit(e) => {
+                (run.events)(e);
+                return None;
+            }
+            Action::Reload(name) => {
+                run.cycle.switched.push(name);
+                return None;
+            }
+            Action::Sleep(wait) => {
+                self.next_check_in = Instant::now() + wait;
+                return None;
+            }
+            Action::Failed(e) => {
+                // A broken or hostile connection is not reused.
+                if let Ok(fresh) = Client::new(&self.config.server, self.config.call_timeout) {
+                    self.client = fresh;
+                }
+                run.failed = Some(e);
+                return None;
+            }
         })
+    }
+
+    /// A check-in with what the device runs and the trust root it holds.
+    fn check_in(&self, device: &Device, token: &str, nonce: &[u8], etag: Option<&str>) -> Result<Checkin, AgentError> {
+        let table = device.store().table().map_err(store_error)?;
+        let held = device.store().trust_root().map_err(store_error)?.root().version;
+        self.client.checkin(token, nonce, &inventory(&table), held, etag)
     }
 
     /// A token: a signed challenge, for a login or (with an enrollment
@@ -375,13 +379,6 @@ impl Agent {
         }
     }
 
-    /// A check-in with what the device runs and the trust root it holds.
-    fn check_in(&self, device: &Device, token: &str, nonce: &[u8], etag: Option<&str>) -> Result<Checkin, AgentError> {
-        let table = device.store().table().map_err(store_error)?;
-        let held = device.store().trust_root().map_err(store_error)?.root().version;
-        self.client.checkin(token, nonce, &inventory(&table), held, etag)
-    }
-
     /// Streams each payload of the staged release into its slot, from
     /// where the slot stands (a resumed install starts mid-way).
     fn download(&self, device: &Device, staging: &mut Staging) -> Result<(), AgentError> {
@@ -393,6 +390,15 @@ impl Agent {
         }
         Ok(())
     }
+}
+
+/// What one [`Agent::drive`] collects: the events go to the caller, the
+/// install under way stays in the driver between its steps.
+struct Run<'e> {
+    events: &'e mut dyn FnMut(AgentEvent),
+    cycle: Cycle,
+    failed: Option<AgentError>,
+    staging: Option<Box<Staging>>,
 }
 
 /// What a ticket and its releases are checked against, as of now.
