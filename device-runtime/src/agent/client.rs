@@ -10,14 +10,15 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use gantry_protocol::{
-    ChallengeRequest, ChallengeResponse, CheckinRequest, CheckinResponse, EnrollRequest, ErrorBody, InventoryItem,
-    LoginRequest, LoginResponse, POLL_AFTER_HEADER, Report, parse_poll_after,
+    ChallengeRequest, ChallengeResponse, CheckinRequest, EnrollRequest, ErrorBody, InventoryItem, LoginRequest,
+    LoginResponse, POLL_AFTER_HEADER, Report, parse_poll_after,
 };
 use serde::{Deserialize, Serialize};
 use ureq::Agent as Http;
 use ureq::http::StatusCode;
 
 use super::AgentError;
+use super::machine::Checkin;
 
 /// Largest JSON answer accepted from the server.
 const MAX_JSON: u64 = 256 * 1024;
@@ -26,15 +27,6 @@ const MAX_JSON: u64 = 256 * 1024;
 pub(crate) struct Client {
     http: Http,
     base: String,
-}
-
-/// What a check-in answered.
-pub(crate) enum Checkin {
-    /// Nothing changed since the ETag sent.
-    Unchanged { poll_after: Option<u64> },
-    /// A new desired state, with its ticket (the unsigned part only says
-    /// where to fetch; the ticket decides what may be installed).
-    Changed(CheckinResponse),
 }
 
 fn transport(what: &str) -> impl FnOnce(ureq::Error) -> AgentError + '_ {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
-use gantry_device::agent::{self, Agent, AgentConfig, AgentEvent, Caps, Poller, Schedule};
+use gantry_device::agent::{self, Agent, AgentConfig, AgentEvent, Caps, Schedule};
 use std::io::{Read as _, Seek as _};
 
 use gantry_device::bundle::{self, BundleError, VerifiedRelease};
@@ -322,7 +322,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// The agent's loop: poll, install, have the supervisor reload what was
-/// switched, report the outcomes the supervisor reaches, wait.
+/// switched, report the outcomes the supervisor reaches, wait until the
+/// agent's next check-in (which a reported outcome brings forward).
 fn pull(
     mut agent: Agent,
     device: &Device,
@@ -331,7 +332,6 @@ fn pull(
     outcomes: Receiver<UpdateEvent>,
     json: bool,
 ) {
-    let mut poller = Poller::new(agent.schedule());
     let say = |e: &AgentEvent| match e {
         AgentEvent::Unchanged => {}
         e if json => println!("{}", agent_json(e)),
@@ -340,41 +340,35 @@ fn pull(
     while !stop.load(Ordering::Relaxed) {
         // A panic in a cycle (a bug, or an input nobody thought of) must not
         // end the updates until the next restart: it is reported, and the
-        // loop backs off and tries again with a fresh agent state.
+        // loop backs off and tries again with a fresh cycle.
         let cycle = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| agent.cycle(device, &mut |e| say(&e))))
-            .unwrap_or_else(|panic| {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic".into());
-                Err(agent::AgentError::Panicked(what))
-            });
-        let wait = match cycle {
+            .unwrap_or_else(|panic| agent.panicked(device, panic_message(panic.as_ref())));
+        match cycle {
             Ok(cycle) => {
                 for name in cycle.switched {
                     let _ = control.send(Control::Reload(name));
                 }
-                poller.succeeded(cycle.poll_after)
             }
             Err(e) => {
-                let wait = poller.failed(random_u64());
+                let wait = agent.next_check_in().saturating_duration_since(Instant::now());
                 eprintln!("agent: {e}; next try in {wait:?}");
-                wait
             }
-        };
-        // An update outcome is reported at once, and the inventory with
-        // the next check-in, which it brings forward.
-        let until = Instant::now() + wait;
-        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-            if let Ok(e) = outcomes.recv_timeout(Duration::from_millis(100))
-                && matches!(e, UpdateEvent::Confirmed { .. } | UpdateEvent::Reverted { .. })
-            {
+        }
+        while Instant::now() < agent.next_check_in() && !stop.load(Ordering::Relaxed) {
+            if let Ok(e) = outcomes.recv_timeout(Duration::from_millis(100)) {
                 agent.report_event(device, &e);
-                break;
             }
         }
     }
+}
+
+/// What a caught panic said.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
 }
 
 /// `gantry-device install`. Sizes first: the envelope's from the file
@@ -436,10 +430,6 @@ fn install(device: &Device, envelope: &Path, module: &Path, blobs: &[(String, Pa
         }
     }
     Ok(device.finish(staging, supervisor::unix_now())?)
-}
-
-fn random_u64() -> u64 {
-    rand_core::RngCore::next_u64(&mut rand_core::OsRng)
 }
 
 /// Module first, then each blob in the order the manifest names them (the

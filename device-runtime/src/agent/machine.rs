@@ -1,0 +1,680 @@
+//! The pull protocol, sans IO: every decision of the agent (when to log in,
+//! what a check-in answer means, whether a ticket and a release may be
+//! installed, what to report, how long to wait) as a state machine fed
+//! with [`Input`]s, the answers of the world, and returning [`Action`]s,
+//! what to do next. It opens no socket, reads no flash and no clock: the
+//! driver ([`super::Agent`]) does that and passes the time in ([`Now`]) and
+//! the randomness ([`Input::Wake`]), so every rule is tested without a
+//! network and with a clock the test turns.
+//!
+//! Each action that asks something (login, check-in, a store read, a
+//! download, an install step) is answered by exactly one input; reports,
+//! events, reloads and sleeps are answered by nothing (a report that does
+//! not get through comes back as [`Input::ReportFailed`]).
+//!
+//! ```text
+//!  Wake ─► token fresh? ──no──► Login ─► (401 and an enrollment token) Enroll
+//!            │ yes                 │ ok
+//!            ▼                     ▼
+//!          CheckIn{nonce, etag} ◄──┘
+//!            │ 304: Emit(Unchanged), Sleep(poll_after)
+//!            │ 401: drop the token ─────────────────────────► Failed, Sleep(back-off)
+//!            ▼ 200
+//!          RotateTrustRoot(chain)   (only if the server sent successors)
+//!            ▼
+//!          ReadStore ─► verify the ticket: server keys, this device,
+//!            │          this nonce, unexpired, not older than the last ─► Failed
+//!            ▼
+//!          AcceptTicket(min(issued_at, now))
+//!            ▼
+//!  ┌──► next assignment: firmware, already runs ─► skip;  rollback,
+//!  │      │             reverted here ─► Report(failed), skip
+//!  │      ▼
+//!  │    FetchEnvelope ─► verify, the ticket's release? ─► Stage ─► Report(downloading),
+//!  │      Download ─► Report(installing), Finish ─► Reload (switched)
+//!  │      any failure: Report(failed), Skipped, the ETag is not acknowledged
+//!  └──────┘  none left: remember the ETag if all were handled, Sleep(poll_after)
+//! ```
+//!
+//! Between cycles, a supervisor outcome ([`Input::Outcome`]) becomes a
+//! report (logging in first if the token is stale) and a `Sleep(0)`: the
+//! next check-in comes at once and carries the new inventory.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use gantry_keys::PublicKey;
+use gantry_protocol::{CheckinResponse, LoginResponse, MAX_TRUST_ROOTS, Report, ReportState};
+use gantry_signing::FIRMWARE_COMPONENT;
+use gantry_signing::ticket::{TicketPolicy, verify_ticket};
+
+use super::{AgentError, AgentEvent, MAX_ENVELOPE, Poller, Schedule};
+use crate::bundle::{self, Trust};
+use crate::table::{Container, Phase, SlotTable};
+use crate::update::UpdateEvent;
+
+/// A token is renewed this long before the server said it expires, so it
+/// does not expire in the middle of a cycle's first call.
+const TOKEN_MARGIN: Duration = Duration::from_secs(10);
+
+/// The time as the driver read it: a monotonic instant for the token's
+/// lifetime, the wall clock (Unix seconds) for signed times.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Now {
+    /// For durations.
+    pub(crate) at: Instant,
+    /// For tickets.
+    pub(crate) unix: u64,
+}
+
+/// What a check-in answered.
+#[derive(Debug)]
+pub(crate) enum Checkin {
+    /// Nothing changed since the ETag sent (`304`), with the server's
+    /// `poll_after`, already clamped by `parse_poll_after`.
+    Unchanged { poll_after: Option<u64> },
+    /// A new desired state, with its ticket (the unsigned part only says
+    /// where to fetch; the ticket decides what may be installed).
+    Changed(CheckinResponse),
+}
+
+/// What the store holds that a ticket and its releases are checked
+/// against, read after any trust-root rotation.
+pub(crate) struct StoreView {
+    /// The trust root's `server` keys (the root has not expired).
+    pub(crate) server_keys: Vec<PublicKey>,
+    /// How many of them must sign a ticket.
+    pub(crate) server_threshold: u32,
+    /// Issue time of the last ticket accepted.
+    pub(crate) last_ticket: Option<u64>,
+    /// The trust root's `release` role and this device's identity.
+    pub(crate) release_trust: Trust,
+    /// The slot table: what runs, what was reverted.
+    pub(crate) table: SlotTable,
+}
+
+/// What the world tells the machine.
+pub(crate) enum Input {
+    /// Time to check in, with the randomness this cycle may need (reading
+    /// it is IO): the check-in's nonce and the back-off's jitter.
+    Wake { nonce: [u8; 16], jitter: u64 },
+    /// The answer to [`Action::Login`].
+    LoggedIn(Result<LoginResponse, AgentError>),
+    /// The answer to [`Action::Enroll`].
+    Enrolled(Result<LoginResponse, AgentError>),
+    /// The answer to [`Action::CheckIn`].
+    CheckedIn(Result<Checkin, AgentError>),
+    /// The answer to [`Action::RotateTrustRoot`]: the version now held
+    /// (`None`: nothing newer), or why the chain was refused.
+    TrustRootRotated(Result<Option<u64>, String>),
+    /// The answer to [`Action::ReadStore`].
+    StoreRead(Result<StoreView, AgentError>),
+    /// The answer to [`Action::AcceptTicket`].
+    TicketAccepted(Result<(), AgentError>),
+    /// The answer to [`Action::FetchEnvelope`]: its bytes (digest checked).
+    EnvelopeFetched(Result<Vec<u8>, AgentError>),
+    /// The answer to [`Action::Stage`]: `None` when the slot is being
+    /// written, or the update flow's refusal.
+    Staged(Result<Option<UpdateEvent>, AgentError>),
+    /// The answer to [`Action::Download`].
+    Downloaded(Result<(), AgentError>),
+    /// The answer to [`Action::Finish`].
+    Installed(Result<UpdateEvent, AgentError>),
+    /// An outcome the supervisor reached, with the container as the slot
+    /// table now has it.
+    Outcome { event: UpdateEvent, container: Result<Option<Container>, AgentError> },
+    /// A report that did not get through.
+    ReportFailed { report: Report, error: AgentError },
+    /// The driver's cycle panicked (a bug): the cycle fails.
+    Panicked(String),
+}
+
+/// What the machine asks the world to do.
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Sign the server's challenge for a token; answer [`Input::LoggedIn`].
+    Login,
+    /// Enroll with this one-time token; answer [`Input::Enrolled`].
+    Enroll(String),
+    /// Check in with the inventory and the trust root held; answer
+    /// [`Input::CheckedIn`].
+    CheckIn { token: String, nonce: [u8; 16], etag: Option<String> },
+    /// Hand these trust roots (oldest first) to the store; answer
+    /// [`Input::TrustRootRotated`].
+    RotateTrustRoot(Vec<Vec<u8>>),
+    /// Read a [`StoreView`]; answer [`Input::StoreRead`].
+    ReadStore,
+    /// Record a verified ticket's time; answer [`Input::TicketAccepted`].
+    AcceptTicket(u64),
+    /// Fetch an envelope of this digest and size; answer
+    /// [`Input::EnvelopeFetched`].
+    FetchEnvelope { sha256: [u8; 32], size: u64 },
+    /// Start installing this envelope; answer [`Input::Staged`].
+    Stage(Vec<u8>),
+    /// Stream the staged release's payloads into its slot; answer
+    /// [`Input::Downloaded`].
+    Download,
+    /// Verify the slot and switch to it; answer [`Input::Installed`].
+    Finish,
+    /// Send a report; a failure is answered by [`Input::ReportFailed`].
+    Report { token: String, report: Report },
+    /// Have the supervisor restart this container (it was switched).
+    Reload(String),
+    /// Tell the log.
+    Emit(AgentEvent),
+    /// The cycle failed: drop the connections; this is its outcome.
+    Failed(AgentError),
+    /// Check in again after this long.
+    Sleep(Duration),
+}
+
+/// One assignment of a verified ticket, with the envelope size the
+/// check-in's listing gives (the listing is unsigned; it only sizes).
+#[derive(Debug)]
+struct Job {
+    stream: String,
+    manifest_digest: [u8; 32],
+    sequence: u64,
+    envelope_sha256: [u8; 32],
+    envelope_size: Option<u64>,
+}
+
+/// A verified ticket being worked through.
+struct Work {
+    /// Assignments not started yet.
+    jobs: VecDeque<Job>,
+    /// The answer's ETag, acknowledged if every assignment is handled.
+    etag: String,
+    poll_after: u64,
+    all_done: bool,
+    table: SlotTable,
+    trust: Trust,
+}
+
+/// The answer the machine waits for.
+enum Step {
+    Idle,
+    Login,
+    Enroll,
+    CheckIn,
+    TrustRoot(Box<CheckinResponse>),
+    Store(Box<CheckinResponse>),
+    Accept(Box<Work>),
+    Envelope(Box<Work>, Job),
+    Stage(Box<Work>, Job),
+    Download(Box<Work>, Job),
+    Install(Box<Work>, Job),
+}
+
+/// The protocol state of one device's agent.
+pub(crate) struct Machine {
+    device_id: String,
+    enrollment_token: Option<String>,
+    poller: Poller,
+    /// The bearer token and when it expires.
+    token: Option<(String, Instant)>,
+    /// The last desired state fully handled.
+    etag: Option<String>,
+    /// Whether a cycle runs (events are told) or not (only failures are
+    /// kept, for the next cycle).
+    in_cycle: bool,
+    nonce: [u8; 16],
+    jitter: u64,
+    step: Step,
+    /// Reports waiting for a token.
+    unsent: Vec<Report>,
+    /// Report failures between cycles, told at the start of the next.
+    untold: Vec<AgentEvent>,
+}
+
+impl Machine {
+    /// A machine for `device_id`, polling under `schedule`.
+    pub(crate) fn new(device_id: String, enrollment_token: Option<String>, schedule: Schedule) -> Machine {
+        Machine {
+            device_id,
+            enrollment_token,
+            poller: Poller::new(schedule),
+            token: None,
+            etag: None,
+            in_cycle: false,
+            nonce: [0; 16],
+            jitter: 0,
+            step: Step::Idle,
+            unsent: Vec::new(),
+            untold: Vec::new(),
+        }
+    }
+
+    /// What to do after `input`, at `now`.
+    pub(crate) fn handle(&mut self, now: Now, input: Input) -> Vec<Action> {
+        match (std::mem::replace(&mut self.step, Step::Idle), input) {
+            // A wake during a cycle means the last one was abandoned.
+            (_, Input::Wake { nonce, jitter }) => self.wake(now, nonce, jitter),
+            (step, Input::ReportFailed { report, error }) => {
+                self.step = step;
+                let (stream, state) = (report.stream, report.state);
+                self.tell(AgentEvent::ReportFailed { stream, state, reason: error.to_string() })
+            }
+            (step, Input::Outcome { event, container }) => {
+                self.step = step;
+                self.outcome(now, &event, container)
+            }
+            (_, Input::Panicked(why)) => self.fail(AgentError::Panicked(why)),
+            (Step::Login, Input::LoggedIn(answer)) => self.logged_in(now, answer, false),
+            (Step::Enroll, Input::Enrolled(answer)) => self.logged_in(now, answer, true),
+            (Step::CheckIn, Input::CheckedIn(answer)) => self.checked_in(answer),
+            (Step::TrustRoot(answer), Input::TrustRootRotated(result)) => {
+                let event = match result {
+                    Ok(accepted) => AgentEvent::TrustRoot { accepted, refused: None },
+                    Err(why) => AgentEvent::TrustRoot { accepted: None, refused: Some(why) },
+                };
+                self.step = Step::Store(answer);
+                vec![Action::Emit(event), Action::ReadStore]
+            }
+            (Step::Store(answer), Input::StoreRead(view)) => match view {
+                Ok(view) => self.verify(now, *answer, view),
+                Err(e) => self.fail(e),
+            },
+            (Step::Accept(work), Input::TicketAccepted(result)) => match result {
+                Ok(()) => {
+                    let mut actions = vec![Action::Emit(AgentEvent::Ticket { assignments: work.jobs.len() })];
+                    actions.extend(self.next(work));
+                    actions
+                }
+                Err(e) => self.fail(e),
+            },
+            (Step::Envelope(work, job), Input::EnvelopeFetched(envelope)) => {
+                match envelope.and_then(|e| check_release(&e, &work.trust, &job).map(|()| e)) {
+                    Ok(envelope) => {
+                        self.step = Step::Stage(work, job);
+                        vec![Action::Stage(envelope)]
+                    }
+                    Err(e) => self.give_up(work, job, e),
+                }
+            }
+            (Step::Stage(work, job), Input::Staged(staged)) => match staged {
+                Ok(None) => {
+                    let report = self.report(&job, ReportState::Downloading, None);
+                    self.step = Step::Download(work, job);
+                    vec![report, Action::Download]
+                }
+                Ok(Some(refused)) => self.installed(work, job, refused),
+                Err(e) => self.give_up(work, job, e),
+            },
+            (Step::Download(work, job), Input::Downloaded(done)) => match done {
+                Ok(()) => {
+                    let report = self.report(&job, ReportState::Installing, None);
+                    self.step = Step::Install(work, job);
+                    vec![report, Action::Finish]
+                }
+                Err(e) => self.give_up(work, job, e),
+            },
+            (Step::Install(work, job), Input::Installed(event)) => match event {
+                Ok(event) => self.installed(work, job, event),
+                Err(e) => self.give_up(work, job, e),
+            },
+            (step, _) => {
+                // A driver that answers what was not asked: a bug there.
+                debug_assert!(false, "an input the machine did not ask for");
+                self.step = step;
+                Vec::new()
+            }
+        }
+    }
+
+    /// The token, unless it expires within [`TOKEN_MARGIN`].
+    fn fresh_token(&self, now: Now) -> Option<String> {
+        self.token.as_ref().filter(|(_, until)| now.at + TOKEN_MARGIN < *until).map(|(t, _)| t.clone())
+    }
+
+    fn wake(&mut self, now: Now, nonce: [u8; 16], jitter: u64) -> Vec<Action> {
+        (self.in_cycle, self.nonce, self.jitter) = (true, nonce, jitter);
+        let mut actions: Vec<Action> = self.untold.drain(..).map(Action::Emit).collect();
+        actions.push(match self.fresh_token(now) {
+            Some(token) => self.check_in(token),
+            None => {
+                self.step = Step::Login;
+                Action::Login
+            }
+        });
+        actions
+    }
+
+    fn check_in(&mut self, token: String) -> Action {
+        self.step = Step::CheckIn;
+        Action::CheckIn { token, nonce: self.nonce, etag: self.etag.clone() }
+    }
+
+    fn logged_in(&mut self, now: Now, answer: Result<LoginResponse, AgentError>, enrolled: bool) -> Vec<Action> {
+        let login = match answer {
+            Ok(login) => login,
+            Err(AgentError::Unauthorized(why)) if !enrolled => {
+                let Some(token) = self.enrollment_token.clone() else {
+                    let why = format!(
+                        "{why}; pre-authorize device {} with its key, or give an enrollment token",
+                        self.device_id
+                    );
+                    return self.login_failed(AgentError::Unauthorized(why));
+                };
+                self.step = Step::Enroll;
+                return vec![Action::Enroll(token)];
+            }
+            Err(e) => return self.login_failed(e),
+        };
+        // Its lifetime is a number from the network: clamped, it cannot
+        // overflow the clock.
+        let until = now.at.checked_add(login.expires_in_clamped()).unwrap_or(now.at);
+        self.token = Some((login.token.clone(), until));
+        let token = login.token;
+        let mut actions: Vec<Action> =
+            self.unsent.drain(..).map(|report| Action::Report { token: token.clone(), report }).collect();
+        if self.in_cycle {
+            actions.push(Action::Emit(AgentEvent::LoggedIn { enrolled }));
+            actions.push(self.check_in(token));
+        }
+        actions
+    }
+
+    fn login_failed(&mut self, e: AgentError) -> Vec<Action> {
+        let reason = e.to_string();
+        let failures: Vec<AgentEvent> = self
+            .unsent
+            .drain(..)
+            .map(|r| AgentEvent::ReportFailed { stream: r.stream, state: r.state, reason: reason.clone() })
+            .collect();
+        let mut actions: Vec<Action> = failures.into_iter().flat_map(|f| self.tell(f)).collect();
+        if self.in_cycle {
+            actions.extend(self.fail(e));
+        }
+        actions
+    }
+
+    fn checked_in(&mut self, answer: Result<Checkin, AgentError>) -> Vec<Action> {
+        let answer = match answer {
+            Ok(Checkin::Changed(answer)) => Box::new(answer),
+            Ok(Checkin::Unchanged { poll_after }) => {
+                let mut actions = vec![Action::Emit(AgentEvent::Unchanged)];
+                actions.extend(self.done(poll_after));
+                return actions;
+            }
+            Err(e) => {
+                if matches!(e, AgentError::Unauthorized(_)) {
+                    self.token = None;
+                }
+                return self.fail(e);
+            }
+        };
+        if answer.trust_roots.is_empty() {
+            self.step = Step::Store(answer);
+            return vec![Action::ReadStore];
+        }
+        // Before the ticket: a device whose root expired (or was rotated
+        // away from the server's key) catches up first. The store checks
+        // each successor against the root held; a refusal changes nothing.
+        let chain: Result<Vec<Vec<u8>>, _> =
+            answer.trust_roots.iter().take(MAX_TRUST_ROOTS).map(|b| B64.decode(b)).collect();
+        match chain {
+            Ok(chain) => {
+                self.step = Step::TrustRoot(answer);
+                vec![Action::RotateTrustRoot(chain)]
+            }
+            Err(_) => {
+                self.step = Step::Store(answer);
+                let refused = Some("a trust root is not base64".to_owned());
+                vec![Action::Emit(AgentEvent::TrustRoot { accepted: None, refused }), Action::ReadStore]
+            }
+        }
+    }
+
+    fn verify(&mut self, now: Now, answer: CheckinResponse, view: StoreView) -> Vec<Action> {
+        let Ok(ticket) = B64.decode(&answer.ticket) else {
+            return self.fail(AgentError::Protocol("ticket: not base64".into()));
+        };
+        let policy = TicketPolicy {
+            server_keys: &view.server_keys,
+            server_threshold: view.server_threshold,
+            device_id: &self.device_id,
+            nonce: &self.nonce,
+            now: Some(now.unix),
+            last_issued_at: view.last_ticket,
+        };
+        let ticket = match verify_ticket(&ticket, &policy) {
+            Ok(t) => t,
+            Err(e) => return self.fail(AgentError::Ticket(format!("{e} ({})", e.code()))),
+        };
+        let jobs = ticket
+            .assignments()
+            .map(|a| Job {
+                stream: a.stream.to_owned(),
+                manifest_digest: a.manifest_digest,
+                sequence: a.sequence,
+                envelope_sha256: a.envelope_sha256,
+                envelope_size: answer
+                    .assignments
+                    .iter()
+                    .find(|v| v.stream == a.stream && unhex32(&v.envelope.sha256) == Some(a.envelope_sha256))
+                    .map(|v| v.envelope.size),
+            })
+            .collect();
+        let poll_after = answer.poll_after_clamped();
+        let work =
+            Work { jobs, etag: answer.etag, poll_after, all_done: true, table: view.table, trust: view.release_trust };
+        self.step = Step::Accept(Box::new(work));
+        // Remembered as of this device's clock at the latest: a ticket dated
+        // ahead (one signed with a stolen server key, say) would otherwise
+        // make every later genuine ticket "stale", a freeze that outlives
+        // the attack. Replays are refused by the nonce in any case.
+        vec![Action::AcceptTicket(ticket.issued_at().min(now.unix))]
+    }
+
+    /// Starts the next assignment that needs an install, or ends the cycle.
+    fn next(&mut self, mut work: Box<Work>) -> Vec<Action> {
+        let mut actions = Vec::new();
+        while let Some(job) = work.jobs.pop_front() {
+            let skip = |reason: String| AgentEvent::Skipped { stream: job.stream.clone(), reason };
+            if job.stream.as_bytes() == FIRMWARE_COMPONENT {
+                let why = "firmware updates are installed through the bootloader, not by this agent yet";
+                actions.push(Action::Emit(skip(why.into())));
+                continue;
+            }
+            match wanted(work.table.get(&job.stream), &job) {
+                Ok(false) => continue,
+                Ok(true) => {}
+                Err(reason) => {
+                    actions.push(self.report(&job, ReportState::Failed, Some(&reason)));
+                    actions.push(Action::Emit(skip(reason)));
+                    continue;
+                }
+            }
+            match envelope_size(&job) {
+                Ok(size) => {
+                    actions.push(Action::FetchEnvelope { sha256: job.envelope_sha256, size });
+                    self.step = Step::Envelope(work, job);
+                    return actions;
+                }
+                Err(e) => {
+                    work.all_done = false;
+                    actions.extend(self.failure(job, &e));
+                }
+            }
+        }
+        // Only a fully handled state is acknowledged: after a failure the
+        // next check-in gets a fresh ticket and tries again.
+        let poll_after = work.poll_after;
+        self.etag = work.all_done.then_some(work.etag);
+        actions.extend(self.done(Some(poll_after)));
+        actions
+    }
+
+    /// An install step's outcome: reported if refused, reloaded if switched.
+    fn installed(&mut self, work: Box<Work>, job: Job, event: UpdateEvent) -> Vec<Action> {
+        let mut actions = Vec::new();
+        match &event {
+            UpdateEvent::Refused { reason, .. } => {
+                actions.push(self.report(&job, ReportState::Failed, Some(&reason.to_string())))
+            }
+            UpdateEvent::Switched { name, .. } => actions.push(Action::Reload(name.clone())),
+            _ => {}
+        }
+        actions.push(Action::Emit(AgentEvent::Update(event)));
+        actions.extend(self.next(work));
+        actions
+    }
+
+    /// An assignment that failed: reported, skipped, tried again later.
+    fn give_up(&mut self, mut work: Box<Work>, job: Job, e: AgentError) -> Vec<Action> {
+        work.all_done = false;
+        let mut actions = self.failure(job, &e);
+        actions.extend(self.next(work));
+        actions
+    }
+
+    fn failure(&self, job: Job, e: &AgentError) -> Vec<Action> {
+        let reason = e.to_string();
+        let report = self.report(&job, ReportState::Failed, Some(&reason));
+        vec![report, Action::Emit(AgentEvent::Skipped { stream: job.stream, reason })]
+    }
+
+    /// A report on `job` with this cycle's token.
+    fn report(&self, job: &Job, state: ReportState, detail: Option<&str>) -> Action {
+        // A cycle past its check-in always holds a token; a missing one
+        // would only make the server refuse the report, which is told.
+        let token = self.token.as_ref().map(|(t, _)| t.clone()).unwrap_or_default();
+        Action::Report { token, report: report_body(&job.stream, &job.manifest_digest, state, detail) }
+    }
+
+    /// A supervisor's confirm or revert: reported with the digest it is
+    /// about (the running one when confirmed, the standby one when
+    /// reverted), and the next check-in brought forward.
+    fn outcome(
+        &mut self,
+        now: Now,
+        event: &UpdateEvent,
+        container: Result<Option<Container>, AgentError>,
+    ) -> Vec<Action> {
+        let (name, state, detail) = match event {
+            UpdateEvent::Confirmed { name, .. } => (name, ReportState::Installed, None),
+            UpdateEvent::Reverted { name, reason, .. } => (name, ReportState::Reverted, Some(reason.as_str())),
+            _ => return Vec::new(),
+        };
+        let container = match container {
+            Ok(c) => c,
+            Err(e) => {
+                return self.tell(AgentEvent::ReportFailed { stream: name.clone(), state, reason: e.to_string() });
+            }
+        };
+        let digest = match event {
+            UpdateEvent::Reverted { .. } => container.as_ref().and_then(|c| c.standby()),
+            _ => container.as_ref().and_then(|c| c.running()),
+        };
+        // Nothing to report on a container that is gone.
+        let Some(digest) = digest.map(|i| i.manifest_digest) else { return Vec::new() };
+        let report = report_body(name, &digest, state, detail);
+        let mut actions = match self.fresh_token(now) {
+            Some(token) => vec![Action::Report { token, report }],
+            None => {
+                self.unsent.push(report);
+                if matches!(self.step, Step::Idle) {
+                    self.step = Step::Login;
+                    vec![Action::Login]
+                } else {
+                    Vec::new()
+                }
+            }
+        };
+        actions.push(Action::Sleep(Duration::ZERO));
+        actions
+    }
+
+    /// An event: told during a cycle; between cycles only a failure is
+    /// kept, to be told at the start of the next.
+    fn tell(&mut self, event: AgentEvent) -> Vec<Action> {
+        if self.in_cycle {
+            vec![Action::Emit(event)]
+        } else {
+            if matches!(event, AgentEvent::ReportFailed { .. }) {
+                self.untold.push(event);
+            }
+            Vec::new()
+        }
+    }
+
+    /// The cycle worked: wait what the server asked, within the rules.
+    fn done(&mut self, poll_after: Option<u64>) -> Vec<Action> {
+        (self.in_cycle, self.step) = (false, Step::Idle);
+        vec![Action::Sleep(self.poller.succeeded(poll_after))]
+    }
+
+    /// The cycle failed: back off, with this cycle's jitter.
+    fn fail(&mut self, e: AgentError) -> Vec<Action> {
+        (self.in_cycle, self.step) = (false, Step::Idle);
+        vec![Action::Failed(e), Action::Sleep(self.poller.failed(self.jitter))]
+    }
+}
+
+/// Whether an assignment needs an install, or why not.
+fn wanted(c: Option<&Container>, job: &Job) -> Result<bool, String> {
+    let Some(c) = c else { return Ok(true) };
+    if c.running().is_some_and(|i| i.manifest_digest == job.manifest_digest) {
+        return Ok(false);
+    }
+    if matches!(c.phase, Phase::Reverted { .. })
+        && c.standby().is_some_and(|i| i.manifest_digest == job.manifest_digest)
+    {
+        return Err("this release was reverted on this device".into());
+    }
+    match c.running() {
+        Some(i) if i.sequence >= job.sequence => {
+            Err(format!("sequence {} is not above the installed {} (rollback refused)", job.sequence, i.sequence))
+        }
+        _ => Ok(true),
+    }
+}
+
+/// The envelope's size, from the check-in's listing, within bounds.
+fn envelope_size(job: &Job) -> Result<u64, AgentError> {
+    // The unsigned listing only says how big the envelope is; the ticket
+    // names which one counts.
+    let size = job.envelope_size.ok_or_else(|| {
+        AgentError::Protocol(format!("{}: the check-in does not list the envelope the ticket names", job.stream))
+    })?;
+    if size > MAX_ENVELOPE {
+        return Err(AgentError::Protocol(format!("{}: envelope of {size} bytes, above {MAX_ENVELOPE}", job.stream)));
+    }
+    Ok(size)
+}
+
+/// The envelope verifies under the trust root and is the release the
+/// ticket names: no mix-and-match of a genuine release with another's
+/// ticket entry.
+fn check_release(envelope: &[u8], trust: &Trust, job: &Job) -> Result<(), AgentError> {
+    let release = bundle::verify_envelope(envelope, trust, 0)
+        .map_err(|e| AgentError::Release(format!("{}: the envelope does not verify: {e}", job.stream)))?;
+    if release.manifest_digest != job.manifest_digest || release.config.name != job.stream {
+        return Err(AgentError::Release(format!(
+            "{}: the envelope is not the release the ticket names (mix-and-match refused)",
+            job.stream
+        )));
+    }
+    Ok(())
+}
+
+/// The report the agent sends: its detail cut to what the server takes.
+fn report_body(stream: &str, digest: &[u8; 32], state: ReportState, detail: Option<&str>) -> Report {
+    let report = Report::new(stream, hex::encode(digest), state);
+    match detail {
+        Some(d) => report.with_detail(d),
+        None => report,
+    }
+}
+
+/// A SHA-256 digest from the server's hex (either case), if it is one.
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s, &mut out).ok().map(|()| out)
+}
+
+#[cfg(test)]
+mod tests;
