@@ -387,6 +387,18 @@ impl SlotWriter {
         Ok(())
     }
 
+    /// Puts on flash every whole word received so far (a download that
+    /// stopped keeps what came, for [`SlotWriter::resume`]).
+    pub fn flush_words<F: NorFlash>(&mut self, slot: &mut F) -> Result<(), BundleError> {
+        let n = self.pending.len() / F::WRITE_SIZE * F::WRITE_SIZE;
+        if n > 0 {
+            slot.write(self.flushed as u32, &self.pending[..n]).map_err(flash_err)?;
+            self.flushed += n as u64;
+            self.pending.drain(..n);
+        }
+        Ok(())
+    }
+
     fn flush<F: NorFlash>(&mut self, slot: &mut F) -> Result<(), BundleError> {
         slot.write(self.flushed as u32, &self.pending).map_err(flash_err)?;
         self.flushed += self.pending.len() as u64;

@@ -217,6 +217,12 @@ impl Device {
         Ok(self.store().stage_write(staging, data)?)
     }
 
+    /// Keeps what an install received so far, when its download stopped
+    /// ([`Store::checkpoint`]).
+    pub fn checkpoint(&self, staging: &mut Staging) -> Result<(), DeviceError> {
+        Ok(self.store().checkpoint(staging)?)
+    }
+
     /// Ends an install: verifies the slot from flash, compiles its module
     /// and checks its imports (without holding the store's lock: seconds
     /// for a large module), and only then switches to it on probation. A

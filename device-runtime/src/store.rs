@@ -517,7 +517,7 @@ impl<F: NorFlash> Store<F> {
             Some(p)
                 if p.envelope_sha256 == envelope_sha256
                     && (p.pair, p.slot) == (plan.pair, plan.slot)
-                    && plan.table == table =>
+                    && plan.table.get(&name) == table.get(&name) =>
             {
                 SlotWriter::resume(&mut self.part(region), envelope.len(), &payloads, p.flushed)?
             }
@@ -575,12 +575,28 @@ impl<F: NorFlash> Store<F> {
                 return Err(e.into());
             }
             if s.writer.flushed() >= s.recorded.saturating_add(PROGRESS_EVERY) {
-                let flushed = s.writer.flushed();
-                let p = Progress { envelope_sha256: s.envelope_sha256, pair: s.pair, slot: s.slot, flushed };
-                self.kv()?.put(KEY_STAGING, &p.encode())?;
-                s.recorded = flushed;
+                self.record_progress(s)?;
             }
         }
+        Ok(())
+    }
+
+    /// Keeps what an install received so far (every whole word, on flash,
+    /// with its progress recorded), when its download stopped: the next
+    /// [`Store::stage`] of the same envelope goes on from there.
+    pub fn checkpoint(&self, s: &mut Staging) -> Result<(), Error> {
+        s.writer.flush_words(&mut self.part(self.layout.slot(s.pair, s.slot)))?;
+        if s.writer.flushed() > s.recorded {
+            self.record_progress(s)?;
+        }
+        Ok(())
+    }
+
+    fn record_progress(&self, s: &mut Staging) -> Result<(), Error> {
+        let flushed = s.writer.flushed();
+        let p = Progress { envelope_sha256: s.envelope_sha256, pair: s.pair, slot: s.slot, flushed };
+        self.kv()?.put(KEY_STAGING, &p.encode())?;
+        s.recorded = flushed;
         Ok(())
     }
 

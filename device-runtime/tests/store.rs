@@ -529,3 +529,23 @@ fn a_first_install_under_way_is_not_a_container_that_fails_to_start() {
     store.commit(store.finish(s, NOW).unwrap()).unwrap();
     assert_eq!(running(&store, "app"), Some(1));
 }
+
+#[test]
+fn a_checkpoint_keeps_what_a_stopped_download_brought() {
+    let fleet = Fleet::new();
+    let store = large_device(&fleet);
+    let r = fleet.release("app", "1.0", 1, 30_000);
+    let mut s = staging(&store, &r);
+    feed(&store, &mut s, &r, 20_001);
+    // Less than a chunk: nothing on flash yet; the checkpoint puts every
+    // whole word there and records it.
+    store.checkpoint(&mut s).unwrap();
+    drop(s);
+    let mut s = staging(&store, &r);
+    let (i, at) = s.position().unwrap();
+    assert_eq!(i, 0);
+    assert!(at > 20_001 - 4096 && at <= 20_000, "resumed at {at}: the page holding the point is sent again");
+    feed(&store, &mut s, &r, usize::MAX);
+    store.commit(store.finish(s, NOW).unwrap()).unwrap();
+    assert_eq!(running(&store, "app"), Some(1));
+}

@@ -200,7 +200,9 @@ fn attacks_on_downloads_are_refused_and_a_cut_download_resumes() {
     let (errors, resumed) = under_attack(chooser, 4);
     assert!(resumed > 0, "no download was resumed");
     let seen = |what: &str| errors.iter().any(|e| e.contains(what));
-    assert!(seen("do not match their digest"), "{errors:#?}");
+    // Corrupted payload bytes are refused by the slot as the last one
+    // arrives (envelopes, fetched whole, by the download itself).
+    assert!(seen("does not match its signed digest") || seen("do not match their digest"), "{errors:#?}");
     assert!(seen("more than the"), "endless data: {errors:#?}");
     assert!(seen("not done within") || seen("timeout"), "slow retrieval: {errors:#?}");
 }

@@ -386,7 +386,17 @@ impl Agent {
             let p = &staging.release().payloads[i];
             let (sha256, len) = (p.sha256, p.len);
             let mut sink = |bytes: &[u8]| Ok(device.stage_write(staging, bytes)?);
-            fetch::stream(&self.client, &sha256, at, len, &self.config.caps, &mut sink).map_err(fetch)?;
+            match fetch::stream(&self.client, &sha256, at, len, &self.config.caps, &mut sink) {
+                Ok(()) => {}
+                // The slot refused the bytes: the store gave the install up.
+                Err(e @ FetchError::Sink(_)) => return Err(fetch(e)),
+                // The connection failed: what came is kept for the next
+                // cycle, which resumes with a Range request.
+                Err(e) => {
+                    let _ = device.checkpoint(staging);
+                    return Err(fetch(e));
+                }
+            }
         }
         Ok(())
     }
