@@ -254,71 +254,69 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Run { seconds, json, server, enroll_token, poll_seconds } => {
-            let device = Device::open(state)?;
-            for w in device.warnings() {
-                eprintln!("warning: {w}");
-            }
-            for f in device.store().table_faults()? {
-                if json {
-                    println!("{}", json!({ "report": "table-fault", "fault": f.to_string() }));
-                } else {
-                    eprintln!("slot table fault: {f} (its previous state is used)");
-                }
-            }
-            let stop = Arc::new(AtomicBool::new(false));
-            signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
-            signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
-            let (tx, rx) = channel();
-            let (control, commands) = channel();
-            let (outcomes, to_report) = channel();
-            let agent = match server {
-                Some(url) => {
-                    let config = AgentConfig {
-                        server: url,
-                        enrollment_token: enroll_token,
-                        schedule: Schedule {
-                            default_interval: Duration::from_secs(poll_seconds),
-                            ..Schedule::default()
-                        },
-                        caps: Caps::default(),
-                        call_timeout: Duration::from_secs(30),
-                    };
-                    Some(Agent::new(config, &device, state)?)
-                }
-                None => None,
-            };
-            let until = seconds.map(|s| Instant::now() + Duration::from_secs(s));
-            std::thread::scope(|s| {
-                let supervisor = s.spawn(|| supervisor::run_controlled(&device, &stop, &tx, commands));
-                if let Some(agent) = agent {
-                    s.spawn(|| pull(agent, &device, &stop, &control, to_report, json));
-                }
-                loop {
-                    match rx.recv_timeout(Duration::from_millis(100)) {
-                        Ok(r) => {
-                            println!("{}", if json { report_json(&r).to_string() } else { report_text(&r) });
-                            if let Report::Update(e) = r {
-                                let _ = outcomes.send(e);
-                            }
-                        }
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-                    }
-                    if until.is_some_and(|u| Instant::now() >= u) {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                    if supervisor.is_finished() && stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                }
-                match supervisor.join() {
-                    Ok(r) => r.map_err(anyhow::Error::from),
-                    Err(_) => bail!("the supervisor panicked"),
-                }
-            })?;
+            let agent = server.map(|server| AgentConfig {
+                server,
+                enrollment_token: enroll_token,
+                schedule: Schedule { default_interval: Duration::from_secs(poll_seconds), ..Schedule::default() },
+                caps: Caps::default(),
+                call_timeout: Duration::from_secs(30),
+            });
+            run_device(state, seconds, json, agent)?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `gantry-device run`: the supervisor, and the pull agent when a server
+/// is given, until `seconds` pass or a signal comes; reports go to stdout.
+fn run_device(state: &Path, seconds: Option<u64>, json: bool, agent: Option<AgentConfig>) -> Result<()> {
+    let device = Device::open(state)?;
+    for w in device.warnings() {
+        eprintln!("warning: {w}");
+    }
+    for f in device.store().table_faults()? {
+        if json {
+            println!("{}", json!({ "report": "table-fault", "fault": f.to_string() }));
+        } else {
+            eprintln!("slot table fault: {f} (its previous state is used)");
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    let (tx, rx) = channel();
+    let (control, commands) = channel();
+    let (outcomes, to_report) = channel();
+    let agent = agent.map(|config| Agent::new(config, &device, state)).transpose()?;
+    let until = seconds.map(|s| Instant::now() + Duration::from_secs(s));
+    std::thread::scope(|s| {
+        let supervisor = s.spawn(|| supervisor::run_controlled(&device, &stop, &tx, commands));
+        if let Some(agent) = agent {
+            s.spawn(|| pull(agent, &device, &stop, &control, to_report, json));
+        }
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(r) => {
+                    println!("{}", if json { report_json(&r).to_string() } else { report_text(&r) });
+                    if let Report::Update(e) = r {
+                        let _ = outcomes.send(e);
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            if until.is_some_and(|u| Instant::now() >= u) {
+                stop.store(true, Ordering::Relaxed);
+            }
+            if supervisor.is_finished() && stop.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        match supervisor.join() {
+            Ok(r) => r.map_err(anyhow::Error::from),
+            Err(_) => bail!("the supervisor panicked"),
+        }
+    })
 }
 
 /// The agent's loop: poll, install, have the supervisor reload what was
