@@ -510,8 +510,7 @@ fn install_time(dir: &Path, runs: usize) {
 
 /// A release of the small `health` module and one `size`-byte blob, as
 /// files in `dir`: (envelope, module, blob).
-fn blob_release(dir: &Path, size: usize) -> (PathBuf, PathBuf, PathBuf) {
-    let (key, _) = fleet();
+fn blob_release(dir: &Path, size: usize, key: &FileKeySource) -> (PathBuf, PathBuf, PathBuf) {
     let vendor_id = vendor_id_from_domain("example.com");
     let wasm = std::fs::read(fixtures().join("misbehave/health.wasm")).expect("health");
     let blob: Vec<u8> = (0..size).map(|i| (i as u64).wrapping_mul(2654435761) as u8 ^ (i >> 13) as u8).collect();
@@ -525,7 +524,7 @@ fn blob_release(dir: &Path, size: usize) -> (PathBuf, PathBuf, PathBuf) {
         vendor_id,
         class_id: class_id_from_model(&vendor_id, "gateway"),
     };
-    let envelope = add_signature(&release.build_unsigned().expect("release"), &key).expect("sign");
+    let envelope = add_signature(&release.build_unsigned().expect("release"), key).expect("sign");
     let files = (dir.join("envelope"), dir.join("module.wasm"), dir.join("data.bin"));
     std::fs::write(&files.0, envelope).expect("write");
     std::fs::write(&files.1, wasm).expect("write");
@@ -549,7 +548,10 @@ fn install_ram_child(mode: &str, dir: &Path) {
         device.install(&envelope, &[&module, &blob], now()).expect("install")
     } else {
         use std::io::{Read as _, Seek as _};
-        let Stage::Writing(mut staging) = device.stage(&envelope, now()).expect("stage") else { panic!("refused") };
+        let mut staging = match device.stage(&envelope, now()).expect("stage") {
+            Stage::Writing(s) => s,
+            Stage::Refused(e) => panic!("{e:?}"),
+        };
         let mut buf = vec![0u8; 64 * 1024];
         while let Some((i, at)) = staging.position() {
             let mut f = std::fs::File::open(dir.join(["module.wasm", "data.bin"][i])).expect("payload");
@@ -570,14 +572,14 @@ fn install_ram_child(mode: &str, dir: &Path) {
 fn install_ram(dir: &Path, sizes: &[usize], runs: usize) {
     println!("\n## install RAM: peak RSS over idle, KiB (median of {runs} processes per cell)");
     println!("| container | streamed | whole in RAM | streamed ÷ whole |\n|---:|---:|---:|---:|");
-    let (_, root) = fleet();
+    let (key, root) = fleet();
     let vendor_id = vendor_id_from_domain("example.com");
     let identity = Identity { device_id: [2; 16], vendor_id, class_id: class_id_from_model(&vendor_id, "gateway") };
     let exe = std::env::current_exe().expect("exe");
     for &mib in sizes {
         let work = dir.join(format!("install-ram-{mib}"));
         std::fs::create_dir_all(&work).expect("dir");
-        blob_release(&work, mib << 20);
+        blob_release(&work, mib << 20, &key);
         let mut cells = Vec::new();
         for mode in ["streamed", "whole"] {
             let mut kib = Vec::new();
