@@ -251,6 +251,18 @@ pub struct SlotWriter {
 }
 
 impl SlotWriter {
+    /// A writer whose first `flushed` bytes are on flash, before any payload.
+    fn at(payloads: &[(u64, [u8; 32])], base: u64, flushed: u64) -> SlotWriter {
+        SlotWriter {
+            payloads: payloads.to_vec(),
+            base,
+            flushed,
+            pending: Vec::with_capacity(CHUNK),
+            current: 0,
+            sha: Sha256::new(),
+        }
+    }
+
     /// Bytes the release takes in the slot.
     fn total(&self) -> u64 {
         self.payloads.iter().fold(self.base, |t, p| t.saturating_add(p.0))
@@ -267,14 +279,7 @@ impl SlotWriter {
             return Err(ImageError::EnvelopeTooLarge { len: envelope.len() as u32, max: MAX_ENVELOPE as u32 }.into());
         }
         let header = gantry_boot::image::pack_with_magic(&CONTAINER_MAGIC, envelope, &[])?;
-        let mut w = SlotWriter {
-            payloads: payloads.to_vec(),
-            base: slot_bytes(envelope.len(), []),
-            flushed: 0,
-            pending: Vec::with_capacity(CHUNK),
-            current: 0,
-            sha: Sha256::new(),
-        };
+        let mut w = SlotWriter::at(payloads, slot_bytes(envelope.len(), []), 0);
         let total = w.total();
         let capacity = slot.capacity() as u64;
         if total > capacity {
@@ -300,14 +305,7 @@ impl SlotWriter {
     ) -> Result<Option<SlotWriter>, BundleError> {
         let base = slot_bytes(envelope_len, []);
         let from = flushed / F::ERASE_SIZE as u64 * F::ERASE_SIZE as u64;
-        let mut w = SlotWriter {
-            payloads: payloads.to_vec(),
-            base,
-            flushed: from,
-            pending: Vec::with_capacity(CHUNK),
-            current: 0,
-            sha: Sha256::new(),
-        };
+        let mut w = SlotWriter::at(payloads, base, from);
         let total = w.total();
         if from < base || from > total || total > slot.capacity() as u64 {
             return Ok(None);
