@@ -6,11 +6,17 @@
 # rolls a crashing new version back by itself; last, the update server on
 # its embedded defaults, from which that device pulls, installs and confirms
 # a new release by itself.
-# Set GANTRY_DEMO_KEEP=1 to keep the directory.
+# Set GANTRY_DEMO_KEEP=1 to keep the directory, GANTRY_DEMO_BIN=DIR to run
+# binaries already built there (CI: the ones `cargo test` built) instead of
+# a release build.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-cargo build --release --quiet --manifest-path "$repo/Cargo.toml" -p gantry-signing --bin gantry-sign -p gantry-device --bin gantry-device -p gantry-server --bin gantry-server
-bin="$repo/target/release"
+if [ -n "${GANTRY_DEMO_BIN:-}" ]; then
+  bin=$(cd "$GANTRY_DEMO_BIN" && pwd)
+else
+  cargo build --release --quiet --manifest-path "$repo/Cargo.toml" -p gantry-signing --bin gantry-sign -p gantry-device --bin gantry-device -p gantry-server --bin gantry-server
+  bin="$repo/target/release"
+fi
 fixtures="$repo/device-runtime/fixtures/misbehave"
 gantry-sign() { "$bin/gantry-sign" "$@"; }
 gantry-device() { "$bin/gantry-device" --state "$work/device" "$@"; }

@@ -20,11 +20,12 @@
 //! then, the device still opens and says so ([`Device::warnings`]).
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::Arc;
 
 use parking_lot::{ReentrantMutex, ReentrantMutexGuard};
 
 use crate::bundle::BundleError;
+use crate::clock::Clock;
 use crate::layout::{DeviceLayout, Geometry};
 use crate::sandbox::{Artifact, HostIo, Sandbox, SandboxError};
 use crate::store::{self, HostFlash, Identity, Runnable, Stage, Staging, Store};
@@ -181,11 +182,12 @@ impl Device {
         &self.sandbox
     }
 
-    /// Where a container's host-side files live (the directory is created).
-    pub fn host_io(&self, name: &str, epoch: Instant) -> Result<HostIo, DeviceError> {
+    /// Where a container's host-side files live (the directory is created),
+    /// its heartbeats timed by `clock`.
+    pub fn host_io(&self, name: &str, clock: Arc<dyn Clock>) -> Result<HostIo, DeviceError> {
         let base = self.dir.join("containers").join(name);
         std::fs::create_dir_all(&base).map_err(io(&base))?;
-        Ok(HostIo { epoch, ..HostIo::under(&base) })
+        Ok(HostIo { clock, ..HostIo::under(&base) })
     }
 
     /// Installs a release given whole (see [`Device::stage`] for one that

@@ -9,6 +9,8 @@
 pub mod agent;
 pub mod bundle;
 #[cfg(feature = "runtime")]
+pub mod clock;
+#[cfg(feature = "runtime")]
 pub mod device;
 pub mod layout;
 #[cfg(feature = "runtime")]

@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gantry_signing::config::{HealthKind, RestartPolicy};
 
+use crate::clock::{Clock, SystemClock};
 use crate::device::{Device, DeviceError};
 use crate::sandbox::{Outcome, Sandbox};
 use crate::store::Runnable;
@@ -89,16 +90,18 @@ pub enum Control {
     Reload(String),
 }
 
-/// Runs every enabled container until `stop` is set, sending reports to `tx`.
+/// Runs every enabled container until `stop` is set, sending reports to
+/// `tx`, on the real clock.
 pub fn run(device: &Device, stop: &Arc<AtomicBool>, tx: &Sender<Report>) -> Result<(), DeviceError> {
     let (_keep, control) = std::sync::mpsc::channel();
-    run_controlled(device, stop, tx, control)
+    run_controlled(device, Arc::new(SystemClock::new()), stop, tx, control)
 }
 
-/// [`run`], obeying `control` meanwhile (the pull agent reloads what it
-/// installed).
+/// [`run`] on `clock`, obeying `control` meanwhile (the pull agent reloads
+/// what it installed).
 pub fn run_controlled(
     device: &Device,
+    clock: Arc<dyn Clock>,
     stop: &Arc<AtomicBool>,
     tx: &Sender<Report>,
     control: Receiver<Control>,
@@ -116,7 +119,8 @@ pub fn run_controlled(
             let stack = Sandbox::thread_stack(&r.release.config);
             let name = r.name.clone();
             let thread = std::thread::Builder::new().name(format!("gantry-{name}")).stack_size(stack);
-            match thread.spawn_scoped(s, move || supervise(device, r, &mine, tx, stack)) {
+            let clock = clock.clone();
+            match thread.spawn_scoped(s, move || supervise(device, &clock, r, &mine, tx, stack)) {
                 Ok(handle) => Some((flag, handle)),
                 Err(e) => {
                     let _ =
@@ -158,22 +162,9 @@ pub fn run_controlled(
     Ok(())
 }
 
-/// Sleeps up to `d`, waking early when `stop` is set; true if stopped.
-fn nap(d: Duration, stop: &AtomicBool) -> bool {
-    nap_any(d, &[stop])
-}
-
-/// Sleeps up to `d`, waking early when any flag is set; true if one is.
-fn nap_any(d: Duration, flags: &[&AtomicBool]) -> bool {
-    let set = || flags.iter().any(|f| f.load(Ordering::Relaxed));
-    let until = Instant::now() + d;
-    while Instant::now() < until {
-        if set() {
-            return true;
-        }
-        std::thread::sleep((until - Instant::now()).min(Duration::from_millis(20)));
-    }
-    set()
+/// Sleeps `ms` on `clock`, waking early when any flag is set; true if one is.
+fn nap(clock: &dyn Clock, ms: u64, flags: &[&AtomicBool]) -> bool {
+    clock.nap(Duration::from_millis(ms), &|| flags.iter().any(|f| f.load(Ordering::Relaxed)))
 }
 
 /// What the heartbeat watcher concluded about one run.
@@ -195,18 +186,18 @@ fn watch_heartbeats(
     name: &str,
     health: &gantry_signing::config::Health,
     heartbeat: &std::sync::atomic::AtomicU64,
-    epoch: Instant,
+    clock: &dyn Clock,
     probation: &mut Option<Probation>,
     run_stop: &AtomicBool,
     done: &AtomicBool,
     stop: &AtomicBool,
     tx: &Sender<Report>,
 ) -> Watch {
-    let started = epoch.elapsed().as_millis() as u64;
+    let started = clock.now_ms();
     let interval = health.interval_ms.max(1);
     let mut misses = 0;
-    while !nap_any(Duration::from_millis(interval), &[done, stop]) {
-        let now = epoch.elapsed().as_millis() as u64;
+    while !nap(clock, interval, &[done, stop]) {
+        let now = clock.now_ms();
         let ok = now.saturating_sub(heartbeat.load(Ordering::Relaxed).max(started)) <= interval;
         if !ok {
             let _ = tx.send(Report::Unhealthy { name: name.to_owned() });
@@ -256,17 +247,24 @@ enum Next {
 
 /// Supervises one container on the current thread, which has `stack`
 /// bytes of stack.
-fn supervise(device: &Device, mut r: Runnable, stop: &Arc<AtomicBool>, tx: &Sender<Report>, stack: usize) {
+fn supervise(
+    device: &Device,
+    clock: &Arc<dyn Clock>,
+    mut r: Runnable,
+    stop: &Arc<AtomicBool>,
+    tx: &Sender<Report>,
+    stack: usize,
+) {
     let send = |rep: Report| {
         let _ = tx.send(rep);
     };
-    let epoch = Instant::now();
     let on_probation = |name: &str| {
         device.store().table().ok().and_then(|t| t.get(name).map(|c| matches!(c.phase, Phase::Probation { .. })))
     };
-    let mut probation = on_probation(&r.name).unwrap_or(false).then(|| Probation::start(&r.release.config, 0));
+    let mut probation =
+        on_probation(&r.name).unwrap_or(false).then(|| Probation::start(&r.release.config, clock.now_ms()));
     let mut restarts = 0u32;
-    let mut backoff = Duration::from_millis(r.release.config.restart.backoff_initial_ms);
+    let mut backoff = r.release.config.restart.backoff_initial_ms;
     'versions: while !stop.load(Ordering::Relaxed) {
         let need = Sandbox::thread_stack(&r.release.config);
         if need > stack {
@@ -276,7 +274,7 @@ fn supervise(device: &Device, mut r: Runnable, stop: &Arc<AtomicBool>, tx: &Send
             let name = r.name.clone();
             let thread = std::thread::Builder::new().name(format!("gantry-{name}")).stack_size(need);
             let done = std::thread::scope(|s| {
-                thread.spawn_scoped(s, || supervise(device, r, stop, tx, need)).map(|t| t.join().is_ok())
+                thread.spawn_scoped(s, || supervise(device, clock, r, stop, tx, need)).map(|t| t.join().is_ok())
             });
             if !matches!(done, Ok(true)) {
                 send(Report::GaveUp { name, reason: format!("no thread with {need} bytes of stack") });
@@ -284,7 +282,7 @@ fn supervise(device: &Device, mut r: Runnable, stop: &Arc<AtomicBool>, tx: &Send
             return;
         }
         let config = r.release.config.clone();
-        let (module, io) = match (device.module(&r), device.host_io(&r.name, epoch)) {
+        let (module, io) = match (device.module(&r), device.host_io(&r.name, clock.clone())) {
             (Ok(m), Ok(io)) => (m, io),
             (Err(e), _) | (_, Err(e)) => {
                 send(Report::GaveUp { name: r.name.clone(), reason: e.to_string() });
@@ -306,7 +304,7 @@ fn supervise(device: &Device, mut r: Runnable, stop: &Arc<AtomicBool>, tx: &Send
                 std::thread::scope(|s| {
                     let watcher = s.spawn(|| {
                         let (name, probation) = (&r.name, &mut probation);
-                        watch_heartbeats(device, name, health, &beats, epoch, probation, &run_stop, &done, stop, tx)
+                        watch_heartbeats(device, name, health, &beats, &**clock, probation, &run_stop, &done, stop, tx)
                     });
                     let result = device.sandbox().run(&module, &config, io, run_stop.clone());
                     done.store(true, Ordering::Relaxed);
@@ -342,13 +340,13 @@ fn supervise(device: &Device, mut r: Runnable, stop: &Arc<AtomicBool>, tx: &Send
             && let HealthKind::Export(export) = &health.kind
         {
             let mut misses = 0u32;
-            while !nap(Duration::from_millis(health.interval_ms), stop) {
+            while !nap(&**clock, health.interval_ms, &[stop]) {
                 let ok = running.health(export, Duration::from_millis(health.timeout_ms)).unwrap_or(false);
                 if !ok {
                     send(Report::Unhealthy { name: r.name.clone() });
                 }
                 if let Some(p) = probation.as_mut() {
-                    let verdict = p.observe(ok, epoch.elapsed().as_millis() as u64);
+                    let verdict = p.observe(ok, clock.now_ms());
                     match settle(device, &r, &mut probation, verdict, tx) {
                         Next::Same => {}
                         Next::Run(next) => {
@@ -375,7 +373,7 @@ fn supervise(device: &Device, mut r: Runnable, stop: &Arc<AtomicBool>, tx: &Send
                 // Ran to completion without a health check: nothing more to prove.
                 p.tick(u64::MAX)
             } else {
-                p.tick(epoch.elapsed().as_millis() as u64)
+                p.tick(clock.now_ms())
             };
             match settle(device, &r, &mut probation, verdict, tx) {
                 Next::Same => {}
@@ -403,10 +401,10 @@ fn supervise(device: &Device, mut r: Runnable, stop: &Arc<AtomicBool>, tx: &Send
             send(Report::GaveUp { name: r.name.clone(), reason: format!("crash loop: {restarts} restarts") });
             return;
         }
-        if nap(backoff, stop) {
+        if nap(&**clock, backoff, &[stop]) {
             return;
         }
-        backoff = (backoff * 2).min(Duration::from_millis(config.restart.backoff_max_ms.max(1)));
+        backoff = backoff.saturating_mul(2).min(config.restart.backoff_max_ms.max(1));
     }
 }
 

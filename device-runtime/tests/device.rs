@@ -5,9 +5,9 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 use common::{Fleet, NOW, geometry};
+use gantry_device::clock::SystemClock;
 use gantry_device::device::Device;
 use gantry_device::sandbox::Outcome;
 use gantry_device::update::UpdateEvent;
@@ -21,7 +21,7 @@ fn run(device: &Device, name: &str) -> (Outcome, String) {
     let (runnable, _) = device.store().start().unwrap();
     let r = runnable.iter().find(|r| r.name == name).expect("runnable");
     let module = device.module(r).unwrap();
-    let io = device.host_io(name, Instant::now()).unwrap();
+    let io = device.host_io(name, Arc::new(SystemClock::new())).unwrap();
     let _ = std::fs::remove_file(&io.log);
     let (outcome, _) = device.sandbox().run(&module, &r.release.config, io.clone(), Arc::default()).unwrap();
     (outcome, std::fs::read_to_string(&io.log).unwrap_or_default())

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use common::{Fleet, NOW, geometry};
+use gantry_device::clock::SystemClock;
 use gantry_device::device::Device;
 use gantry_device::sandbox::{HostIo, Outcome, Sandbox};
 use gantry_device::update::UpdateEvent;
@@ -207,7 +208,7 @@ fn install(device: &Device, fleet: &Fleet, toml: &str, wasm: &[u8], seq: u64) ->
 fn run_installed(device: &Device, name: &str) -> Outcome {
     let r = device.store().runnable(name).unwrap().expect("runnable");
     let module = device.module(&r).unwrap();
-    let io = device.host_io(name, Instant::now()).unwrap();
+    let io = device.host_io(name, Arc::new(SystemClock::new())).unwrap();
     device.sandbox().run(&module, &r.release.config, io, Arc::default()).unwrap().0
 }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{Fleet, NOW, geometry};
 use gantry_boot::sim::{Cut, CutModel};
+use gantry_device::clock::{Clock as _, ManualClock, SystemClock};
 use gantry_device::device::Device;
 use gantry_device::sandbox::Outcome;
 use gantry_device::supervisor::{self, Report};
@@ -167,18 +168,121 @@ fn a_confirm_the_flash_refuses_is_retried() {
     assert_eq!(device.store().table().unwrap().get("svc").unwrap().phase, Phase::Confirmed);
 }
 
+/// Runs the supervisor on `clock` until `done` says so (or 20 s of real
+/// time), letting time pass only while `participants` threads wait on the
+/// clock, as a simulator's event loop does: each report comes with the
+/// clock's time when it was sent.
+fn supervise_on(
+    clock: &Arc<ManualClock>,
+    device: &Device,
+    participants: usize,
+    mut done: impl FnMut(&Report) -> bool,
+) -> Vec<(u64, Report)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = channel();
+    let (_keep, control) = channel();
+    std::thread::scope(|s| {
+        let handle = s.spawn(|| supervisor::run_controlled(device, clock.clone(), &stop, &tx, control));
+        let mut reports = Vec::new();
+        let give_up = Instant::now() + Duration::from_secs(20);
+        'run: while Instant::now() < give_up {
+            // Once every participant waits for a later time, nothing more
+            // happens at this one: what was reported, was reported now.
+            let settled = clock.settle(participants, Duration::from_millis(100));
+            while let Ok(r) = rx.try_recv() {
+                let end = done(&r);
+                reports.push((clock.now_ms(), r));
+                if end {
+                    break 'run;
+                }
+            }
+            if settled {
+                clock.advance_to_next();
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        handle.join().unwrap().unwrap();
+        reports
+    })
+}
+
+/// The supervisor's time is injected: an hour-long probation, checked
+/// every minute, is confirmed exactly when it ends, in milliseconds of real
+/// time.
 #[test]
-fn a_healthy_new_version_is_confirmed_after_probation() {
+fn a_healthy_new_version_is_confirmed_when_its_probation_ends() {
     let fleet = Fleet::new();
     let dir = tempfile::tempdir().unwrap();
     let device = device(&fleet, dir.path());
-    let toml = "name = \"svc\"\nversion = \"1\"\n[health]\nkind = \"export\"\nfunction = \"gantry_health\"\ninterval_ms = 20\nprobation_ms = 200\n";
+    let toml = "name = \"svc\"\nversion = \"1\"\n[health]\nkind = \"export\"\nfunction = \"gantry_health\"\ninterval_ms = 60000\nprobation_ms = 3600000\n";
     install(&device, &fleet, toml, "health", 1);
-    let started = Instant::now();
-    let reports = supervise(&device, |r| matches!(r, Report::Update(_)));
-    assert_eq!(reports.last(), Some(&Report::Update(UpdateEvent::Confirmed { name: "svc".into(), sequence: 1 })));
-    assert!(started.elapsed() >= Duration::from_millis(200), "confirmed before the probation ended");
+    let clock = Arc::new(ManualClock::new());
+    let reports = supervise_on(&clock, &device, 1, |r| matches!(r, Report::Update(_)));
+    assert_eq!(reports.first(), Some(&(0, Report::Started { name: "svc".into(), sequence: 1 })), "{reports:?}");
+    assert_eq!(
+        reports.last(),
+        Some(&(3_600_000, Report::Update(UpdateEvent::Confirmed { name: "svc".into(), sequence: 1 }))),
+        "{reports:?}"
+    );
     assert_eq!(device.store().table().unwrap().get("svc").unwrap().counter, 1);
+}
+
+/// A new version whose health check fails is reverted after exactly
+/// `failure_threshold` intervals, long before its probation would end.
+#[test]
+fn an_unhealthy_new_version_is_reverted_after_its_failure_threshold() {
+    let fleet = Fleet::new();
+    let dir = tempfile::tempdir().unwrap();
+    let device = device(&fleet, dir.path());
+    let health = |version: &str| {
+        format!(
+            "name = \"svc\"\nversion = \"{version}\"\n[health]\nkind = \"export\"\nfunction = \"gantry_health\"\ninterval_ms = 60000\nfailure_threshold = 3\nprobation_ms = 3600000\n"
+        )
+    };
+    install(&device, &fleet, &health("1"), "health", 1);
+    device.store().confirm("svc").unwrap();
+    let sick = wat::parse_str(
+        r#"(module (memory (export "memory") 1) (func (export "_start"))
+             (func (export "gantry_health") (result i32) (i32.const 1)))"#,
+    )
+    .unwrap();
+    let env = fleet.release_with(&health("2"), &sick, 2);
+    assert!(matches!(device.install(&env, &[&sick], supervisor::unix_now()).unwrap(), UpdateEvent::Switched { .. }));
+
+    let clock = Arc::new(ManualClock::new());
+    let reports = supervise_on(&clock, &device, 1, |r| matches!(r, Report::Started { sequence: 1, .. }));
+    let unhealthy: Vec<u64> =
+        reports.iter().filter(|(_, r)| matches!(r, Report::Unhealthy { .. })).map(|(t, _)| *t).collect();
+    assert_eq!(unhealthy, [60_000, 120_000, 180_000], "{reports:?}");
+    let reverted = reports.iter().find_map(|(t, r)| match r {
+        Report::Update(UpdateEvent::Reverted { from: 2, to: Some(1), reason, .. }) => Some((*t, reason.clone())),
+        _ => None,
+    });
+    let (at, reason) = reverted.unwrap_or_else(|| panic!("no revert in {reports:?}"));
+    assert_eq!(at, 180_000);
+    assert!(reason.contains("health check failed 3 time(s) in a row"), "{reason}");
+    assert_eq!(reports.last(), Some(&(180_000, Report::Started { name: "svc".into(), sequence: 1 })));
+}
+
+/// A crashing container restarts with back-off doubling up to its cap,
+/// then gives up: the exact times, on the injected clock.
+#[test]
+fn restarts_back_off_doubling_to_the_cap_then_give_up() {
+    let fleet = Fleet::new();
+    let dir = tempfile::tempdir().unwrap();
+    let device = device(&fleet, dir.path());
+    let toml = "name = \"svc\"\nversion = \"1\"\n[restart]\npolicy = \"on-failure\"\nmax_restarts = 5\nbackoff_initial_ms = 60000\nbackoff_max_ms = 300000\n";
+    install(&device, &fleet, toml, "crash", 1);
+    device.store().confirm("svc").unwrap();
+    let clock = Arc::new(ManualClock::new());
+    let reports = supervise_on(&clock, &device, 1, |r| matches!(r, Report::GaveUp { .. }));
+    let starts: Vec<u64> =
+        reports.iter().filter(|(_, r)| matches!(r, Report::Started { .. })).map(|(t, _)| *t).collect();
+    assert_eq!(starts, [0, 60_000, 180_000, 420_000, 720_000, 1_020_000], "{reports:?}");
+    assert_eq!(
+        reports.last(),
+        Some(&(1_020_000, Report::GaveUp { name: "svc".into(), reason: "crash loop: 6 restarts".into() }))
+    );
 }
 
 #[test]
@@ -275,7 +379,8 @@ fn a_reload_starts_the_new_version_and_leaves_the_others_running() {
     let (tx, rx) = channel();
     let (control, commands) = channel();
     let reports = std::thread::scope(|s| {
-        let handle = s.spawn(|| supervisor::run_controlled(&device, &stop, &tx, commands));
+        let handle =
+            s.spawn(|| supervisor::run_controlled(&device, Arc::new(SystemClock::new()), &stop, &tx, commands));
         let mut confirmed = 0;
         let mut reports = collect(&rx, &mut |r| {
             confirmed += matches!(r, Report::Update(UpdateEvent::Confirmed { .. })) as u32;

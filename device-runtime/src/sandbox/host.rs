@@ -15,13 +15,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use gantry_signing::config::ContainerConfig;
 use wasmtime::{Caller, Extern, Linker};
 
 use super::log::LogWriter;
 use super::run::Ctx;
+use crate::clock::{Clock, SystemClock};
 
 /// Longest log line kept from one `gantry.log` call.
 const MAX_LOG: usize = 4096;
@@ -43,15 +43,15 @@ pub struct HostIo {
     pub data_dir: PathBuf,
     /// Its key-value store file.
     pub kv: PathBuf,
-    /// Milliseconds since `epoch` of the last heartbeat, shared with the supervisor.
+    /// [`Clock::now_ms`] of the last heartbeat, shared with the supervisor.
     pub heartbeat: Arc<AtomicU64>,
-    /// Time base of heartbeats and the sensor.
-    pub epoch: Instant,
+    /// Time base of heartbeats and the sensor: the supervisor's clock.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl HostIo {
     /// The layout of a container's files under `dir` (`log`, `kv`, `data/`),
-    /// with a fresh heartbeat clock starting now. Creates nothing.
+    /// on the real clock. Creates nothing.
     pub fn under(dir: &std::path::Path) -> HostIo {
         HostIo {
             log: dir.join("log"),
@@ -59,7 +59,7 @@ impl HostIo {
             data_dir: dir.join("data"),
             kv: dir.join("kv"),
             heartbeat: Arc::new(AtomicU64::new(0)),
-            epoch: Instant::now(),
+            clock: Arc::new(SystemClock::new()),
         }
     }
 
@@ -171,7 +171,7 @@ fn guest<'a>(caller: &'a mut Caller<'_, Ctx>, ptr: i32, len: i32) -> Option<(usi
 pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>, grants: Grants) -> wasmtime::Result<()> {
     linker.func_wrap("gantry", "heartbeat", |caller: Caller<'_, Ctx>| {
         let io = &caller.data().host.io;
-        io.heartbeat.store(io.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        io.heartbeat.store(io.clock.now_ms(), Ordering::Relaxed);
     })?;
     if grants.log {
         linker.func_wrap("gantry", "log", |mut caller: Caller<'_, Ctx>, ptr: i32, len: i32| {
@@ -231,7 +231,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>, grants: Grants) -> wasmtim
     }
     if grants.sensor {
         linker.func_wrap("gantry", "sensor_read", |caller: Caller<'_, Ctx>, channel: i32| -> f64 {
-            let t = caller.data().host.io.epoch.elapsed().as_secs_f64();
+            let t = caller.data().host.io.clock.now_ms() as f64 / 1000.0;
             20.0 + 5.0 * (t / 60.0 + channel as f64).sin()
         })?;
     }

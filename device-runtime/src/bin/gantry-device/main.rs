@@ -16,6 +16,7 @@ use gantry_device::agent::{self, Agent, AgentConfig, AgentEvent, Caps, Schedule}
 use std::io::{Read as _, Seek as _};
 
 use gantry_device::bundle::{self, BundleError, VerifiedRelease};
+use gantry_device::clock::SystemClock;
 use gantry_device::device::{Device, DeviceError};
 use gantry_device::layout::Geometry;
 use gantry_device::store::{self, Identity, Stage};
@@ -290,7 +291,8 @@ fn run_device(state: &Path, seconds: Option<u64>, json: bool, agent: Option<Agen
     let agent = agent.map(|config| Agent::new(config, &device, state)).transpose()?;
     let until = seconds.map(|s| Instant::now() + Duration::from_secs(s));
     std::thread::scope(|s| {
-        let supervisor = s.spawn(|| supervisor::run_controlled(&device, &stop, &tx, commands));
+        let supervisor =
+            s.spawn(|| supervisor::run_controlled(&device, Arc::new(SystemClock::new()), &stop, &tx, commands));
         if let Some(agent) = agent {
             s.spawn(|| pull(agent, &device, &stop, &control, to_report, json));
         }
