@@ -7,7 +7,9 @@
 //!    - swapping / reverting: let embassy-boot finish;
 //!    - swapped (trial): revert if the trial boots are used up or ACTIVE
 //!      does not verify, otherwise hand over as a trial boot;
-//!    - boot: verify ACTIVE and hand over, or stop in recovery;
+//!    - boot: verify ACTIVE and hand over; if it does not verify, fall
+//!      forward to an image in DFU that does (swapped in, on trial), else
+//!      stop in recovery;
 //! 3. records the boot (counters, journal) in one atomic map write and
 //!    returns the measured [`BootRecord`].
 //!
@@ -18,8 +20,9 @@ use embassy_boot::{BootLoader, BootLoaderConfig};
 use embedded_storage::nor_flash::{ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash};
 
 use crate::check::{BootConfig, verify_slot};
-use crate::embassy_state::{self, BOOT_MAGIC, REVERT_MAGIC, SwapState};
+use crate::embassy_state::{self, BOOT_MAGIC, REVERT_MAGIC, SWAP_MAGIC, SwapState};
 use crate::error::{BootError, ImageError, Reason, StoreError};
+use crate::keys::{BootKeys, BootPolicy};
 use crate::layout::check_sizes;
 use crate::record::{BootRecord, Slot};
 use crate::store::{BootState, Store};
@@ -44,10 +47,40 @@ pub enum BootOutcome {
     Recovery(ImageError),
 }
 
+/// What the bootloader verifies with.
+// One per bootloader, and there is no allocator to box the keys into
+// (about 5 KB with 24 P-256 keys).
+#[allow(clippy::large_enum_variant)]
+enum Anchors<'c> {
+    /// Keys the caller gives (a board that compiles them in; tests).
+    Given(BootConfig<'c>),
+    /// Keys read from the boot map at open; `None` if none decode.
+    Provisioned(Option<BootKeys>, BootPolicy),
+}
+
+impl Anchors<'_> {
+    fn config(&self) -> Result<BootConfig<'_>, ImageError> {
+        match self {
+            Anchors::Given(config) => Ok(*config),
+            Anchors::Provisioned(Some(keys), policy) => Ok(keys.config(*policy)),
+            Anchors::Provisioned(None, _) => Err(ImageError::Unprovisioned),
+        }
+    }
+
+    fn policy(&self) -> BootPolicy {
+        match self {
+            Anchors::Given(c) => {
+                BootPolicy { max_trial_boots: c.max_trial_boots, check_update_before_swap: c.check_update_before_swap }
+            }
+            Anchors::Provisioned(_, policy) => *policy,
+        }
+    }
+}
+
 /// Gantry's bootloader over embassy-boot's ACTIVE, DFU and STATE partitions
 /// and its own boot key-value map.
 pub struct Bootloader<'c, A: NorFlash, D: NorFlash, S: NorFlash, K: NorFlash> {
-    config: BootConfig<'c>,
+    anchors: Anchors<'c>,
     active: A,
     dfu: D,
     state: S,
@@ -61,8 +94,29 @@ const MAX_MARK: usize = 32;
 const MAX_STEPS: usize = 8;
 
 impl<'c, A: NorFlash, D: NorFlash, S: NorFlash, K: NorFlash> Bootloader<'c, A, D, S, K> {
+    /// The bootloader of a device provisioned at manufacture: it verifies
+    /// with the keys and identity in its boot map (see [`crate::keys`]);
+    /// with none there, nothing verifies and every boot ends in recovery.
+    pub fn provisioned(policy: BootPolicy, active: A, dfu: D, state: S, boot_kv: K) -> Result<Self, BootError> {
+        let mut bl = Self::open(Anchors::Provisioned(None, policy), active, dfu, state, boot_kv)?;
+        // A record that does not decode is no keys: recovery, never a guess.
+        let keys = match bl.store.load_keys() {
+            Ok(keys) => keys,
+            Err(StoreError::BadRecord) => None,
+            Err(e) => return Err(e.into()),
+        };
+        bl.anchors = Anchors::Provisioned(keys, policy);
+        Ok(bl)
+    }
+
+    /// A bootloader verifying with the keys and identity in `config`,
+    /// given by the caller (a board that compiles them in; tests).
     /// Checks the partition rules and opens the boot state map.
     pub fn new(config: BootConfig<'c>, active: A, dfu: D, state: S, boot_kv: K) -> Result<Self, BootError> {
+        Self::open(Anchors::Given(config), active, dfu, state, boot_kv)
+    }
+
+    fn open(anchors: Anchors<'c>, active: A, dfu: D, state: S, boot_kv: K) -> Result<Self, BootError> {
         let page = A::ERASE_SIZE.max(D::ERASE_SIZE) as u32;
         check_sizes(
             active.capacity() as u32,
@@ -74,7 +128,7 @@ impl<'c, A: NorFlash, D: NorFlash, S: NorFlash, K: NorFlash> Bootloader<'c, A, D
             boot_kv.capacity() as u32,
             K::ERASE_SIZE as u32,
         )?;
-        Ok(Bootloader { config, active, dfu, state, store: Store::new(boot_kv)? })
+        Ok(Bootloader { anchors, active, dfu, state, store: Store::new(boot_kv)? })
     }
 
     fn page_size() -> usize {
@@ -98,31 +152,41 @@ impl<'c, A: NorFlash, D: NorFlash, S: NorFlash, K: NorFlash> Bootloader<'c, A, D
             st.pending_magic = None;
             self.store.save(&st)?;
         }
-        let limit = self.active.capacity();
         let pages = self.active_pages();
+        let mut fell_forward = false;
         for _ in 0..MAX_STEPS {
             let swap = embassy_state::read(&mut self.state, pages, ws.page).map_err(BootError::flash)?;
             match swap {
                 SwapState::Boot | SwapState::DfuDetach => {
                     st.trial_boots = 0;
-                    return match self.verify_active(&st, ws) {
-                        Ok(m) => self.hand_over(st, m, false),
-                        Err(e) => Ok(BootOutcome::Recovery(e)),
+                    let e = match self.verify_active(&st, ws) {
+                        Ok(m) => return self.hand_over(st, m, false),
+                        Err(e) => e,
                     };
+                    // ACTIVE does not verify: an image in DFU that does
+                    // (signature, identity, not below the counter) is
+                    // swapped in and tried rather than stopping. Once per
+                    // boot: if that one fails too, recovery.
+                    if fell_forward || self.verify_dfu(&st, ws).is_err() {
+                        return Ok(BootOutcome::Recovery(e));
+                    }
+                    fell_forward = true;
+                    st.last_failure = Some(e.reason());
+                    self.set_magic(&mut st, SWAP_MAGIC, ws.page)?;
                 }
                 SwapState::SwapRequested => {
-                    if self.config.check_update_before_swap {
-                        let min = st.security_counter;
-                        if let Err(e) = verify_slot(&mut self.dfu, limit, &self.config, min, ws.envelope, ws.page) {
-                            self.refuse(&mut st, e.reason(), ws.page)?;
-                            continue;
-                        }
+                    if self.anchors.policy().check_update_before_swap
+                        && let Err(e) = self.verify_dfu(&st, ws)
+                    {
+                        st.last_failure = Some(e.reason());
+                        self.set_magic(&mut st, BOOT_MAGIC, ws.page)?;
+                        continue;
                     }
                     self.run_embassy(&mut st, ws.page)?;
                 }
                 SwapState::Swapping => self.run_embassy(&mut st, ws.page)?,
                 SwapState::Swapped => {
-                    if st.trial_boots >= self.config.max_trial_boots.max(1) {
+                    if st.trial_boots >= self.anchors.policy().max_trial_boots.max(1) {
                         st.last_failure = Some(Reason::TrialExpired);
                         self.run_embassy(&mut st, ws.page)?;
                         continue;
@@ -145,17 +209,42 @@ impl<'c, A: NorFlash, D: NorFlash, S: NorFlash, K: NorFlash> Bootloader<'c, A, D
         Err(BootError::NoProgress)
     }
 
+    /// Verifies ACTIVE under the current keys or, for the one manifest
+    /// the retired release keys keep bootable, under those.
     fn verify_active(&mut self, st: &BootState, ws: &mut Workspace<'_>) -> Result<crate::Measurement, ImageError> {
         let limit = self.active.capacity();
-        verify_slot(&mut self.active, limit, &self.config, st.security_counter, ws.envelope, ws.page)
+        let config = self.anchors.config()?;
+        let min = st.security_counter;
+        let current = verify_slot(&mut self.active, limit, &config, min, ws.envelope, ws.page);
+        let Err(e) = current else { return current };
+        let retired = match &self.anchors {
+            Anchors::Provisioned(Some(keys), policy) if e.reason() == Reason::SignatureInvalid => {
+                keys.retired_config(*policy)
+            }
+            _ => None,
+        };
+        let Some((config, digest)) = retired else { return Err(e) };
+        match verify_slot(&mut self.active, limit, &config, min, ws.envelope, ws.page) {
+            Ok(m) if m.manifest_digest == digest => Ok(m),
+            _ => Err(e),
+        }
     }
 
-    /// Cancels a requested swap: journal, then rewrite STATE to boot.
-    fn refuse(&mut self, st: &mut BootState, reason: Reason, word: &mut [u8]) -> Result<(), BootError> {
-        st.last_failure = Some(reason);
-        st.pending_magic = Some(BOOT_MAGIC);
+    /// Verifies the image in DFU as it would be verified in ACTIVE.
+    fn verify_dfu(&mut self, st: &BootState, ws: &mut Workspace<'_>) -> Result<crate::Measurement, ImageError> {
+        // The swap moves an ACTIVE-sized image.
+        let limit = self.active.capacity();
+        let config = self.anchors.config()?;
+        verify_slot(&mut self.dfu, limit, &config, st.security_counter, ws.envelope, ws.page)
+    }
+
+    /// Rewrites STATE to `magic` (refuse a requested swap: boot; fall
+    /// forward: swap), journaled first so a cut erase is finished at the
+    /// next boot.
+    fn set_magic(&mut self, st: &mut BootState, magic: u8, word: &mut [u8]) -> Result<(), BootError> {
+        st.pending_magic = Some(magic);
         self.store.save(st)?;
-        embassy_state::force_magic(&mut self.state, BOOT_MAGIC, word).map_err(BootError::flash)?;
+        embassy_state::force_magic(&mut self.state, magic, word).map_err(BootError::flash)?;
         st.pending_magic = None;
         self.store.save(st)?;
         Ok(())

@@ -10,6 +10,7 @@ use embedded_storage::nor_flash::NorFlash;
 use crate::check::{BootConfig, Measurement, verify_slot};
 use crate::embassy_state::{self, BOOT_MAGIC, SWAP_MAGIC, SwapState};
 use crate::error::ControlError;
+use crate::keys::BootKeys;
 use crate::record::BootRecord;
 use crate::store::{BootState, Store};
 
@@ -136,6 +137,49 @@ impl<D: NorFlash, S: NorFlash, K: NorFlash> Control<D, S, K> {
             }
             _ => Err(ControlError::BadState("no image to confirm while a swap or revert is under way")),
         }
+    }
+
+    /// The keys provisioned in the boot map, if any.
+    pub fn keys(&mut self) -> Result<Option<BootKeys>, ControlError> {
+        Ok(self.store.load_keys()?)
+    }
+
+    /// Provisions the bootloader's keys and identity (manufacture).
+    /// Provisioning the same keys again is a no-op; other keys are refused
+    /// once some are provisioned: from then on only
+    /// [`Control::rotate_trust_root`] changes them.
+    pub fn provision(&mut self, keys: &BootKeys) -> Result<(), ControlError> {
+        match self.store.load_keys()? {
+            None => Ok(self.store.save_keys(keys)?),
+            Some(held) if held == *keys => Ok(()),
+            Some(_) => Err(ControlError::BadState("the bootloader is already provisioned with other keys")),
+        }
+    }
+
+    /// Moves the bootloader to the newest trust root of `chain` (oldest
+    /// first; roots not newer than the one held are skipped) if each is a
+    /// valid successor of the one before, starting from the `root` role
+    /// the boot map holds, and the last has not expired at `now`: the
+    /// rule the device applies to its own root. One atomic write; returns
+    /// the new version, or `None` when `chain` holds nothing newer. The
+    /// identity is kept, and the firmware `running` (from this boot's
+    /// record) stays bootable under the release keys that signed it
+    /// ([`crate::keys::Retired`]).
+    #[cfg(feature = "std")]
+    pub fn rotate_trust_root(
+        &mut self,
+        chain: &[gantry_keys::trust::SignedTrustRoot],
+        now: u64,
+        running: &BootRecord,
+    ) -> Result<Option<u64>, ControlError> {
+        let held = self.keys()?.ok_or(ControlError::BadState("the bootloader holds no keys to rotate from"))?;
+        if chain.iter().all(|r| r.unverified_content().version <= held.version) {
+            return Ok(None);
+        }
+        let next = held.root_role().verify_successors(chain, now)?;
+        let keys = held.rotated_to(next.root(), running.manifest_digest)?;
+        self.store.save_keys(&keys)?;
+        Ok(Some(keys.version))
     }
 
     /// Journal, erase STATE, write the magic, clear the journal.

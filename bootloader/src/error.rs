@@ -41,6 +41,10 @@ pub enum ImageError {
     /// The flash failed.
     #[error("flash error: {0:?}")]
     Flash(NorFlashErrorKind),
+    /// The boot map holds no keys record that decodes: nothing can be
+    /// verified, so nothing boots.
+    #[error("no keys are provisioned in the boot map")]
+    Unprovisioned,
 }
 
 impl ImageError {
@@ -68,6 +72,7 @@ impl ImageError {
             ImageError::ImageTooLarge { .. } => Reason::ImageTooLarge,
             ImageError::DigestMismatch => Reason::ImageDigestMismatch,
             ImageError::Flash(_) => Reason::Flash,
+            ImageError::Unprovisioned => Reason::Unprovisioned,
         }
     }
 }
@@ -101,11 +106,13 @@ pub enum Reason {
     Flash = 11,
     /// The runtime did not confirm the update within the allowed trial boots.
     TrialExpired = 12,
+    /// No keys are provisioned in the boot map.
+    Unprovisioned = 13,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::Empty,
         Reason::BadHeader,
         Reason::SignatureInvalid,
@@ -118,6 +125,7 @@ impl Reason {
         Reason::ImageDigestMismatch,
         Reason::Flash,
         Reason::TrialExpired,
+        Reason::Unprovisioned,
     ];
 
     /// Decodes a persisted reason.
@@ -140,6 +148,7 @@ impl Reason {
             Reason::ImageDigestMismatch => "image-digest-mismatch",
             Reason::Flash => "flash",
             Reason::TrialExpired => "trial-expired",
+            Reason::Unprovisioned => "unprovisioned",
         }
     }
 }
@@ -215,6 +224,13 @@ pub enum ControlError {
     /// The staged update failed verification.
     #[error("staged update refused: {0}")]
     Refused(#[from] ImageError),
+    /// A keys record that cannot be built or read.
+    #[error("boot keys: {0}")]
+    Keys(#[from] crate::keys::KeysError),
+    /// A trust root refused as the successor of the one the boot map holds.
+    #[cfg(feature = "std")]
+    #[error("trust root refused by the bootloader: {0}")]
+    Trust(#[from] gantry_keys::trust::TrustError),
 }
 
 impl ControlError {

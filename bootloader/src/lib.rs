@@ -9,6 +9,8 @@
 //!   signed SUIT envelope ([`image`]); ACTIVE is checked against the
 //!   provisioned keys, anti-rollback counter and device identity, and an
 //!   update in DFU before it is swapped in ([`check`]);
+//! - **keys provisioned into its own map**, not compiled in, and rotated in
+//!   the field only by a valid successor trust root ([`keys`]);
 //! - **revert at once** when a swapped-in image does not verify, and after
 //!   `max_trial_boots` unconfirmed boots; **recovery** when nothing verifies;
 //! - **anti-rollback**: a security counter raised only when the runtime
@@ -32,6 +34,7 @@ pub mod control;
 mod embassy_state;
 mod error;
 pub mod image;
+pub mod keys;
 pub mod layout;
 pub mod record;
 pub mod store;
@@ -44,6 +47,7 @@ pub use check::{BootConfig, Measurement, verify_slot};
 pub use control::Control;
 pub use embassy_state::SwapState;
 pub use error::{BootError, ControlError, ImageError, Reason, StoreError};
+pub use keys::{BootKeys, BootPolicy, KeysError, Retired, RoleKeys};
 pub use layout::{Layout, LayoutError};
 pub use record::{BootRecord, Slot};
 pub use store::{BootState, Kv};

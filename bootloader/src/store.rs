@@ -7,8 +7,10 @@ use sequential_storage::cache::{Cache, Uncached};
 use sequential_storage::map::{MapConfig, MapStorage};
 
 use crate::error::{Reason, StoreError};
+use crate::keys::{BootKeys, MAX_KEYS_RECORD};
 
 const KEY_BOOT_STATE: u8 = 0;
+const KEY_KEYS: u8 = 1;
 const RECORD_VERSION: u8 = 1;
 const RECORD_LEN: usize = 24;
 
@@ -96,9 +98,9 @@ impl<F: NorFlash, const N: usize> Kv<F, N> {
     }
 }
 
-/// The boot state map on its own partition.
+/// The boot state map on its own partition: the boot state and the keys.
 pub struct Store<K: NorFlash> {
-    kv: Kv<K, 64>,
+    kv: Kv<K, { MAX_KEYS_RECORD + 8 }>,
 }
 
 impl<K: NorFlash> Store<K> {
@@ -115,6 +117,19 @@ impl<K: NorFlash> Store<K> {
     /// Replaces the stored state (atomically: a power cut leaves the old or the new).
     pub fn save(&mut self, state: &BootState) -> Result<(), StoreError> {
         self.kv.put(KEY_BOOT_STATE, &state.encode())
+    }
+
+    /// The provisioned keys; `None` if none were, and a record that does
+    /// not decode is [`StoreError::BadRecord`].
+    pub fn load_keys(&mut self) -> Result<Option<BootKeys>, StoreError> {
+        self.kv.get(KEY_KEYS)?.map(|b| BootKeys::decode(b).map_err(|_| StoreError::BadRecord)).transpose()
+    }
+
+    /// Replaces the keys (atomically).
+    pub fn save_keys(&mut self, keys: &BootKeys) -> Result<(), StoreError> {
+        let mut buf = [0u8; MAX_KEYS_RECORD];
+        let n = keys.encode(&mut buf).map_err(|_| StoreError::BadRecord)?;
+        self.kv.put(KEY_KEYS, &buf[..n])
     }
 }
 

@@ -195,6 +195,15 @@ impl TrustRoot {
         self.policy(role).keys.iter().filter_map(|id| self.keys.get(id).cloned()).collect()
     }
 
+    /// What its successor is checked against.
+    pub fn root_role(&self) -> RootRole {
+        RootRole {
+            version: self.version,
+            keys: self.role_keys(Role::Root),
+            threshold: self.policy(Role::Root).threshold,
+        }
+    }
+
     /// The deterministic CBOR payload:
     /// `{1: version, 2: expires, 3: [* COSE_Key], 4: {role-name: {1: threshold, 2: [* kid]}}}`.
     pub fn encode(&self) -> Vec<u8> {
@@ -394,11 +403,12 @@ impl SignedTrustRoot {
         signed.len()
     }
 
-    fn check_signed_by(&self, by: &TrustRoot, which: &'static str) -> Result<(), TrustError> {
-        let policy = by.policy(Role::Root);
-        let have = self.valid_signers(&by.keys, policy);
-        if have < policy.threshold as usize {
-            return Err(TrustError::UnderSigned { version: self.root.version, which, have, need: policy.threshold });
+    fn check_signed_by(&self, by: &RootRole, which: &'static str) -> Result<(), TrustError> {
+        let keys: BTreeMap<KeyId, PublicKey> = by.keys.iter().map(|k| (k.key_id(), k.clone())).collect();
+        let policy = RolePolicy { threshold: by.threshold, keys: keys.keys().copied().collect() };
+        let have = self.valid_signers(&keys, &policy);
+        if by.threshold == 0 || have < by.threshold as usize {
+            return Err(TrustError::UnderSigned { version: self.root.version, which, have, need: by.threshold });
         }
         Ok(())
     }
@@ -417,7 +427,7 @@ impl SignedTrustRoot {
     /// uses it to accept something new checks
     /// [`VerifiedTrustRoot::check_unexpired`] too.
     pub fn verify_signatures_only(&self) -> Result<VerifiedTrustRoot, TrustError> {
-        self.check_signed_by(&self.root, "its own root")?;
+        self.check_signed_by(&self.root.root_role(), "its own root")?;
         Ok(VerifiedTrustRoot { root: self.root.clone(), bytes: self.to_bytes() })
     }
 
@@ -432,9 +442,62 @@ impl SignedTrustRoot {
         };
         let mut current = first.verify_signatures_only()?;
         for next in middle {
-            current = current.verify_successor_signatures(next)?;
+            current = current.root.root_role().verify_successor_signatures(next)?;
         }
         current.verify_successor(last, now)
+    }
+}
+
+/// What a successor root is checked against: the version and the `root`
+/// role (keys, threshold) of the root before it. A device keeps it inside
+/// its whole root; a bootloader keeps only this, in its own map
+/// (`gantry_boot::keys`), and applies the same rule through it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RootRole {
+    /// The root's version: a successor's must be higher.
+    pub version: u64,
+    /// The keys holding its `root` role.
+    pub keys: Vec<PublicKey>,
+    /// How many of them must sign a successor.
+    pub threshold: u32,
+}
+
+impl RootRole {
+    /// Walks `chain` (oldest first) from this root: each must be a valid
+    /// successor of the one before; only the last one's expiry is checked,
+    /// so a device that slept through several rotations catches up. Roots
+    /// in `chain` not newer than this one are skipped (a server may send
+    /// its whole history).
+    pub fn verify_successors(&self, chain: &[SignedTrustRoot], now: u64) -> Result<VerifiedTrustRoot, TrustError> {
+        let newer: Vec<&SignedTrustRoot> = chain.iter().filter(|r| r.root.version > self.version).collect();
+        let Some((last, middle)) = newer.split_last() else {
+            return Err(TrustError::VersionNotIncreasing {
+                current: self.version,
+                new: chain.iter().map(|r| r.root.version).max().unwrap_or(self.version),
+            });
+        };
+        let mut current = self.clone();
+        for next in middle {
+            current = current.verify_successor_signatures(next)?.root.root_role();
+        }
+        current.verify_successor(last, now)
+    }
+
+    /// Accepts `next` as the new root if its version is higher, a threshold
+    /// of this root's root keys and of its own root keys signed it, and it
+    /// has not expired at `now`. This root's own expiry does not matter here.
+    pub fn verify_successor(&self, next: &SignedTrustRoot, now: u64) -> Result<VerifiedTrustRoot, TrustError> {
+        let verified = self.verify_successor_signatures(next)?;
+        verified.check_unexpired(now)?;
+        Ok(verified)
+    }
+
+    fn verify_successor_signatures(&self, next: &SignedTrustRoot) -> Result<VerifiedTrustRoot, TrustError> {
+        if next.root.version <= self.version {
+            return Err(TrustError::VersionNotIncreasing { current: self.version, new: next.root.version });
+        }
+        next.check_signed_by(self, "the previous root")?;
+        next.verify_signatures_only()
     }
 }
 
@@ -481,42 +544,14 @@ impl VerifiedTrustRoot {
         Ok(())
     }
 
-    /// Walks `chain` (oldest first) from this root: each must be a valid
-    /// successor of the one before; only the last one's expiry is checked,
-    /// so a device that slept through several rotations catches up. Roots
-    /// in `chain` not newer than this one are skipped (a server may send
-    /// its whole history).
+    /// [`RootRole::verify_successors`] from this root.
     pub fn verify_successors(&self, chain: &[SignedTrustRoot], now: u64) -> Result<VerifiedTrustRoot, TrustError> {
-        let newer: Vec<&SignedTrustRoot> = chain.iter().filter(|r| r.root.version > self.root.version).collect();
-        let Some((last, middle)) = newer.split_last() else {
-            return Err(TrustError::VersionNotIncreasing {
-                current: self.root.version,
-                new: chain.iter().map(|r| r.root.version).max().unwrap_or(self.root.version),
-            });
-        };
-        let mut current = self.clone();
-        for next in middle {
-            current = current.verify_successor_signatures(next)?;
-        }
-        current.verify_successor(last, now)
+        self.root.root_role().verify_successors(chain, now)
     }
 
-    /// Accepts `next` as the new root if its version is higher, a threshold
-    /// of this root's root keys and of its own root keys signed it, and it has
-    /// not expired at `now`. This root's own expiry does not matter here.
+    /// [`RootRole::verify_successor`] from this root.
     pub fn verify_successor(&self, next: &SignedTrustRoot, now: u64) -> Result<VerifiedTrustRoot, TrustError> {
-        let verified = self.verify_successor_signatures(next)?;
-        verified.check_unexpired(now)?;
-        Ok(verified)
-    }
-
-    fn verify_successor_signatures(&self, next: &SignedTrustRoot) -> Result<VerifiedTrustRoot, TrustError> {
-        if next.root.version <= self.root.version {
-            return Err(TrustError::VersionNotIncreasing { current: self.root.version, new: next.root.version });
-        }
-        next.check_signed_by(&self.root, "the previous root")?;
-        next.check_signed_by(&next.root, "its own root")?;
-        Ok(VerifiedTrustRoot { root: next.root.clone(), bytes: next.to_bytes() })
+        self.root.root_role().verify_successor(next, now)
     }
 }
 

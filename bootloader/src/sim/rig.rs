@@ -12,7 +12,9 @@ use gantry_signing::build::{FirmwareRelease, add_signature, class_id_from_model,
 
 use super::flash::SimFlash;
 use crate::layout::{Layout, Region};
-use crate::{BootConfig, BootError, BootOutcome, BootState, Bootloader, Control, ControlError, SwapState, Workspace};
+use crate::{
+    BootConfig, BootError, BootOutcome, BootPolicy, BootState, Bootloader, Control, ControlError, SwapState, Workspace,
+};
 
 /// A partition of the rig's flash.
 pub type Part<'a, const W: usize, const E: usize> = BlockingPartition<'a, NoopRawMutex, SimFlash<W, E>>;
@@ -73,7 +75,27 @@ impl<const W: usize, const E: usize> Rig<W, E> {
         }
     }
 
-    /// One power-on: the bootloader's decision.
+    /// What the bootloader does with updates.
+    pub fn policy(&self) -> BootPolicy {
+        BootPolicy { max_trial_boots: self.max_trial_boots, check_update_before_swap: self.check_update_before_swap }
+    }
+
+    /// One power-on of a bootloader that verifies with the keys
+    /// provisioned in its boot map ([`Control::provision`]), not [`Rig::anchors`].
+    pub fn boot_provisioned(&self) -> Result<BootOutcome, BootError> {
+        let l = &self.layout;
+        let mut bl = Bootloader::provisioned(
+            self.policy(),
+            self.partition(l.active),
+            self.partition(l.dfu),
+            self.partition(l.state),
+            self.partition(l.boot_kv),
+        )?;
+        let (mut page, mut envelope) = ([0u8; 256], [0u8; crate::image::MAX_ENVELOPE]);
+        bl.boot(&mut Workspace { page: &mut page, envelope: &mut envelope })
+    }
+
+    /// One power-on: the bootloader's decision, with [`Rig::anchors`].
     pub fn boot(&self) -> Result<BootOutcome, BootError> {
         let l = &self.layout;
         let mut bl = Bootloader::new(
