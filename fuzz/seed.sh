@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fills fuzz/corpus/<target>/ with seeds from the shared test vectors.
-# Needs python3 with cbor2; cose_key, trust_root, boot_slot, boot_record,
+# Needs python3 with cbor2; cose_key, trust_root, boot_slot, boot_keys, boot_record,
 # slot_table and container_slot seeds come from the small `seedgen` program
 # (stable toolchain), which checks every slot image seed against the
 # bootloader's or the device runtime's slot check before writing it.
@@ -9,7 +9,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 vectors="${VECTORS:-$here/../../shared/vectors}"
 corpus="$here/corpus"
-mkdir -p "$corpus"/{envelope,verify,manifest,cose_sign1,cose_key,trust_root,boot_slot,boot_record,slot_table,container_slot,ticket}
+mkdir -p "$corpus"/{envelope,verify,manifest,cose_sign1,cose_key,trust_root,boot_slot,boot_keys,boot_record,slot_table,container_slot,ticket}
 
 # Envelopes: draft examples, libcsuit files, derived (Ed25519 + negative) vectors.
 envelopes=("$vectors"/suit/*.cbor "$vectors"/suit/libcsuit/*.suit "$vectors"/suit/derived/*.cbor)

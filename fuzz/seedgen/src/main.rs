@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use embedded_storage::nor_flash::ReadNorFlash as _;
 use gantry_boot::image::{CONTAINER_MAGIC, pack, pack_with_magic};
 use gantry_boot::record::MAX_RECORD_LEN;
-use gantry_boot::{BootRecord, ImageError, Reason, Slot};
+use gantry_boot::keys::MAX_KEYS_RECORD;
+use gantry_boot::{BootKeys, BootRecord, ImageError, Reason, Retired, RoleKeys, Slot};
 use gantry_device::bundle::{BundleError, write_slot};
 use gantry_device::table::{Container, Installed, MAX_NAME, MAX_REASON, MAX_VERSION, Phase, Record, RevertReason, SlotTable, encode_legacy};
 use gantry_keys::trust::{Role, SignedTrustRoot, TrustRoot};
@@ -79,6 +80,7 @@ fn main() {
         }
         write(&tr_dir, &format!("{name}.cose"), &doc.to_bytes());
     }
+    boot_keys_seeds(&corpus.join("boot_keys"), &pk, &ek);
 
     boot_slot_seeds(&corpus.join("boot_slot"), &ed);
     boot_record_seeds(&corpus.join("boot_record"));
@@ -139,6 +141,32 @@ fn boot_slot_seeds(dir: &Path, ed: &FileKeySource) {
 /// on trial, one with every number at its widest, and a refused update for
 /// each reason (the decoder matches the reason's code string, which
 /// mutation alone rarely spells).
+/// Keys records: one key per role, two roles of both key types, and one
+/// that keeps a retired release role.
+fn boot_keys_seeds(dir: &Path, p256: &gantry_keys::PublicKey, ed: &gantry_keys::PublicKey) {
+    let role = |keys: &[gantry_keys::PublicKey], threshold| RoleKeys::new(keys, threshold).unwrap();
+    let single = BootKeys {
+        version: 1,
+        vendor_id: [0x11; 16],
+        class_id: [0x22; 16],
+        release: role(std::slice::from_ref(ed), 1),
+        root: role(std::slice::from_ref(p256), 1),
+        retired: None,
+    };
+    let both = BootKeys { version: u64::MAX, release: role(&[p256.clone(), ed.clone()], 2), ..single.clone() };
+    let retired = BootKeys {
+        version: 2,
+        retired: Some(Retired { release: role(std::slice::from_ref(p256), 1), manifest_digest: [0x33; 32] }),
+        ..single.clone()
+    };
+    for (name, keys) in [("single", single), ("both-th2", both), ("retired", retired)] {
+        let mut buf = [0u8; MAX_KEYS_RECORD];
+        let n = keys.encode(&mut buf).unwrap();
+        assert_eq!(BootKeys::decode(&buf[..n]), Ok(keys), "{name}");
+        write(dir, &format!("{name}.cbor"), &buf[..n]);
+    }
+}
+
 fn boot_record_seeds(dir: &Path) {
     let first = BootRecord {
         manifest_digest: [0x11; 32],
