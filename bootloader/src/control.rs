@@ -162,22 +162,22 @@ impl<D: NorFlash, S: NorFlash, K: NorFlash> Control<D, S, K> {
     /// the boot map holds, and the last has not expired at `now`: the
     /// rule the device applies to its own root. One atomic write; returns
     /// the new version, or `None` when `chain` holds nothing newer. The
-    /// identity is kept, and the firmware `running` (from this boot's
-    /// record) stays bootable under the release keys that signed it
-    /// ([`crate::keys::Retired`]).
+    /// identity is kept, and the firmware `running` (this boot's record;
+    /// `None` when none runs) stays bootable under the release keys that
+    /// signed it ([`crate::keys::Retired`]).
     #[cfg(feature = "std")]
     pub fn rotate_trust_root(
         &mut self,
         chain: &[gantry_keys::trust::SignedTrustRoot],
         now: u64,
-        running: &BootRecord,
+        running: Option<&BootRecord>,
     ) -> Result<Option<u64>, ControlError> {
         let held = self.keys()?.ok_or(ControlError::BadState("the bootloader holds no keys to rotate from"))?;
         if chain.iter().all(|r| r.unverified_content().version <= held.version) {
             return Ok(None);
         }
         let next = held.root_role().verify_successors(chain, now)?;
-        let keys = held.rotated_to(next.root(), running.manifest_digest)?;
+        let keys = held.rotated_to(next.root(), running.map(|r| r.manifest_digest))?;
         self.store.save_keys(&keys)?;
         Ok(Some(keys.version))
     }

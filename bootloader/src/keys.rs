@@ -269,15 +269,15 @@ mod trust {
         }
 
         /// These keys moved to `next` (a verified successor), keeping the
-        /// firmware `running` (its manifest digest) bootable under the
-        /// release keys that signed it: the current ones, or the ones
-        /// already retired for it.
-        pub fn rotated_to(&self, next: &TrustRoot, running: [u8; 32]) -> Result<BootKeys, KeysError> {
+        /// firmware `running` (its manifest digest; `None` when none runs)
+        /// bootable under the release keys that signed it: the current
+        /// ones, or the ones already retired for it.
+        pub fn rotated_to(&self, next: &TrustRoot, running: Option<[u8; 32]>) -> Result<BootKeys, KeysError> {
             let mut keys = BootKeys::from_trust_root(next, self.vendor_id, self.class_id)?;
-            keys.retired = match &self.retired {
-                Some(r) if r.manifest_digest == running => Some(r.clone()),
-                _ => Some(super::Retired { release: self.release.clone(), manifest_digest: running }),
-            };
+            keys.retired = running.map(|digest| match &self.retired {
+                Some(r) if r.manifest_digest == digest => r.clone(),
+                _ => super::Retired { release: self.release.clone(), manifest_digest: digest },
+            });
             Ok(keys)
         }
 

@@ -130,16 +130,19 @@ fn a_successor_root_rekeys_the_bootloader_and_the_running_firmware_still_boots()
     let old_only = trust_root(2, &new_root, &new_release, &[&fleet.root[0], &fleet.root[1]]);
     let mut c = rig.control().unwrap();
     for forged in [own_only, old_only] {
-        assert!(matches!(c.rotate_trust_root(&[forged], NOW, &record), Err(ControlError::Trust(_))));
+        assert!(matches!(c.rotate_trust_root(&[forged], NOW, Some(&record)), Err(ControlError::Trust(_))));
     }
-    assert_eq!(c.rotate_trust_root(&[fleet.v1()], NOW, &record).unwrap(), None);
+    assert_eq!(c.rotate_trust_root(&[fleet.v1()], NOW, Some(&record)).unwrap(), None);
     assert!(
-        matches!(c.rotate_trust_root(std::slice::from_ref(&v2), NOW + 7200, &record), Err(ControlError::Trust(_))),
+        matches!(
+            c.rotate_trust_root(std::slice::from_ref(&v2), NOW + 7200, Some(&record)),
+            Err(ControlError::Trust(_))
+        ),
         "expired"
     );
     assert_eq!(c.keys().unwrap().unwrap().version, 1, "nothing refused was written");
 
-    assert_eq!(c.rotate_trust_root(&[fleet.v1(), v2.clone()], NOW, &record).unwrap(), Some(2));
+    assert_eq!(c.rotate_trust_root(&[fleet.v1(), v2.clone()], NOW, Some(&record)).unwrap(), Some(2));
     // The factory image, signed by the retired release key, still boots.
     assert_eq!(boot(&rig).manifest_digest, record.manifest_digest);
 
@@ -170,7 +173,7 @@ fn a_successor_root_rekeys_the_bootloader_and_the_running_firmware_still_boots()
         &Signer::new(KeyType::Ed25519),
         &[&new_root[0], &new_root[1], &v3_root[0], &v3_root[1]],
     );
-    assert_eq!(rig.control().unwrap().rotate_trust_root(&[v2, v3], NOW, &back).unwrap(), Some(3));
+    assert_eq!(rig.control().unwrap().rotate_trust_root(&[v2, v3], NOW, Some(&back)).unwrap(), Some(3));
     assert_eq!(boot(&rig).manifest_digest, record.manifest_digest);
 }
 

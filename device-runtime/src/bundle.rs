@@ -222,7 +222,7 @@ pub fn slot_bytes(envelope_len: usize, payload_lens: impl IntoIterator<Item = u6
 /// then writes header, envelope and payloads.
 pub fn write_slot<F: NorFlash>(slot: &mut F, envelope: &[u8], payloads: &[&[u8]]) -> Result<(), BundleError> {
     let lens: Vec<(u64, [u8; 32])> = payloads.iter().map(|p| (p.len() as u64, Sha256::digest(p).into())).collect();
-    let mut w = SlotWriter::begin(slot, envelope, &lens)?;
+    let mut w = SlotWriter::begin(slot, &CONTAINER_MAGIC, envelope, &lens)?;
     for p in payloads {
         w.write(slot, p)?;
     }
@@ -269,16 +269,18 @@ impl SlotWriter {
     }
 
     /// Starts a release afresh: erases the pages it needs and writes its
-    /// header and envelope. `payloads`: each one's signed length and digest.
+    /// header (with `magic`: a container's, or a firmware image's) and
+    /// envelope. `payloads`: each one's signed length and digest.
     pub fn begin<F: NorFlash>(
         slot: &mut F,
+        magic: &[u8; 8],
         envelope: &[u8],
         payloads: &[(u64, [u8; 32])],
     ) -> Result<SlotWriter, BundleError> {
         if envelope.len() > MAX_ENVELOPE {
             return Err(ImageError::EnvelopeTooLarge { len: envelope.len() as u32, max: MAX_ENVELOPE as u32 }.into());
         }
-        let header = gantry_boot::image::pack_with_magic(&CONTAINER_MAGIC, envelope, &[])?;
+        let header = gantry_boot::image::pack_with_magic(magic, envelope, &[])?;
         let mut w = SlotWriter::at(payloads, slot_bytes(envelope.len(), []), 0);
         let total = w.total();
         let capacity = slot.capacity() as u64;

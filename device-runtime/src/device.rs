@@ -26,6 +26,7 @@ use parking_lot::{ReentrantMutex, ReentrantMutexGuard};
 
 use crate::bundle::BundleError;
 use crate::clock::Clock;
+use crate::firmware::Firmware;
 use crate::layout::{DeviceLayout, Geometry};
 use crate::sandbox::{Artifact, HostIo, Sandbox, SandboxError};
 use crate::store::{self, HostFlash, Identity, Runnable, Stage, Staging, Store};
@@ -96,6 +97,8 @@ pub struct Device {
     /// safe because each store operation completes before the next starts.
     store: ReentrantMutex<Store<HostFlash>>,
     sandbox: Sandbox,
+    /// What the last [`Device::boot`] found.
+    firmware: parking_lot::Mutex<Firmware>,
 }
 
 impl Device {
@@ -147,7 +150,29 @@ impl Device {
         let store = Store::open(flash, geometry)?;
         let sandbox = Sandbox::new(&dir.join("cache"))?;
         let warnings = warnings.into_iter().collect();
-        Ok(Device { dir: dir.to_owned(), warnings, store: ReentrantMutex::new(store), sandbox })
+        let firmware = parking_lot::Mutex::new(Firmware::Unknown);
+        Ok(Device { dir: dir.to_owned(), warnings, store: ReentrantMutex::new(store), sandbox, firmware })
+    }
+
+    /// Power-on: the bootloader's decision over this device's flash (swap,
+    /// revert, fall forward or recovery), kept for [`Device::firmware`].
+    pub fn boot(&self) -> Result<Firmware, DeviceError> {
+        let firmware = Firmware::from_outcome(self.store().boot()?);
+        *self.firmware.lock() = firmware.clone();
+        Ok(firmware)
+    }
+
+    /// What the last [`Device::boot`] found.
+    pub fn firmware(&self) -> Firmware {
+        self.firmware.lock().clone()
+    }
+
+    /// Moves the device, its bootloader first, to the newest trust root of
+    /// `chain` ([`Store::rotate_trust_root`]), keeping the firmware this
+    /// boot runs bootable.
+    pub fn rotate_trust_root(&self, chain: &[Vec<u8>], now: u64) -> Result<Option<u64>, DeviceError> {
+        let firmware = self.firmware();
+        Ok(self.store().rotate_trust_root(chain, now, firmware.record())?)
     }
 
     /// What went wrong at open that the device works without.

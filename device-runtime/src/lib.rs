@@ -12,6 +12,7 @@ pub mod bundle;
 pub mod clock;
 #[cfg(feature = "runtime")]
 pub mod device;
+pub mod firmware;
 pub mod layout;
 #[cfg(feature = "runtime")]
 pub mod sandbox;

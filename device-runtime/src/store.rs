@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use embassy_embedded_hal::flash::partition::BlockingPartition;
 use embassy_sync::blocking_mutex::Mutex;
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
+use gantry_boot::image::CONTAINER_MAGIC;
 use gantry_boot::layout::Region;
 use gantry_boot::{Kv, Slot, StoreError};
 use gantry_keys::trust::{Role, SignedTrustRoot, TrustError, VerifiedTrustRoot};
@@ -23,7 +24,7 @@ use crate::update::{self, Refusal, UpdateEvent};
 /// tests), with power-cut injection.
 #[cfg(feature = "sim")]
 pub type HostFlash = gantry_boot::sim::SimFlash<{ crate::layout::WORD as usize }, { crate::layout::PAGE as usize }>;
-type Part<'a, F> = BlockingPartition<'a, CriticalSectionRawMutex, F>;
+pub(crate) type Part<'a, F> = BlockingPartition<'a, CriticalSectionRawMutex, F>;
 
 /// A key plus value in the device map, at most (one flash page less overhead).
 const KV_BUF: usize = 4096;
@@ -116,6 +117,15 @@ pub enum Error {
     /// Something that must hold does not (the table names a slot that does not verify, ...).
     #[error("{0}")]
     Inconsistent(String),
+    /// A firmware release refused, or a firmware step out of turn.
+    #[error("firmware: {0}")]
+    Firmware(String),
+    /// The bootloader failed (flash, layout), not a verification.
+    #[error("boot: {0}")]
+    Boot(#[from] gantry_boot::BootError),
+    /// The bootloader's control (DFU, STATE, boot map) failed or refused.
+    #[error("firmware: {0}")]
+    Control(#[from] gantry_boot::ControlError),
 }
 
 /// Who the device is.
@@ -286,7 +296,7 @@ impl<F: NorFlash> Store<F> {
         self.flash.into_inner().into_inner()
     }
 
-    fn part(&self, r: Region) -> Part<'_, F> {
+    pub(crate) fn part(&self, r: Region) -> Part<'_, F> {
         BlockingPartition::new(&self.flash, r.offset, r.size)
     }
 
@@ -294,10 +304,14 @@ impl<F: NorFlash> Store<F> {
         Ok(Kv::new(self.part(self.layout.device_kv))?)
     }
 
-    /// Writes identity and trust root (`gantry-device init`). The trust root
-    /// must be self-signed by a threshold of its root keys and unexpired at `now`.
+    /// Writes identity and trust root (`gantry-device init`), and the
+    /// bootloader's keys from that root. The trust root must be
+    /// self-signed by a threshold of its root keys and unexpired at `now`.
     pub fn provision(&self, identity: &Identity, trust_root: &[u8], now: u64) -> Result<(), Error> {
-        SignedTrustRoot::from_bytes(trust_root)?.verify_self_signed(now)?;
+        let verified = SignedTrustRoot::from_bytes(trust_root)?.verify_self_signed(now)?;
+        let keys = gantry_boot::BootKeys::from_trust_root(verified.root(), identity.vendor_id, identity.class_id)
+            .map_err(|e| Error::Firmware(e.to_string()))?;
+        self.provision_boot(&keys)?;
         let mut kv = self.kv()?;
         kv.put(KEY_IDENTITY, &identity.encode())?;
         kv.put(KEY_TRUST_ROOT, trust_root)?;
@@ -351,15 +365,34 @@ impl<F: NorFlash> Store<F> {
     /// roots not newer than the one held are skipped), if each is a valid
     /// successor of the one before: a threshold of the previous root's and
     /// of its own root keys signed it, and the last has not expired at
-    /// `now`. The root held may have expired. One atomic write; returns the
-    /// new version, or `None` when `chain` holds nothing newer.
-    pub fn rotate_trust_root(&self, chain: &[Vec<u8>], now: u64) -> Result<Option<u64>, Error> {
+    /// `now`. The root held may have expired. Returns the new version, or
+    /// `None` when `chain` holds nothing newer.
+    ///
+    /// The bootloader's keys move first, by the same rule from the root
+    /// role it holds (keeping the firmware `running` bootable under its
+    /// retired key), then the device map: one atomic write each, and a cut
+    /// between them leaves the bootloader ahead, which the next rotation
+    /// (the server sends the chain again) finds done. Refused while a
+    /// firmware update is requested or on trial: a revert would land on an
+    /// image the retired key does not cover.
+    pub fn rotate_trust_root(
+        &self,
+        chain: &[Vec<u8>],
+        now: u64,
+        running: Option<&gantry_boot::BootRecord>,
+    ) -> Result<Option<u64>, Error> {
         let held = self.trust_root()?;
         let chain = chain.iter().map(|b| SignedTrustRoot::from_bytes(b)).collect::<Result<Vec<_>, _>>()?;
         if chain.iter().all(|r| r.unverified_content().version <= held.root().version) {
             return Ok(None);
         }
         let next = held.verify_successors(&chain, now)?;
+        if !matches!(self.swap_state()?, gantry_boot::SwapState::Boot | gantry_boot::SwapState::DfuDetach) {
+            return Err(Error::Firmware(
+                "a firmware update is under way: the trust root rotates once it is confirmed or reverted".into(),
+            ));
+        }
+        self.rotate_boot_keys(&chain, now, running)?;
         self.kv()?.put(KEY_TRUST_ROOT, next.to_bytes())?;
         Ok(Some(next.root().version))
     }
@@ -528,7 +561,7 @@ impl<F: NorFlash> Store<F> {
             None => {
                 self.abandon_record()?;
                 self.put_table(&table, &plan.table)?;
-                SlotWriter::begin(&mut self.part(region), envelope, &payloads)?
+                SlotWriter::begin(&mut self.part(region), &CONTAINER_MAGIC, envelope, &payloads)?
             }
         };
         let recorded = writer.flushed();

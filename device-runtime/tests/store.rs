@@ -167,12 +167,12 @@ fn an_expired_root_stops_installs_not_containers_and_its_successor_takes_over() 
     // The successor, signed by the old and the new root keys.
     let next = fleet.rotated(2, NOW + 100_000);
     assert_eq!(
-        store.rotate_trust_root(&[fleet.trust_root.clone(), next.trust_root.clone()], expired).unwrap(),
+        store.rotate_trust_root(&[fleet.trust_root.clone(), next.trust_root.clone()], expired, None).unwrap(),
         Some(2)
     );
     assert_eq!(store.trust_root().unwrap().root().version, 2);
     assert_eq!(
-        store.rotate_trust_root(std::slice::from_ref(&next.trust_root), expired).unwrap(),
+        store.rotate_trust_root(std::slice::from_ref(&next.trust_root), expired, None).unwrap(),
         None,
         "nothing newer"
     );
@@ -193,7 +193,7 @@ fn an_expired_root_stops_installs_not_containers_and_its_successor_takes_over() 
     let skipped = fleet.rotated(3, NOW + 100_000);
     let chains = [own_only.trust_root, old_only.trust_root, skipped.trust_root, b"junk".to_vec()];
     for chain in chains.map(|c| vec![c]) {
-        assert!(store.rotate_trust_root(&chain, expired).is_err());
+        assert!(store.rotate_trust_root(&chain, expired, None).is_err());
         assert_eq!(store.trust_root().unwrap().root().version, 2);
     }
 }
@@ -336,7 +336,7 @@ fn power_cut_sweep_install_switch_probation_revert() {
             v1,
             |s, f| {
                 let next = f.rotated(2, NOW + 100_000).trust_root;
-                s.rotate_trust_root(&[next], NOW).map(|_| ()).map_err(|e| e.to_string())
+                s.rotate_trust_root(&[next], NOW, None).map(|_| ()).map_err(|e| e.to_string())
             },
             &[1],
         ),

@@ -307,7 +307,7 @@ impl Agent {
                 Input::CheckedIn(self.check_in(device, &token, &nonce, etag.as_deref()))
             }
             Action::RotateTrustRoot(chain) => {
-                Input::TrustRootRotated(store().rotate_trust_root(&chain, unix_now()).map_err(|e| e.to_string()))
+                Input::TrustRootRotated(device.rotate_trust_root(&chain, unix_now()).map_err(|e| e.to_string()))
             }
             Action::ReadStore => Input::StoreRead(read_store(device).map_err(store_error)),
             Action::AcceptTicket(issued_at) => {

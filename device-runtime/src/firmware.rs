@@ -1,0 +1,229 @@
+//! The device's firmware, through gantry-boot on the same flash as the
+//! containers: the boot decision at power-on, and the runtime's side of a
+//! firmware update (stream a verified release into DFU, verify it from
+//! flash, ask for it at the next boot, confirm it once healthy).
+//!
+//! ```text
+//!  stage_firmware(envelope)   verify: boot keys, identity, not below the
+//!       │                     counter, one ["firmware"] component; DFU free
+//!  firmware_write(bytes)*     hashed as it streams into DFU
+//!  finish_firmware()          verified from flash as the bootloader will,
+//!       │                     then requested (journaled STATE write)
+//!  ── restart ── boot()       gantry-boot swaps it in, on trial
+//!  confirm_firmware(record)   after the health checks: counter raised
+//! ```
+//!
+//! A host device has one trial boot ([`BOOT_POLICY`]): the runtime decides
+//! within it, and a restart without a confirm reverts.
+
+use embedded_storage::nor_flash::NorFlash;
+use gantry_boot::image::{MAGIC, MAX_ENVELOPE};
+use gantry_boot::{
+    BootKeys, BootOutcome, BootPolicy, BootRecord, Bootloader, Control, ImageError, Measurement, Reason, SwapState,
+    Workspace,
+};
+use gantry_signing::{FIRMWARE_COMPONENT, Policy};
+use sha2::Digest as _;
+
+use crate::bundle::SlotWriter;
+use crate::store::{Error, Part, Store};
+
+/// How the bootloader treats updates on a Gantry device: one trial boot,
+/// and an update verified before it is swapped in.
+pub const BOOT_POLICY: BootPolicy = BootPolicy { max_trial_boots: 1, check_update_before_swap: true };
+
+/// Bytes of the boot path's page-copy buffer (divides the 4 KiB page).
+const PAGE_BUF: usize = 256;
+
+/// What runs as the device's firmware, as the runtime learned it at
+/// power-on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Firmware {
+    /// Not booted yet in this process.
+    Unknown,
+    /// No firmware image at all (a host device that never had one, ACTIVE
+    /// and DFU empty): the runtime runs on its own.
+    Absent,
+    /// This image runs, measured by the bootloader; on trial until confirmed.
+    Running(BootRecord),
+    /// Nothing verifies: containers do not start; the agent can still
+    /// stream a verified image into DFU and restart into it.
+    Recovery(Reason),
+}
+
+impl Firmware {
+    /// The measured boot record, if firmware runs.
+    pub fn record(&self) -> Option<&BootRecord> {
+        match self {
+            Firmware::Running(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// From the bootloader's decision.
+    pub fn from_outcome(outcome: BootOutcome) -> Firmware {
+        match outcome {
+            BootOutcome::Boot(record) => Firmware::Running(record),
+            BootOutcome::Recovery(ImageError::Empty) => Firmware::Absent,
+            BootOutcome::Recovery(e) => Firmware::Recovery(e.reason()),
+        }
+    }
+}
+
+/// gantry-boot's control over this store's DFU, STATE and boot map.
+type BootControl<'a, F> = Control<Part<'a, F>, Part<'a, F>, Part<'a, F>>;
+
+/// A firmware release being written into DFU.
+#[derive(Debug)]
+pub struct FirmwareStaging {
+    writer: SlotWriter,
+    /// Digest of its envelope (which release this is).
+    pub envelope_sha256: [u8; 32],
+    /// Its sequence number.
+    pub sequence: u64,
+    /// Its image size.
+    pub image_size: u64,
+}
+
+impl FirmwareStaging {
+    /// Bytes of the image still expected.
+    pub fn remaining(&self) -> u64 {
+        self.writer.position().map_or(0, |(_, at)| self.image_size - at)
+    }
+}
+
+impl<F: NorFlash> Store<F> {
+    fn control(&self) -> Result<BootControl<'_, F>, Error> {
+        let boot = &self.layout().boot;
+        Ok(Control::new(
+            self.part(boot.dfu),
+            self.part(boot.state),
+            self.part(boot.boot_kv),
+            boot.active.size as usize,
+            crate::layout::PAGE as usize,
+        )?)
+    }
+
+    /// The bootloader's decision at power-on, over this flash: what runs,
+    /// measured, or recovery and why.
+    pub fn boot(&self) -> Result<BootOutcome, Error> {
+        let boot = &self.layout().boot;
+        let mut bl = Bootloader::provisioned(
+            BOOT_POLICY,
+            self.part(boot.active),
+            self.part(boot.dfu),
+            self.part(boot.state),
+            self.part(boot.boot_kv),
+        )?;
+        let (mut page, mut envelope) = ([0u8; PAGE_BUF], vec![0u8; MAX_ENVELOPE]);
+        Ok(bl.boot(&mut Workspace { page: &mut page, envelope: &mut envelope })?)
+    }
+
+    /// The keys the bootloader holds (`None` on a device provisioned
+    /// before it had any).
+    pub fn boot_keys(&self) -> Result<Option<BootKeys>, Error> {
+        Ok(self.control()?.keys()?)
+    }
+
+    /// Provisions the bootloader's keys (manufacture; the same keys again
+    /// are a no-op).
+    pub(crate) fn provision_boot(&self, keys: &BootKeys) -> Result<(), Error> {
+        Ok(self.control()?.provision(keys)?)
+    }
+
+    /// Moves the bootloader's keys along `chain` (see
+    /// `gantry_boot::Control::rotate_trust_root`); nothing on a device whose
+    /// bootloader holds no keys.
+    pub(crate) fn rotate_boot_keys(
+        &self,
+        chain: &[gantry_keys::trust::SignedTrustRoot],
+        now: u64,
+        running: Option<&BootRecord>,
+    ) -> Result<Option<u64>, Error> {
+        let mut control = self.control()?;
+        if control.keys()?.is_none() {
+            return Ok(None);
+        }
+        Ok(control.rotate_trust_root(chain, now, running)?)
+    }
+
+    /// Where embassy-boot stands: an update requested, on trial, ...
+    pub fn swap_state(&self) -> Result<SwapState, Error> {
+        Ok(self.control()?.status()?.0)
+    }
+
+    /// Starts writing a firmware release into DFU: its envelope verified
+    /// under the bootloader's release keys and this device's identity, its
+    /// sequence above the anti-rollback counter, one `["firmware"]`
+    /// component that fits ACTIVE; refused while another update is
+    /// requested or on trial, and while the device's trust root has
+    /// expired at `now` (nothing new is installed then).
+    pub fn stage_firmware(&self, envelope: &[u8], now: u64) -> Result<FirmwareStaging, Error> {
+        self.trust(now)?;
+        let mut control = self.control()?;
+        let (swap, state) = control.status()?;
+        if !matches!(swap, SwapState::Boot | SwapState::DfuDetach) {
+            return Err(Error::Firmware("an update is already requested or on trial".into()));
+        }
+        let keys = control.keys()?.ok_or_else(|| Error::Firmware("the bootloader holds no keys".into()))?;
+        let config = keys.config(BOOT_POLICY);
+        // Above the counter, which a confirm raises to what runs: the same
+        // or an older release is not an update.
+        let policy = Policy::new(config.anchors, config.threshold)
+            .min_sequence(state.security_counter.saturating_add(1))
+            .identity(Some(&config.vendor_id), Some(&config.class_id));
+        let verified = gantry_signing::verify(envelope, &policy).map_err(|e| Error::Firmware(e.to_string()))?;
+        let manifest = verified.manifest();
+        let firmware_only = manifest.component_count() == 1
+            && manifest.component(0).is_some_and(|c| {
+                let mut segments = c.segments();
+                segments.next() == Some(FIRMWARE_COMPONENT) && segments.next().is_none()
+            });
+        if !firmware_only {
+            return Err(Error::Firmware("not a firmware release: one [\"firmware\"] component expected".into()));
+        }
+        let image = verified.declared_image(0).map_err(|e| Error::Firmware(e.to_string()))?;
+        let (Some(sha256), Some(size)) = (image.sha256, image.size) else {
+            return Err(Error::Firmware("the firmware component has no SHA-256 digest and size".into()));
+        };
+        let total = crate::bundle::slot_bytes(envelope.len(), [size]);
+        let room = self.layout().boot.active.size as u64;
+        if total > room {
+            return Err(Error::Firmware(format!("a {total}-byte firmware slot image does not fit ACTIVE ({room})")));
+        }
+        let dfu = self.layout().boot.dfu;
+        let writer = SlotWriter::begin(&mut self.part(dfu), &MAGIC, envelope, &[(size, sha256)])?;
+        Ok(FirmwareStaging {
+            writer,
+            envelope_sha256: sha2::Sha256::digest(envelope).into(),
+            sequence: verified.sequence_number(),
+            image_size: size,
+        })
+    }
+
+    /// The next bytes of the image; refused past its end, and when its
+    /// bytes do not hash to the signed digest (at the last byte).
+    pub fn firmware_write(&self, staging: &mut FirmwareStaging, bytes: &[u8]) -> Result<(), Error> {
+        let dfu = self.layout().boot.dfu;
+        Ok(staging.writer.write(&mut self.part(dfu), bytes)?)
+    }
+
+    /// Ends the write, verifies DFU from flash as the bootloader will, and
+    /// asks for the update at the next boot. Returns what was measured.
+    pub fn finish_firmware(&self, staging: FirmwareStaging) -> Result<Measurement, Error> {
+        let dfu = self.layout().boot.dfu;
+        staging.writer.finish(&mut self.part(dfu))?;
+        let mut control = self.control()?;
+        let keys = control.keys()?.ok_or_else(|| Error::Firmware("the bootloader holds no keys".into()))?;
+        let (mut envelope, mut chunk) = (vec![0u8; MAX_ENVELOPE], vec![0u8; 64 * 1024]);
+        let measured = control.verify_update(&keys.config(BOOT_POLICY), &mut envelope, &mut chunk)?;
+        control.request_update()?;
+        Ok(measured)
+    }
+
+    /// Confirms the firmware this boot runs (`record`, from [`Store::boot`]):
+    /// its trial ends and the anti-rollback counter rises to it.
+    pub fn confirm_firmware(&self, record: &BootRecord) -> Result<(), Error> {
+        Ok(self.control()?.confirm(record)?)
+    }
+}
