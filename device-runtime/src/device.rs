@@ -157,7 +157,12 @@ impl Device {
     /// Power-on: the bootloader's decision over this device's flash (swap,
     /// revert, fall forward or recovery), kept for [`Device::firmware`].
     pub fn boot(&self) -> Result<Firmware, DeviceError> {
-        let firmware = Firmware::from_outcome(self.store().boot()?);
+        // A device provisioned before its bootloader had keys manages no
+        // firmware: its runtime runs on its own, as before.
+        let firmware = match self.store().boot_keys()? {
+            None => Firmware::Absent,
+            Some(_) => Firmware::from_outcome(self.store().boot()?),
+        };
         *self.firmware.lock() = firmware.clone();
         Ok(firmware)
     }

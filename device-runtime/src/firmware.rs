@@ -25,8 +25,11 @@ use gantry_boot::{
 use gantry_signing::{FIRMWARE_COMPONENT, Policy};
 use sha2::Digest as _;
 
+use std::collections::BTreeSet;
+
 use crate::bundle::SlotWriter;
 use crate::store::{Error, Part, Store};
+use crate::update::Verdict;
 
 /// How the bootloader treats updates on a Gantry device: one trial boot,
 /// and an update verified before it is swapped in.
@@ -42,7 +45,8 @@ pub enum Firmware {
     /// Not booted yet in this process.
     Unknown,
     /// No firmware image at all (a host device that never had one, ACTIVE
-    /// and DFU empty): the runtime runs on its own.
+    /// and DFU empty), or a bootloader without keys (a device provisioned
+    /// before it had any): the runtime runs on its own.
     Absent,
     /// This image runs, measured by the bootloader; on trial until confirmed.
     Running(BootRecord),
@@ -149,7 +153,13 @@ impl<F: NorFlash> Store<F> {
 
     /// Where embassy-boot stands: an update requested, on trial, ...
     pub fn swap_state(&self) -> Result<SwapState, Error> {
-        Ok(self.control()?.status()?.0)
+        Ok(self.boot_state()?.0)
+    }
+
+    /// Where embassy-boot stands, and what the bootloader keeps (the
+    /// anti-rollback counter, boots, the last refusal or revert).
+    pub fn boot_state(&self) -> Result<(SwapState, gantry_boot::BootState), Error> {
+        Ok(self.control()?.status()?)
     }
 
     /// Starts writing a firmware release into DFU: its envelope verified
@@ -225,5 +235,111 @@ impl<F: NorFlash> Store<F> {
     /// its trial ends and the anti-rollback counter rises to it.
     pub fn confirm_firmware(&self, record: &BootRecord) -> Result<(), Error> {
         Ok(self.control()?.confirm(record)?)
+    }
+}
+
+/// How long new firmware is watched before it is confirmed, unless the
+/// device is told otherwise (`gantry-device run --firmware-probation`).
+pub const DEFAULT_FIRMWARE_PROBATION_MS: u64 = 30_000;
+
+/// The probation of firmware booted on trial, sans IO: fed what the
+/// supervisor reports and the time, it decides. New firmware is confirmed
+/// when its probation ends with every enabled container started and none
+/// given up or reverted meanwhile; a container that gives up or reverts
+/// fails it at once. A device without containers confirms at the end.
+#[derive(Clone, Debug)]
+pub struct FirmwareTrial {
+    deadline_ms: u64,
+    waiting: BTreeSet<String>,
+    failed: Option<String>,
+}
+
+/// What a [`FirmwareTrial`] hears from the supervisor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TrialEvent {
+    /// The container's entry point started.
+    Started(String),
+    /// The container was given up (crash loop, no thread) or reverted.
+    Failed {
+        /// Container.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl FirmwareTrial {
+    /// A trial from `now_ms` for `probation_ms`, expecting `containers`
+    /// (the enabled ones) to start.
+    pub fn start(containers: impl IntoIterator<Item = String>, now_ms: u64, probation_ms: u64) -> FirmwareTrial {
+        FirmwareTrial {
+            deadline_ms: now_ms.saturating_add(probation_ms),
+            waiting: containers.into_iter().collect(),
+            failed: None,
+        }
+    }
+
+    /// Something the supervisor reported.
+    pub fn observe(&mut self, event: &TrialEvent) -> Verdict {
+        match event {
+            TrialEvent::Started(name) => {
+                self.waiting.remove(name);
+            }
+            TrialEvent::Failed { name, reason } => {
+                self.failed.get_or_insert_with(|| format!("container {name} failed under the new firmware: {reason}"));
+            }
+        }
+        match &self.failed {
+            Some(why) => Verdict::Revert(why.clone()),
+            None => Verdict::Pending,
+        }
+    }
+
+    /// Time passes.
+    pub fn tick(&self, now_ms: u64) -> Verdict {
+        if let Some(why) = &self.failed {
+            return Verdict::Revert(why.clone());
+        }
+        if now_ms < self.deadline_ms {
+            return Verdict::Pending;
+        }
+        match self.waiting.first() {
+            None => Verdict::Confirm,
+            Some(name) => Verdict::Revert(format!("container {name} did not start within the firmware probation")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started(name: &str) -> TrialEvent {
+        TrialEvent::Started(name.into())
+    }
+
+    #[test]
+    fn confirmed_at_the_end_once_every_container_started() {
+        let mut t = FirmwareTrial::start(["a".to_string(), "b".to_string()], 1_000, 30_000);
+        assert_eq!(t.observe(&started("a")), Verdict::Pending);
+        assert_eq!(t.observe(&started("b")), Verdict::Pending);
+        assert_eq!(t.tick(30_999), Verdict::Pending, "not before the probation ends");
+        assert_eq!(t.tick(31_000), Verdict::Confirm);
+        assert_eq!(FirmwareTrial::start([], 0, 5).tick(5), Verdict::Confirm, "no containers: confirmed at the end");
+    }
+
+    #[test]
+    fn a_container_that_never_starts_or_fails_reverts_the_firmware() {
+        let mut t = FirmwareTrial::start(["a".to_string(), "b".to_string()], 0, 100);
+        t.observe(&started("a"));
+        assert_eq!(t.tick(100), Verdict::Revert("container b did not start within the firmware probation".into()));
+
+        let mut t = FirmwareTrial::start(["a".to_string()], 0, 100);
+        t.observe(&started("a"));
+        let failed = TrialEvent::Failed { name: "a".into(), reason: "crash loop".into() };
+        let verdict = t.observe(&failed);
+        assert_eq!(verdict, Verdict::Revert("container a failed under the new firmware: crash loop".into()));
+        assert_eq!(t.observe(&started("a")), verdict, "a failure is not forgotten");
+        assert_eq!(t.tick(u64::MAX), verdict);
     }
 }

@@ -16,12 +16,15 @@ use gantry_device::agent::{self, Agent, AgentConfig, AgentEvent, Caps, Schedule}
 use std::io::{Read as _, Seek as _};
 
 use gantry_device::bundle::{self, BundleError, VerifiedRelease};
+use gantry_device::clock::Clock as _;
 use gantry_device::clock::SystemClock;
 use gantry_device::device::{Device, DeviceError};
+use gantry_device::firmware::{Firmware, FirmwareTrial, TrialEvent};
 use gantry_device::layout::Geometry;
 use gantry_device::store::{self, Identity, Stage};
 use gantry_device::supervisor::{self, Control, Report};
 use gantry_device::table::{Container, Phase};
+use gantry_device::update::Verdict;
 use gantry_device::update::{Refusal, UpdateEvent};
 use gantry_signing::build::{class_id_from_model, vendor_id_from_domain};
 use serde_json::json;
@@ -71,6 +74,21 @@ enum Command {
         /// A blob the envelope names, as NAME=PATH.
         #[arg(long = "blob", value_name = "NAME=PATH")]
         blobs: Vec<String>,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stages a signed firmware release into the bootloader's DFU
+    /// partition, streamed and verified from flash, and asks for it at the
+    /// next power-on: `run` then boots it on trial and confirms it once
+    /// every container is healthy, else the next power-on reverts it.
+    /// Exit 1 if refused.
+    Firmware {
+        /// The signed envelope (one `["firmware"]` component).
+        envelope: PathBuf,
+        /// The firmware image it names.
+        #[arg(long)]
+        image: PathBuf,
         /// Print the outcome as JSON.
         #[arg(long)]
         json: bool,
@@ -125,6 +143,11 @@ enum Command {
         /// Poll interval until the server names one, in seconds.
         #[arg(long, default_value_t = 60)]
         poll_seconds: u64,
+        /// How long firmware booted on trial is watched before it is
+        /// confirmed (every enabled container must start and none fail),
+        /// in seconds.
+        #[arg(long, default_value_t = gantry_device::firmware::DEFAULT_FIRMWARE_PROBATION_MS / 1000)]
+        firmware_probation: u64,
     },
     /// Prints the device's id and public key (created on first use), for
     /// an operator to pre-authorize on the update server.
@@ -185,6 +208,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Device::open(state)?.remove(&name)?;
             println!("removed {name} and its files (log, kv, /data)");
         }
+        Command::Firmware { envelope, image, json } => {
+            let device = Device::open(state)?;
+            let outcome = stage_firmware(&device, &envelope, &image);
+            let said = match &outcome {
+                Ok(m) => json!({
+                    "event": "firmware-requested",
+                    "sequence": m.sequence,
+                    "manifest_digest": hex::encode(m.manifest_digest),
+                    "image_digest": hex::encode(m.image_digest),
+                }),
+                Err(e) => json!({ "event": "refused", "reason": format!("{e:#}") }),
+            };
+            if json {
+                println!("{said}");
+            } else if let Ok(m) = &outcome {
+                println!(
+                    "firmware sequence {} staged and requested: the next power-on (`run`) boots it on trial",
+                    m.sequence
+                );
+            } else {
+                println!("refused: {}", said["reason"].as_str().unwrap_or_default());
+            }
+            return Ok(if outcome.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        }
         Command::Status { json } => {
             let device = Device::open(state)?;
             let store = device.store();
@@ -192,11 +239,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             drop(store);
             let (version, expires) = (root.root().version, root.root().expires);
             let expired = root.check_unexpired(supervisor::unix_now()).is_err();
+            let store = device.store();
+            let boot = store.boot_keys()?.map(|keys| (keys.version, store.boot_state()));
+            drop(store);
+            let boot = match boot {
+                None => json!(null),
+                Some((keys, Err(e))) => json!({ "keys_version": keys, "error": e.to_string() }),
+                Some((keys, Ok((swap, st)))) => json!({
+                    "keys_version": keys,
+                    "swap_state": format!("{swap:?}"),
+                    "security_counter": st.security_counter,
+                    "boot_count": st.boot_count,
+                    "last_failure": st.last_failure.map(|f| f.code()),
+                }),
+            };
             if json {
                 let list: Vec<_> = table.containers.iter().map(container_json).collect();
                 let faults: Vec<String> = faults.iter().map(ToString::to_string).collect();
                 let root = json!({ "version": version, "expires": expires, "expired": expired });
-                let status = json!({ "containers": list, "table_faults": faults, "trust_root": root });
+                let status =
+                    json!({ "containers": list, "table_faults": faults, "trust_root": root, "bootloader": boot });
                 println!("{}", serde_json::to_string_pretty(&status)?);
                 return Ok(ExitCode::SUCCESS);
             }
@@ -204,6 +266,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "trust root version {version}{}",
                 if expired { ", EXPIRED: installs are refused until a newer root arrives" } else { "" }
             );
+            if !boot.is_null() {
+                println!(
+                    "bootloader: keys of trust root {}, {}, anti-rollback counter {}, {} boots{}",
+                    boot["keys_version"],
+                    boot["swap_state"].as_str().unwrap_or("unknown state"),
+                    boot["security_counter"],
+                    boot["boot_count"],
+                    boot["last_failure"].as_str().map(|f| format!(", last update failed: {f}")).unwrap_or_default()
+                );
+            }
             for f in &faults {
                 println!("slot table fault: {f} (its previous state is used)");
             }
@@ -254,7 +326,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print!("device {id}\n{pem}");
             }
         }
-        Command::Run { seconds, json, server, enroll_token, poll_seconds } => {
+        Command::Run { seconds, json, server, enroll_token, poll_seconds, firmware_probation } => {
             let agent = server.map(|server| AgentConfig {
                 server,
                 enrollment_token: enroll_token,
@@ -262,15 +334,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 caps: Caps::default(),
                 call_timeout: Duration::from_secs(30),
             });
-            run_device(state, seconds, json, agent)?;
+            run_device(state, seconds, json, agent, Duration::from_secs(firmware_probation))?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `gantry-device run`: the supervisor, and the pull agent when a server
-/// is given, until `seconds` pass or a signal comes; reports go to stdout.
-fn run_device(state: &Path, seconds: Option<u64>, json: bool, agent: Option<AgentConfig>) -> Result<()> {
+/// `gantry-device run`: power-on after power-on until `seconds` pass or a
+/// signal comes. Each power-on runs the bootloader's decision over the
+/// flash, then the supervisor (unless the firmware is in recovery) and the
+/// pull agent when a server is given; reports go to stdout. Firmware
+/// booted on trial is watched for `probation`: confirmed if every enabled
+/// container starts and none fails, else the device restarts and the
+/// bootloader reverts it.
+fn run_device(
+    state: &Path,
+    seconds: Option<u64>,
+    json: bool,
+    agent: Option<AgentConfig>,
+    probation: Duration,
+) -> Result<()> {
     let device = Device::open(state)?;
     for w in device.warnings() {
         eprintln!("warning: {w}");
@@ -285,40 +368,163 @@ fn run_device(state: &Path, seconds: Option<u64>, json: bool, agent: Option<Agen
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    let until = seconds.map(|s| Instant::now() + Duration::from_secs(s));
+    loop {
+        let firmware = device.boot()?;
+        println!("{}", if json { firmware_json(&firmware).to_string() } else { firmware_text(&firmware) });
+        let restart = power_on(&device, state, &firmware, &stop, until, json, agent.clone(), probation)?;
+        if !restart || stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+    }
+}
+
+/// One power-on's runtime: until `stop`, `until`, or a restart the
+/// firmware's trial asks for (then true).
+#[allow(clippy::too_many_arguments)]
+fn power_on(
+    device: &Device,
+    state: &Path,
+    firmware: &Firmware,
+    stop: &Arc<AtomicBool>,
+    until: Option<Instant>,
+    json: bool,
+    agent: Option<AgentConfig>,
+    probation: Duration,
+) -> Result<bool> {
+    let clock = SystemClock::new();
+    let mut trial = match firmware {
+        Firmware::Running(record) if record.trial => {
+            let table = device.store().table()?;
+            let enabled = table.containers.iter().filter(|c| c.enabled && c.running().is_some());
+            let names = enabled.map(|c| c.name.clone());
+            Some((*record, FirmwareTrial::start(names, clock.now_ms(), probation.as_millis() as u64)))
+        }
+        _ => None,
+    };
+    // This power-on's own stop: the device's, or a restart.
+    let halt = Arc::new(AtomicBool::new(false));
+    let restart = AtomicBool::new(false);
     let (tx, rx) = channel();
     let (control, commands) = channel();
     let (outcomes, to_report) = channel();
-    let agent = agent.map(|config| Agent::new(config, &device, state)).transpose()?;
-    let until = seconds.map(|s| Instant::now() + Duration::from_secs(s));
+    let agent = agent.map(|config| Agent::new(config, device, state)).transpose()?;
+    let recovery = matches!(firmware, Firmware::Recovery(_));
     std::thread::scope(|s| {
-        let supervisor =
-            s.spawn(|| supervisor::run_controlled(&device, Arc::new(SystemClock::new()), &stop, &tx, commands));
+        // In recovery nothing the firmware would run is started; the agent
+        // can still bring a verified image.
+        let supervisor = if recovery {
+            drop(tx);
+            None
+        } else {
+            let halt = halt.clone();
+            let clock = Arc::new(SystemClock::new());
+            Some(s.spawn(move || supervisor::run_controlled(device, clock, &halt, &tx, commands)))
+        };
         if let Some(agent) = agent {
-            s.spawn(|| pull(agent, &device, &stop, &control, to_report, json));
+            s.spawn(|| pull(agent, device, &halt, &control, to_report, json));
         }
         loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(r) => {
-                    println!("{}", if json { report_json(&r).to_string() } else { report_text(&r) });
-                    if let Report::Update(e) = r {
-                        let _ = outcomes.send(e);
+            let report = match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(r) => Some(r),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) if recovery => {
+                    std::thread::sleep(Duration::from_millis(100));
+                    None
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            if let Some(r) = &report {
+                println!("{}", if json { report_json(r).to_string() } else { report_text(r) });
+            }
+            if let Some((record, t)) = trial.as_mut() {
+                let verdict = match report.as_ref().and_then(trial_event) {
+                    Some(event) => t.observe(&event),
+                    None => t.tick(clock.now_ms()),
+                };
+                match verdict {
+                    Verdict::Pending => {}
+                    Verdict::Confirm => {
+                        let said = match device.store().confirm_firmware(record) {
+                            Ok(()) => json!({ "report": "firmware-confirmed", "sequence": record.sequence }),
+                            Err(e) => json!({ "report": "firmware-confirm-failed", "error": e.to_string() }),
+                        };
+                        println!("{}", if json { said.to_string() } else { format!("firmware: {said}") });
+                        trial = None;
+                    }
+                    Verdict::Revert(reason) => {
+                        let said =
+                            json!({ "report": "firmware-trial-failed", "sequence": record.sequence, "reason": reason });
+                        println!("{}", if json { said.to_string() } else { format!("firmware: {said}; restarting") });
+                        restart.store(true, Ordering::Relaxed);
+                        halt.store(true, Ordering::Relaxed);
+                        trial = None;
                     }
                 }
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             }
-            if until.is_some_and(|u| Instant::now() >= u) {
-                stop.store(true, Ordering::Relaxed);
+            if let Some(Report::Update(e)) = report {
+                let _ = outcomes.send(e);
             }
-            if supervisor.is_finished() && stop.load(Ordering::Relaxed) {
+            if until.is_some_and(|u| Instant::now() >= u) || stop.load(Ordering::Relaxed) {
+                halt.store(true, Ordering::Relaxed);
+            }
+            let finished = supervisor.as_ref().is_none_or(|t| t.is_finished());
+            if finished && halt.load(Ordering::Relaxed) {
                 break;
             }
         }
-        match supervisor.join() {
-            Ok(r) => r.map_err(anyhow::Error::from),
-            Err(_) => bail!("the supervisor panicked"),
+        halt.store(true, Ordering::Relaxed);
+        match supervisor.map(|t| t.join()) {
+            None | Some(Ok(Ok(()))) => Ok(restart.load(Ordering::Relaxed)),
+            Some(Ok(Err(e))) => Err(e.into()),
+            Some(Err(_)) => bail!("the supervisor panicked"),
         }
     })
+}
+
+/// What a firmware trial hears of a supervisor report.
+fn trial_event(r: &Report) -> Option<TrialEvent> {
+    match r {
+        Report::Started { name, .. } => Some(TrialEvent::Started(name.clone())),
+        Report::GaveUp { name, reason } => Some(TrialEvent::Failed { name: name.clone(), reason: reason.clone() }),
+        Report::Update(UpdateEvent::Reverted { name, reason, .. }) => {
+            Some(TrialEvent::Failed { name: name.clone(), reason: reason.clone() })
+        }
+        _ => None,
+    }
+}
+
+fn firmware_text(f: &Firmware) -> String {
+    match f {
+        Firmware::Unknown | Firmware::Absent => "firmware: none (the runtime runs on its own)".into(),
+        Firmware::Running(r) => format!(
+            "firmware: sequence {}{}, boot {}{}",
+            r.sequence,
+            if r.trial { " on trial" } else { "" },
+            r.boot_count,
+            r.last_failure.map(|f| format!(", last update failed: {}", f.code())).unwrap_or_default()
+        ),
+        Firmware::Recovery(reason) => {
+            format!("firmware: RECOVERY ({}): nothing verifies; containers are not started", reason.code())
+        }
+    }
+}
+
+fn firmware_json(f: &Firmware) -> serde_json::Value {
+    match f {
+        Firmware::Unknown | Firmware::Absent => json!({ "report": "firmware", "state": "none" }),
+        Firmware::Running(r) => json!({
+            "report": "firmware",
+            "state": if r.trial { "trial" } else { "running" },
+            "sequence": r.sequence,
+            "manifest_digest": hex::encode(r.manifest_digest),
+            "image_digest": hex::encode(r.image_digest),
+            "boot_count": r.boot_count,
+            "security_counter": r.security_counter,
+            "last_failure": r.last_failure.map(|f| f.code()),
+        }),
+        Firmware::Recovery(reason) => json!({ "report": "firmware", "state": "recovery", "reason": reason.code() }),
+    }
 }
 
 /// The agent's loop: poll, install, have the supervisor reload what was
@@ -369,6 +575,32 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic".into())
+}
+
+/// `gantry-device firmware`: the image streams from its file into DFU,
+/// its size checked against the signed one before a byte is read.
+fn stage_firmware(device: &Device, envelope: &Path, image: &Path) -> Result<gantry_boot::Measurement> {
+    use std::io::Read as _;
+    let envelope_len = std::fs::metadata(envelope).with_context(|| format!("reading {}", envelope.display()))?.len();
+    if envelope_len > gantry_boot::image::MAX_ENVELOPE as u64 {
+        bail!("an envelope of {envelope_len} bytes is larger than {}", gantry_boot::image::MAX_ENVELOPE);
+    }
+    let store = device.store();
+    let mut staging = store.stage_firmware(&read(envelope)?, supervisor::unix_now())?;
+    let mut file = std::fs::File::open(image).with_context(|| format!("reading {}", image.display()))?;
+    let len = file.metadata()?.len();
+    if len != staging.image_size {
+        bail!("{} does not match the release: {len} bytes, signed {}", image.display(), staging.image_size);
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        store.firmware_write(&mut staging, &buf[..n])?;
+    }
+    Ok(store.finish_firmware(staging)?)
 }
 
 /// `gantry-device install`. Sizes first: the envelope's from the file
