@@ -28,7 +28,7 @@ use sha2::Digest as _;
 use std::collections::BTreeSet;
 
 use crate::bundle::SlotWriter;
-use crate::store::{Error, Part, Store};
+use crate::store::{Error, KEY_FIRMWARE, Part, Store};
 use crate::update::Verdict;
 
 /// How the bootloader treats updates on a Gantry device: one trial boot,
@@ -74,6 +74,63 @@ impl Firmware {
     }
 }
 
+/// What became of a firmware update, once the device knows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FirmwareOutcome {
+    /// It runs, confirmed.
+    Confirmed {
+        /// Its manifest digest.
+        manifest_digest: [u8; 32],
+        /// Its sequence number.
+        sequence: u64,
+    },
+    /// It does not run: its trial failed, or it was refused or never
+    /// reached at boot.
+    Reverted {
+        /// Its manifest digest.
+        manifest_digest: [u8; 32],
+        /// Its sequence number.
+        sequence: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The device map's firmware record: the update requested and not yet
+/// settled, and the last one that did not take (so it is not tried again).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct FirmwareRecord {
+    pending: Option<([u8; 32], u64)>,
+    failed: Option<[u8; 32]>,
+}
+
+impl FirmwareRecord {
+    const LEN: usize = 1 + 32 + 8 + 1 + 32;
+
+    fn encode(&self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        if let Some((digest, sequence)) = self.pending {
+            b[0] = 1;
+            b[1..33].copy_from_slice(&digest);
+            b[33..41].copy_from_slice(&sequence.to_be_bytes());
+        }
+        if let Some(digest) = self.failed {
+            b[41] = 1;
+            b[42..].copy_from_slice(&digest);
+        }
+        b
+    }
+
+    /// Anything but a well-formed record is an empty one (nothing pending:
+    /// an outcome might go unreported, never a wrong one).
+    fn decode(b: &[u8]) -> FirmwareRecord {
+        let Ok(b) = <&[u8; Self::LEN]>::try_from(b) else { return FirmwareRecord::default() };
+        let digest = |at: usize| -> [u8; 32] { b[at..at + 32].try_into().unwrap_or([0; 32]) };
+        let sequence = u64::from_be_bytes(b[33..41].try_into().unwrap_or([0; 8]));
+        FirmwareRecord { pending: (b[0] == 1).then(|| (digest(1), sequence)), failed: (b[41] == 1).then(|| digest(42)) }
+    }
+}
+
 /// gantry-boot's control over this store's DFU, STATE and boot map.
 type BootControl<'a, F> = Control<Part<'a, F>, Part<'a, F>, Part<'a, F>>;
 
@@ -87,6 +144,8 @@ pub struct FirmwareStaging {
     pub sequence: u64,
     /// Its image size.
     pub image_size: u64,
+    /// Its image's signed SHA-256.
+    pub image_sha256: [u8; 32],
 }
 
 impl FirmwareStaging {
@@ -208,6 +267,7 @@ impl<F: NorFlash> Store<F> {
             envelope_sha256: sha2::Sha256::digest(envelope).into(),
             sequence: verified.sequence_number(),
             image_size: size,
+            image_sha256: sha256,
         })
     }
 
@@ -219,7 +279,9 @@ impl<F: NorFlash> Store<F> {
     }
 
     /// Ends the write, verifies DFU from flash as the bootloader will, and
-    /// asks for the update at the next boot. Returns what was measured.
+    /// asks for the update at the next boot (remembered as pending first,
+    /// so its outcome is reported whatever the boot makes of it). Returns
+    /// what was measured.
     pub fn finish_firmware(&self, staging: FirmwareStaging) -> Result<Measurement, Error> {
         let dfu = self.layout().boot.dfu;
         staging.writer.finish(&mut self.part(dfu))?;
@@ -227,14 +289,67 @@ impl<F: NorFlash> Store<F> {
         let keys = control.keys()?.ok_or_else(|| Error::Firmware("the bootloader holds no keys".into()))?;
         let (mut envelope, mut chunk) = (vec![0u8; MAX_ENVELOPE], vec![0u8; 64 * 1024]);
         let measured = control.verify_update(&keys.config(BOOT_POLICY), &mut envelope, &mut chunk)?;
+        let record = self.firmware_record()?;
+        self.put_firmware_record(&FirmwareRecord {
+            pending: Some((measured.manifest_digest, measured.sequence)),
+            ..record
+        })?;
         control.request_update()?;
         Ok(measured)
     }
 
     /// Confirms the firmware this boot runs (`record`, from [`Store::boot`]):
-    /// its trial ends and the anti-rollback counter rises to it.
-    pub fn confirm_firmware(&self, record: &BootRecord) -> Result<(), Error> {
-        Ok(self.control()?.confirm(record)?)
+    /// its trial ends and the anti-rollback counter rises to it. The
+    /// outcome of the update that brought it, if one was pending.
+    pub fn confirm_firmware(&self, record: &BootRecord) -> Result<Option<FirmwareOutcome>, Error> {
+        self.control()?.confirm(record)?;
+        self.settle_firmware(&Firmware::Running(BootRecord { trial: false, ..*record }))
+    }
+
+    /// Settles a pending firmware update against what this power-on booted:
+    /// confirmed if it runs confirmed, reverted if something else runs
+    /// (the bootloader's last failure says why); nothing while it runs on
+    /// trial.
+    pub fn settle_firmware(&self, booted: &Firmware) -> Result<Option<FirmwareOutcome>, Error> {
+        let record = self.firmware_record()?;
+        let Some((manifest_digest, sequence)) = record.pending else { return Ok(None) };
+        let outcome = match booted {
+            Firmware::Running(r) if r.manifest_digest == manifest_digest && r.trial => return Ok(None),
+            Firmware::Running(r) if r.manifest_digest == manifest_digest => {
+                FirmwareOutcome::Confirmed { manifest_digest, sequence }
+            }
+            other => {
+                let reason = match other {
+                    Firmware::Running(r) => match r.last_failure {
+                        Some(Reason::TrialExpired) => "its trial failed: the device restarted unconfirmed".into(),
+                        Some(f) => format!("refused at boot: {}", f.code()),
+                        None => "not booted: the update was never requested (a power cut?)".into(),
+                    },
+                    Firmware::Recovery(reason) => format!("the device is in recovery: {}", reason.code()),
+                    _ => "not booted".into(),
+                };
+                FirmwareOutcome::Reverted { manifest_digest, sequence, reason }
+            }
+        };
+        let failed = match outcome {
+            FirmwareOutcome::Reverted { .. } => Some(manifest_digest),
+            FirmwareOutcome::Confirmed { .. } => record.failed,
+        };
+        self.put_firmware_record(&FirmwareRecord { pending: None, failed })?;
+        Ok(Some(outcome))
+    }
+
+    /// The last firmware release that did not take on this device.
+    pub fn failed_firmware(&self) -> Result<Option<[u8; 32]>, Error> {
+        Ok(self.firmware_record()?.failed)
+    }
+
+    fn firmware_record(&self) -> Result<FirmwareRecord, Error> {
+        Ok(self.kv()?.get(KEY_FIRMWARE)?.map(FirmwareRecord::decode).unwrap_or_default())
+    }
+
+    fn put_firmware_record(&self, record: &FirmwareRecord) -> Result<(), Error> {
+        Ok(self.kv()?.put(KEY_FIRMWARE, &record.encode())?)
     }
 }
 

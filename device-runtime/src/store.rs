@@ -41,6 +41,9 @@ const KEY_LAST_TICKET: u8 = 5;
 /// fetching it all again: SHA-256 of its envelope, slot pair, slot, and the
 /// bytes of the slot on flash (u64, big-endian); empty when there is none.
 const KEY_STAGING: u8 = 6;
+/// The firmware update under way and the last one that failed
+/// (`firmware::FirmwareRecord`).
+pub(crate) const KEY_FIRMWARE: u8 = 7;
 /// How often an install's progress is recorded (a resume sends at most
 /// this much again, plus a page).
 const PROGRESS_EVERY: u64 = 256 * 1024;
@@ -300,7 +303,7 @@ impl<F: NorFlash> Store<F> {
         BlockingPartition::new(&self.flash, r.offset, r.size)
     }
 
-    fn kv(&self) -> Result<Kv<Part<'_, F>, KV_BUF>, Error> {
+    pub(crate) fn kv(&self) -> Result<Kv<Part<'_, F>, KV_BUF>, Error> {
         Ok(Kv::new(self.part(self.layout.device_kv))?)
     }
 

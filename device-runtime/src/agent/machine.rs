@@ -27,14 +27,19 @@
 //!            ▼
 //!          AcceptTicket(min(issued_at, now))
 //!            ▼
-//!  ┌──► next assignment: firmware, already runs ─► skip;  rollback,
-//!  │      │             reverted here ─► Report(failed), skip
+//!  ┌──► next assignment (containers first, the firmware last): already
+//!  │      │  runs ─► skip;  rollback, reverted here ─► Report(failed), skip
 //!  │      ▼
 //!  │    FetchEnvelope ─► verify, the ticket's release? ─► Stage ─► Report(downloading),
 //!  │      Download ─► Report(installing), Finish ─► Reload (switched)
+//!  │      firmware: StageFirmware … FinishFirmware ─► Restart (the cycle ends;
+//!  │      the state is not acknowledged)
 //!  │      any failure: Report(failed), Skipped, the ETag is not acknowledged
 //!  └──────┘  none left: remember the ETag if all were handled, Sleep(poll_after)
 //! ```
+//!
+//! A firmware outcome ([`Input::FirmwareOutcome`], learned at the power-on
+//! after the restart or at the confirm) is reported like a container's.
 //!
 //! Between cycles, a supervisor outcome ([`Input::Outcome`]) becomes a
 //! report (logging in first if the token is stale) and a `Sleep(0)`: the
@@ -47,17 +52,20 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use gantry_keys::PublicKey;
 use gantry_protocol::{CheckinResponse, LoginResponse, MAX_TRUST_ROOTS, Report, ReportState};
-use gantry_signing::FIRMWARE_COMPONENT;
 use gantry_signing::ticket::{TicketPolicy, verify_ticket};
 
 use super::{AgentError, AgentEvent, MAX_ENVELOPE, Poller, Schedule};
 use crate::bundle::{self, Trust};
+use crate::firmware::FirmwareOutcome;
 use crate::table::{Container, Phase, SlotTable};
 use crate::update::UpdateEvent;
 
 /// A token is renewed this long before the server said it expires, so it
 /// does not expire in the middle of a cycle's first call.
 const TOKEN_MARGIN: Duration = Duration::from_secs(10);
+
+/// The stream firmware releases travel in (their one component's name).
+pub(crate) const FIRMWARE_STREAM: &str = "firmware";
 
 /// The time as the driver read it: a monotonic instant for the token's
 /// lifetime, the wall clock (Unix seconds) for signed times.
@@ -93,6 +101,17 @@ pub(crate) struct StoreView {
     pub(crate) release_trust: Trust,
     /// The slot table: what runs, what was reverted.
     pub(crate) table: SlotTable,
+    /// The device's firmware, if it manages any.
+    pub(crate) firmware: Option<FirmwareView>,
+}
+
+/// What the device's firmware is, as an assignment is checked against it.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FirmwareView {
+    /// The image that runs: manifest digest and sequence.
+    pub(crate) running: Option<([u8; 32], u64)>,
+    /// The last release that did not take here.
+    pub(crate) failed: Option<[u8; 32]>,
 }
 
 /// What the world tells the machine.
@@ -122,6 +141,10 @@ pub(crate) enum Input {
     Downloaded(Result<(), AgentError>),
     /// The answer to [`Action::Finish`].
     Installed(Result<UpdateEvent, AgentError>),
+    /// The answer to [`Action::FinishFirmware`]: the sequence requested.
+    FirmwareRequested(Result<u64, AgentError>),
+    /// What became of a firmware update, learned at a power-on or a confirm.
+    FirmwareOutcome(FirmwareOutcome),
     /// An outcome the supervisor reached, with the container as the slot
     /// table now has it.
     Outcome { event: UpdateEvent, container: Result<Option<Container>, AgentError> },
@@ -158,6 +181,14 @@ pub(crate) enum Action {
     Download,
     /// Verify the slot and switch to it; answer [`Input::Installed`].
     Finish,
+    /// Start writing this firmware envelope's release into DFU; answer
+    /// [`Input::Staged`] (`Ok(None)`: being written).
+    StageFirmware(Vec<u8>),
+    /// Verify DFU and request the update at the next boot; answer
+    /// [`Input::FirmwareRequested`].
+    FinishFirmware,
+    /// Restart the device: the bootloader boots the requested firmware.
+    Restart,
     /// Send a report; a failure is answered by [`Input::ReportFailed`].
     Report { token: String, report: Report },
     /// Have the supervisor restart this container (it was switched).
@@ -174,6 +205,8 @@ pub(crate) enum Action {
 /// check-in's listing gives (the listing is unsigned; it only sizes).
 #[derive(Debug)]
 struct Job {
+    /// The firmware, not a container.
+    firmware: bool,
     stream: String,
     manifest_digest: [u8; 32],
     sequence: u64,
@@ -191,6 +224,7 @@ struct Work {
     all_done: bool,
     table: SlotTable,
     trust: Trust,
+    firmware: Option<FirmwareView>,
 }
 
 /// The answer the machine waits for.
@@ -288,8 +322,10 @@ impl Machine {
             (Step::Envelope(work, job), Input::EnvelopeFetched(envelope)) => {
                 match envelope.and_then(|e| check_release(&e, &work.trust, &job).map(|()| e)) {
                     Ok(envelope) => {
+                        let stage =
+                            if job.firmware { Action::StageFirmware(envelope) } else { Action::Stage(envelope) };
                         self.step = Step::Stage(work, job);
-                        vec![Action::Stage(envelope)]
+                        vec![stage]
                     }
                     Err(e) => self.give_up(work, job, e),
                 }
@@ -306,8 +342,9 @@ impl Machine {
             (Step::Download(work, job), Input::Downloaded(done)) => match done {
                 Ok(()) => {
                     let report = self.report(&job, ReportState::Installing, None);
+                    let finish = if job.firmware { Action::FinishFirmware } else { Action::Finish };
                     self.step = Step::Install(work, job);
-                    vec![report, Action::Finish]
+                    vec![report, finish]
                 }
                 Err(e) => self.give_up(work, job, e),
             },
@@ -315,6 +352,33 @@ impl Machine {
                 Ok(event) => self.installed(work, job, event),
                 Err(e) => self.give_up(work, job, e),
             },
+            (Step::Install(work, job), Input::FirmwareRequested(requested)) => match requested {
+                // The rest of the ticket waits for the new firmware: the
+                // state is not acknowledged, so the next check-in after the
+                // restart brings a fresh ticket.
+                Ok(sequence) => {
+                    (self.in_cycle, self.step) = (false, Step::Idle);
+                    vec![
+                        Action::Emit(AgentEvent::FirmwareRequested { sequence }),
+                        Action::Restart,
+                        Action::Sleep(Duration::ZERO),
+                    ]
+                }
+                Err(e) => self.give_up(work, job, e),
+            },
+            (step, Input::FirmwareOutcome(outcome)) => {
+                self.step = step;
+                let (digest, state, detail) = match &outcome {
+                    FirmwareOutcome::Confirmed { manifest_digest, .. } => {
+                        (manifest_digest, ReportState::Installed, None)
+                    }
+                    FirmwareOutcome::Reverted { manifest_digest, reason, .. } => {
+                        (manifest_digest, ReportState::Reverted, Some(reason.as_str()))
+                    }
+                };
+                let report = report_body(FIRMWARE_STREAM, digest, state, detail);
+                self.send_outcome(now, report)
+            }
             (step, _) => {
                 // A driver that answers what was not asked: a bug there.
                 debug_assert!(false, "an input the machine did not ask for");
@@ -447,6 +511,7 @@ impl Machine {
         let jobs = ticket
             .assignments()
             .map(|a| Job {
+                firmware: a.stream == FIRMWARE_STREAM,
                 stream: a.stream.to_owned(),
                 manifest_digest: a.manifest_digest,
                 sequence: a.sequence,
@@ -457,10 +522,20 @@ impl Machine {
                     .find(|v| v.stream == a.stream && unhex32(&v.envelope.sha256) == Some(a.envelope_sha256))
                     .map(|v| v.envelope.size),
             })
-            .collect();
+            .collect::<VecDeque<Job>>();
+        // The firmware last: installing it restarts the device.
+        let (firmware, containers): (VecDeque<Job>, VecDeque<Job>) = jobs.into_iter().partition(|j| j.firmware);
+        let jobs = containers.into_iter().chain(firmware).collect();
         let poll_after = answer.poll_after_clamped();
-        let work =
-            Work { jobs, etag: answer.etag, poll_after, all_done: true, table: view.table, trust: view.release_trust };
+        let work = Work {
+            jobs,
+            etag: answer.etag,
+            poll_after,
+            all_done: true,
+            table: view.table,
+            trust: view.release_trust,
+            firmware: view.firmware,
+        };
         self.step = Step::Accept(Box::new(work));
         // Remembered as of this device's clock at the latest: a ticket dated
         // ahead (one signed with a stolen server key, say) would otherwise
@@ -474,12 +549,11 @@ impl Machine {
         let mut actions = Vec::new();
         while let Some(job) = work.jobs.pop_front() {
             let skip = |reason: String| AgentEvent::Skipped { stream: job.stream.clone(), reason };
-            if job.stream.as_bytes() == FIRMWARE_COMPONENT {
-                let why = "firmware updates are installed through the bootloader, not by this agent yet";
-                actions.push(Action::Emit(skip(why.into())));
-                continue;
-            }
-            match wanted(work.table.get(&job.stream), &job) {
+            let wanted = match job.firmware {
+                true => wanted_firmware(work.firmware.as_ref(), &job),
+                false => wanted(work.table.get(&job.stream), &job),
+            };
+            match wanted {
                 Ok(false) => continue,
                 Ok(true) => {}
                 Err(reason) => {
@@ -571,7 +645,12 @@ impl Machine {
         };
         // Nothing to report on a container that is gone.
         let Some(digest) = digest.map(|i| i.manifest_digest) else { return Vec::new() };
-        let report = report_body(name, &digest, state, detail);
+        self.send_outcome(now, report_body(name, &digest, state, detail))
+    }
+
+    /// Sends an outcome's report (logging in first if the token is stale)
+    /// and brings the next check-in forward.
+    fn send_outcome(&mut self, now: Now, report: Report) -> Vec<Action> {
         let mut actions = match self.fresh_token(now) {
             Some(token) => vec![Action::Report { token, report }],
             None => {
@@ -633,6 +712,25 @@ fn wanted(c: Option<&Container>, job: &Job) -> Result<bool, String> {
     }
 }
 
+/// Whether a firmware assignment needs an install, or why not.
+fn wanted_firmware(firmware: Option<&FirmwareView>, job: &Job) -> Result<bool, String> {
+    let Some(f) = firmware else {
+        return Err("this device's bootloader holds no keys: its firmware is not managed".into());
+    };
+    if f.running.is_some_and(|(digest, _)| digest == job.manifest_digest) {
+        return Ok(false);
+    }
+    if f.failed == Some(job.manifest_digest) {
+        return Err("this release was reverted on this device".into());
+    }
+    match f.running {
+        Some((_, sequence)) if sequence >= job.sequence => {
+            Err(format!("sequence {} is not above the running {sequence} (rollback refused)", job.sequence))
+        }
+        _ => Ok(true),
+    }
+}
+
 /// The envelope's size, from the check-in's listing, within bounds.
 fn envelope_size(job: &Job) -> Result<u64, AgentError> {
     // The unsigned listing only says how big the envelope is; the ticket
@@ -650,6 +748,20 @@ fn envelope_size(job: &Job) -> Result<u64, AgentError> {
 /// ticket names: no mix-and-match of a genuine release with another's
 /// ticket entry.
 fn check_release(envelope: &[u8], trust: &Trust, job: &Job) -> Result<(), AgentError> {
+    if job.firmware {
+        // The bootloader's checks (its keys, counter, one firmware
+        // component) come at staging; here: signed and the ticket's.
+        let policy = gantry_signing::Policy::new(&trust.anchors, trust.threshold)
+            .identity(Some(&trust.vendor_id), Some(&trust.class_id));
+        let verified = gantry_signing::verify(envelope, &policy)
+            .map_err(|e| AgentError::Release(format!("firmware: the envelope does not verify: {e}")))?;
+        if *verified.digest() != job.manifest_digest {
+            return Err(AgentError::Release(
+                "firmware: the envelope is not the release the ticket names (mix-and-match refused)".into(),
+            ));
+        }
+        return Ok(());
+    }
     let release = bundle::verify_envelope(envelope, trust, 0)
         .map_err(|e| AgentError::Release(format!("{}: the envelope does not verify: {e}", job.stream)))?;
     if release.manifest_digest != job.manifest_digest || release.config.name != job.stream {

@@ -35,12 +35,13 @@ pub use gantry_protocol::{InventoryItem, InventoryState, Report, ReportState};
 pub use schedule::{Poller, Schedule};
 
 use crate::device::{Device, DeviceError};
+use crate::firmware::{Firmware, FirmwareOutcome, FirmwareStaging};
 use crate::store::{Stage, Staging};
 use crate::supervisor::unix_now;
 use crate::table::{Phase, SlotTable};
 use crate::update::UpdateEvent;
 use client::Client;
-use machine::{Action, Checkin, Input, Machine, Now, StoreView};
+use machine::{Action, Checkin, FIRMWARE_STREAM, FirmwareView, Input, Machine, Now, StoreView};
 
 /// Largest envelope fetched (envelopes are a few KiB; payloads travel apart).
 pub const MAX_ENVELOPE: u64 = 64 * 1024;
@@ -143,6 +144,12 @@ pub enum AgentEvent {
         /// Why not, if they were refused (an attack, or a broken chain).
         refused: Option<String>,
     },
+    /// A firmware release was written into DFU, verified and requested:
+    /// the device restarts into it.
+    FirmwareRequested {
+        /// Its sequence number.
+        sequence: u64,
+    },
     /// A report did not reach the server (the next check-in's inventory
     /// still tells what the device runs).
     ReportFailed {
@@ -160,6 +167,9 @@ pub enum AgentEvent {
 pub struct Cycle {
     /// Containers switched to a new version (to be restarted on probation).
     pub switched: Vec<String>,
+    /// Firmware was requested: the device must restart (the bootloader
+    /// boots it on trial).
+    pub restart: bool,
 }
 
 /// The agent of one device: the driver of its protocol machine.
@@ -213,6 +223,17 @@ pub fn inventory(table: &SlotTable) -> Vec<InventoryItem> {
         })
         .take(MAX_INVENTORY)
         .collect()
+}
+
+/// The firmware as a check-in reports it, if firmware runs.
+pub fn firmware_item(firmware: &Firmware) -> Option<InventoryItem> {
+    let r = firmware.record()?;
+    Some(InventoryItem {
+        stream: FIRMWARE_STREAM.into(),
+        manifest_digest: hex::encode(r.manifest_digest),
+        sequence: r.sequence,
+        state: Some(if r.trial { InventoryState::Probation } else { InventoryState::Confirmed }),
+    })
 }
 
 fn store_error(e: crate::store::Error) -> AgentError {
@@ -276,6 +297,12 @@ impl Agent {
         let _ = self.drive(device, Input::Outcome { event: event.clone(), container }, &mut |_| {});
     }
 
+    /// Reports what became of a firmware update (confirmed, or reverted
+    /// and why) and brings the next check-in forward.
+    pub fn report_firmware(&mut self, device: &Device, outcome: &FirmwareOutcome) {
+        let _ = self.drive(device, Input::FirmwareOutcome(outcome.clone()), &mut |_| {});
+    }
+
     /// Runs the machine from `input` until it asks nothing more. An
     /// action's answer is handled before the actions queued after it, so
     /// they run in the order the machine decided them.
@@ -285,7 +312,7 @@ impl Agent {
         input: Input,
         events: &mut dyn FnMut(AgentEvent),
     ) -> Result<Cycle, AgentError> {
-        let mut run = Run { events, cycle: Cycle::default(), failed: None, staging: None };
+        let mut run = Run { events, cycle: Cycle::default(), failed: None, staging: None, firmware: None };
         let mut todo = VecDeque::from(self.machine.handle(now(), input));
         while let Some(action) = todo.pop_front() {
             if let Some(answer) = self.execute(device, &mut run, action) {
@@ -324,14 +351,29 @@ impl Agent {
                 Ok(Stage::Refused(event)) => Ok(Some(event)),
                 Err(e) => Err(e.into()),
             }),
-            Action::Download => Input::Downloaded(match &mut run.staging {
-                Some(s) => self.download(device, s),
-                None => Err(AgentError::Io("no install under way to download".into())),
+            Action::Download => Input::Downloaded(match (&mut run.staging, &mut run.firmware) {
+                (Some(s), _) => self.download(device, s),
+                (None, Some(f)) => self.download_firmware(device, f),
+                (None, None) => Err(AgentError::Io("no install under way to download".into())),
             }),
             Action::Finish => Input::Installed(match run.staging.take() {
                 Some(s) => device.finish(s, unix_now()).map_err(Into::into),
                 None => Err(AgentError::Io("no install under way to finish".into())),
             }),
+            Action::StageFirmware(envelope) => {
+                Input::Staged(device.store().stage_firmware(&envelope, unix_now()).map_err(store_error).map(|s| {
+                    run.firmware = Some(s);
+                    None
+                }))
+            }
+            Action::FinishFirmware => Input::FirmwareRequested(match run.firmware.take() {
+                Some(s) => device.store().finish_firmware(s).map(|m| m.sequence).map_err(store_error),
+                None => Err(AgentError::Io("no firmware install under way to finish".into())),
+            }),
+            Action::Restart => {
+                run.cycle.restart = true;
+                return None;
+            }
             Action::Report { token, report } => {
                 let error = self.client.report(&token, &report).err()?;
                 Input::ReportFailed { report, error }
@@ -363,7 +405,12 @@ impl Agent {
     fn check_in(&self, device: &Device, token: &str, nonce: &[u8], etag: Option<&str>) -> Result<Checkin, AgentError> {
         let table = device.store().table().map_err(store_error)?;
         let held = device.store().trust_root().map_err(store_error)?.root().version;
-        self.client.checkin(token, nonce, &inventory(&table), held, etag)
+        let mut items = inventory(&table);
+        if let Some(item) = firmware_item(&device.firmware()) {
+            items.truncate(MAX_INVENTORY - 1);
+            items.insert(0, item);
+        }
+        self.client.checkin(token, nonce, &items, held, etag)
     }
 
     /// A token: a signed challenge, for a login or (with an enrollment
@@ -381,6 +428,14 @@ impl Agent {
 
     /// Streams each payload of the staged release into its slot, from
     /// where the slot stands (a resumed install starts mid-way).
+    /// Streams a firmware image into DFU. A cut download starts afresh
+    /// next time (the image is at most the size of ACTIVE).
+    fn download_firmware(&self, device: &Device, staging: &mut FirmwareStaging) -> Result<(), AgentError> {
+        let (sha256, len) = (staging.image_sha256, staging.image_size);
+        let mut sink = |bytes: &[u8]| Ok(device.store().firmware_write(staging, bytes).map_err(DeviceError::from)?);
+        fetch::stream(&self.client, &sha256, 0, len, &self.config.caps, &mut sink).map_err(fetch)
+    }
+
     fn download(&self, device: &Device, staging: &mut Staging) -> Result<(), AgentError> {
         while let Some((i, at)) = staging.position() {
             let p = &staging.release().payloads[i];
@@ -409,6 +464,7 @@ struct Run<'e> {
     cycle: Cycle,
     failed: Option<AgentError>,
     staging: Option<Box<Staging>>,
+    firmware: Option<FirmwareStaging>,
 }
 
 /// What a ticket and its releases are checked against, as of now.
@@ -422,6 +478,13 @@ fn read_store(device: &Device) -> Result<StoreView, crate::store::Error> {
         last_ticket: store.last_ticket()?,
         release_trust: store.trust(now)?,
         table: store.table()?,
+        firmware: match store.boot_keys()? {
+            None => None,
+            Some(_) => Some(FirmwareView {
+                running: device.firmware().record().map(|r| (r.manifest_digest, r.sequence)),
+                failed: store.failed_firmware()?,
+            }),
+        },
     })
 }
 

@@ -4,7 +4,9 @@
 use gantry_boot::Slot;
 use gantry_keys::{FileKeySource, KeySource as _, KeyType, SigningKey};
 use gantry_protocol::{Assignment as Listed, BlobRef, MAX_TOKEN_TTL};
-use gantry_signing::build::{ContainerRelease, add_signature, class_id_from_model, vendor_id_from_domain};
+use gantry_signing::build::{
+    ContainerRelease, FirmwareRelease, add_signature, class_id_from_model, vendor_id_from_domain,
+};
 use gantry_signing::config::ContainerConfig;
 use gantry_signing::ticket::{Ticket, TicketAssignment};
 use sha2::{Digest as _, Sha256};
@@ -71,7 +73,20 @@ impl World {
             last_ticket,
             release_trust: self.trust(),
             table,
+            firmware: None,
         }
+    }
+
+    /// A firmware release of a small image, sequence `sequence`.
+    fn firmware(&self, sequence: u64) -> Release {
+        let image = vec![sequence as u8; 1000];
+        let unsigned = FirmwareRelease { image: &image, sequence, vendor_id: self.vendor_id, class_id: self.class_id }
+            .build_unsigned()
+            .unwrap();
+        let envelope = add_signature(&unsigned, &self.release).unwrap();
+        let policy = gantry_signing::Policy::new(std::slice::from_ref(self.release.public_key()), 1);
+        let digest = *gantry_signing::verify(&envelope, &policy).unwrap().digest();
+        Release { sha256: Sha256::digest(&envelope).into(), envelope, digest }
     }
 
     fn release(&self, name: &str, sequence: u64) -> Release {
@@ -168,6 +183,9 @@ fn says(actions: &[Action]) -> Vec<String> {
             Action::Stage(_) => "stage".into(),
             Action::Download => "download".into(),
             Action::Finish => "finish".into(),
+            Action::StageFirmware(_) => "stage-firmware".into(),
+            Action::FinishFirmware => "finish-firmware".into(),
+            Action::Restart => "restart".into(),
             Action::Report { report, .. } => format!("report {} {}", report.stream, report.state),
             Action::Reload(name) => format!("reload {name}"),
             Action::Emit(AgentEvent::Skipped { stream, .. }) => format!("skipped {stream}"),
@@ -305,8 +323,8 @@ fn a_full_install_reports_each_step_and_acknowledges_the_etag() {
     let switched = UpdateEvent::Switched { name: "app".into(), version: "1".into(), sequence: 1, slot: Slot::A };
     assert_eq!(
         says(&m.handle(w.at(3), Input::Installed(Ok(switched)))),
-        ["reload app", "switched app", "skipped firmware", "sleep 30000ms"],
-        "the firmware is skipped without a report"
+        ["reload app", "switched app", "report firmware failed", "skipped firmware", "sleep 30000ms"],
+        "firmware on a device whose bootloader holds no keys is refused and reported"
     );
     assert_eq!(says(&m.handle(w.at(33), wake(0))), ["check-in etag=Some(\"\\\"e1\\\"\")"]);
 }
@@ -404,6 +422,7 @@ fn rollbacks_and_releases_reverted_here_are_reported_not_fetched() {
 #[test]
 fn what_needs_an_install() {
     let job = |seq: u64| Job {
+        firmware: false,
         stream: "app".into(),
         manifest_digest: [seq as u8; 32],
         sequence: seq,
@@ -619,4 +638,80 @@ fn hex_round_trip() {
     assert_eq!(unhex32(&hex::encode_upper(d)), Some(d));
     assert_eq!(unhex32("zz"), None);
     assert_eq!(unhex32(&"g".repeat(64)), None);
+}
+
+/// Issue 12: a firmware assignment is installed after the containers of
+/// the same ticket, through DFU, and ends the cycle with a restart; the
+/// state is not acknowledged, so the ticket after the restart is fresh.
+#[test]
+fn firmware_is_installed_last_and_restarts_the_device() {
+    let w = World::new();
+    let (fw, app) = (w.firmware(2), w.release("app", 1));
+    let mut m = checking_in(&w);
+    let ticket = w.ticket(T0, &[("firmware", &fw, 2), ("app", &app, 1)]);
+    let answer = w.answer(&ticket, &[("firmware", &fw), ("app", &app)]);
+    assert_eq!(says(&m.handle(w.at(1), answer)), ["read-store"]);
+    let view = StoreView {
+        firmware: Some(FirmwareView { running: Some(([1; 32], 1)), failed: None }),
+        ..w.view(SlotTable::default(), None)
+    };
+    assert_eq!(says(&m.handle(w.at(1), Input::StoreRead(Ok(view)))), ["accept 0"]);
+    assert_eq!(
+        says(&m.handle(w.at(1), Input::TicketAccepted(Ok(())))),
+        ["Ticket { assignments: 2 }", "fetch-envelope"]
+    );
+    // The container first.
+    assert_eq!(says(&m.handle(w.at(1), Input::EnvelopeFetched(Ok(app.envelope.clone())))), ["stage"]);
+    m.handle(w.at(1), Input::Staged(Ok(None)));
+    m.handle(w.at(1), Input::Downloaded(Ok(())));
+    let switched = UpdateEvent::Switched { name: "app".into(), version: "1".into(), sequence: 1, slot: Slot::A };
+    assert_eq!(
+        says(&m.handle(w.at(2), Input::Installed(Ok(switched)))),
+        ["reload app", "switched app", "fetch-envelope"]
+    );
+    assert_eq!(says(&m.handle(w.at(2), Input::EnvelopeFetched(Ok(fw.envelope.clone())))), ["stage-firmware"]);
+    assert_eq!(says(&m.handle(w.at(2), Input::Staged(Ok(None)))), ["report firmware downloading", "download"]);
+    assert_eq!(says(&m.handle(w.at(3), Input::Downloaded(Ok(())))), ["report firmware installing", "finish-firmware"]);
+    assert_eq!(
+        says(&m.handle(w.at(3), Input::FirmwareRequested(Ok(2)))),
+        ["FirmwareRequested { sequence: 2 }", "restart", "sleep 0ms"]
+    );
+    assert_eq!(says(&m.handle(w.at(4), wake(0))), ["check-in etag=None"], "not acknowledged");
+}
+
+#[test]
+fn firmware_that_runs_failed_here_or_is_older_is_not_installed() {
+    let w = World::new();
+    let fw = w.firmware(2);
+    let outcome = |view: Option<FirmwareView>| {
+        let mut m = checking_in(&w);
+        let ticket = w.ticket(T0, &[("firmware", &fw, 2)]);
+        m.handle(w.at(1), w.answer(&ticket, &[("firmware", &fw)]));
+        m.handle(w.at(1), Input::StoreRead(Ok(StoreView { firmware: view, ..w.view(SlotTable::default(), None) })));
+        let actions = m.handle(w.at(1), Input::TicketAccepted(Ok(())));
+        (says(&actions), details(&actions))
+    };
+    let running = |digest, seq| Some(FirmwareView { running: Some((digest, seq)), failed: None });
+    assert_eq!(outcome(running(fw.digest, 2)).0, ["Ticket { assignments: 1 }", "sleep 30000ms"], "already runs it");
+    let (said, why) = outcome(running([9; 32], 2));
+    assert_eq!(said, ["Ticket { assignments: 1 }", "report firmware failed", "skipped firmware", "sleep 30000ms"]);
+    assert!(why[0].contains("rollback refused"), "{why:?}");
+    let (_, why) = outcome(Some(FirmwareView { running: Some(([9; 32], 1)), failed: Some(fw.digest) }));
+    assert_eq!(why, ["this release was reverted on this device"]);
+    let (_, why) = outcome(None);
+    assert!(why[0].contains("not managed"), "{why:?}");
+}
+
+#[test]
+fn a_firmware_outcome_is_reported_with_its_digest_and_reason() {
+    let w = World::new();
+    let mut m = checking_in(&w);
+    m.handle(w.at(1), unchanged(Some(30)));
+    let reverted =
+        FirmwareOutcome::Reverted { manifest_digest: [4; 32], sequence: 2, reason: "its trial failed".into() };
+    let actions = m.handle(w.at(2), Input::FirmwareOutcome(reverted));
+    assert_eq!(says(&actions), ["report firmware reverted", "sleep 0ms"]);
+    assert_eq!(details(&actions), ["its trial failed"]);
+    let confirmed = FirmwareOutcome::Confirmed { manifest_digest: [4; 32], sequence: 2 };
+    assert_eq!(says(&m.handle(w.at(3), Input::FirmwareOutcome(confirmed))), ["report firmware installed", "sleep 0ms"]);
 }

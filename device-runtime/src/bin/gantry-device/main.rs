@@ -19,7 +19,7 @@ use gantry_device::bundle::{self, BundleError, VerifiedRelease};
 use gantry_device::clock::Clock as _;
 use gantry_device::clock::SystemClock;
 use gantry_device::device::{Device, DeviceError};
-use gantry_device::firmware::{Firmware, FirmwareTrial, TrialEvent};
+use gantry_device::firmware::{Firmware, FirmwareOutcome, FirmwareTrial, TrialEvent};
 use gantry_device::layout::Geometry;
 use gantry_device::store::{self, Identity, Stage};
 use gantry_device::supervisor::{self, Control, Report};
@@ -410,6 +410,14 @@ fn power_on(
     let (outcomes, to_report) = channel();
     let agent = agent.map(|config| Agent::new(config, device, state)).transpose()?;
     let recovery = matches!(firmware, Firmware::Recovery(_));
+    // A firmware update requested before this power-on: what became of it.
+    if let Some(outcome) = device.store().settle_firmware(firmware)? {
+        println!(
+            "{}",
+            if json { firmware_outcome_json(&outcome).to_string() } else { firmware_outcome_text(&outcome) }
+        );
+        let _ = outcomes.send(Outcome::Firmware(outcome));
+    }
     std::thread::scope(|s| {
         // In recovery nothing the firmware would run is started; the agent
         // can still bring a verified image.
@@ -422,7 +430,7 @@ fn power_on(
             Some(s.spawn(move || supervisor::run_controlled(device, clock, &halt, &tx, commands)))
         };
         if let Some(agent) = agent {
-            s.spawn(|| pull(agent, device, &halt, &control, to_report, json));
+            s.spawn(|| pull(agent, device, &halt, &restart, &control, to_report, json));
         }
         loop {
             let report = match rx.recv_timeout(Duration::from_millis(100)) {
@@ -446,7 +454,12 @@ fn power_on(
                     Verdict::Pending => {}
                     Verdict::Confirm => {
                         let said = match device.store().confirm_firmware(record) {
-                            Ok(()) => json!({ "report": "firmware-confirmed", "sequence": record.sequence }),
+                            Ok(outcome) => {
+                                if let Some(o) = outcome {
+                                    let _ = outcomes.send(Outcome::Firmware(o));
+                                }
+                                json!({ "report": "firmware-confirmed", "sequence": record.sequence })
+                            }
                             Err(e) => json!({ "report": "firmware-confirm-failed", "error": e.to_string() }),
                         };
                         println!("{}", if json { said.to_string() } else { format!("firmware: {said}") });
@@ -463,7 +476,10 @@ fn power_on(
                 }
             }
             if let Some(Report::Update(e)) = report {
-                let _ = outcomes.send(e);
+                let _ = outcomes.send(Outcome::Container(e));
+            }
+            if restart.load(Ordering::Relaxed) {
+                halt.store(true, Ordering::Relaxed);
             }
             if until.is_some_and(|u| Instant::now() >= u) || stop.load(Ordering::Relaxed) {
                 halt.store(true, Ordering::Relaxed);
@@ -510,6 +526,28 @@ fn firmware_text(f: &Firmware) -> String {
     }
 }
 
+fn firmware_outcome_text(o: &FirmwareOutcome) -> String {
+    match o {
+        FirmwareOutcome::Confirmed { sequence, .. } => format!("firmware: update to sequence {sequence} confirmed"),
+        FirmwareOutcome::Reverted { sequence, reason, .. } => {
+            format!("firmware: update to sequence {sequence} did not take: {reason}")
+        }
+    }
+}
+
+fn firmware_outcome_json(o: &FirmwareOutcome) -> serde_json::Value {
+    match o {
+        FirmwareOutcome::Confirmed { manifest_digest, sequence } => json!({
+            "report": "firmware-update", "outcome": "confirmed", "sequence": sequence,
+            "manifest_digest": hex::encode(manifest_digest),
+        }),
+        FirmwareOutcome::Reverted { manifest_digest, sequence, reason } => json!({
+            "report": "firmware-update", "outcome": "reverted", "sequence": sequence,
+            "manifest_digest": hex::encode(manifest_digest), "reason": reason,
+        }),
+    }
+}
+
 fn firmware_json(f: &Firmware) -> serde_json::Value {
     match f {
         Firmware::Unknown | Firmware::Absent => json!({ "report": "firmware", "state": "none" }),
@@ -527,15 +565,25 @@ fn firmware_json(f: &Firmware) -> serde_json::Value {
     }
 }
 
+/// An outcome the agent reports.
+enum Outcome {
+    /// A container's confirm or revert.
+    Container(UpdateEvent),
+    /// What became of a firmware update.
+    Firmware(FirmwareOutcome),
+}
+
 /// The agent's loop: poll, install, have the supervisor reload what was
-/// switched, report the outcomes the supervisor reaches, wait until the
-/// agent's next check-in (which a reported outcome brings forward).
+/// switched, restart the device into requested firmware, report the
+/// outcomes the supervisor reaches, wait until the agent's next check-in
+/// (which a reported outcome brings forward).
 fn pull(
     mut agent: Agent,
     device: &Device,
     stop: &AtomicBool,
+    restart: &AtomicBool,
     control: &Sender<Control>,
-    outcomes: Receiver<UpdateEvent>,
+    outcomes: Receiver<Outcome>,
     json: bool,
 ) {
     let say = |e: &AgentEvent| match e {
@@ -554,6 +602,10 @@ fn pull(
                 for name in cycle.switched {
                     let _ = control.send(Control::Reload(name));
                 }
+                if cycle.restart {
+                    restart.store(true, Ordering::Relaxed);
+                    return;
+                }
             }
             Err(e) => {
                 let wait = agent.next_check_in().saturating_duration_since(Instant::now());
@@ -561,8 +613,10 @@ fn pull(
             }
         }
         while Instant::now() < agent.next_check_in() && !stop.load(Ordering::Relaxed) {
-            if let Ok(e) = outcomes.recv_timeout(Duration::from_millis(100)) {
-                agent.report_event(device, &e);
+            match outcomes.recv_timeout(Duration::from_millis(100)) {
+                Ok(Outcome::Container(e)) => agent.report_event(device, &e),
+                Ok(Outcome::Firmware(o)) => agent.report_firmware(device, &o),
+                Err(_) => {}
             }
         }
     }
@@ -768,6 +822,9 @@ fn agent_text(e: &AgentEvent) -> String {
         AgentEvent::ReportFailed { stream, state, reason } => {
             format!("{stream}: the {state} report did not reach the server: {reason}")
         }
+        AgentEvent::FirmwareRequested { sequence } => {
+            format!("firmware sequence {sequence} written and requested: restarting into it")
+        }
     }
 }
 
@@ -786,6 +843,7 @@ fn agent_json(e: &AgentEvent) -> serde_json::Value {
         AgentEvent::ReportFailed { stream, state, reason } => {
             json!({ "agent": "report-failed", "stream": stream, "state": state.as_str(), "reason": reason })
         }
+        AgentEvent::FirmwareRequested { sequence } => json!({ "agent": "firmware-requested", "sequence": sequence }),
     }
 }
 
