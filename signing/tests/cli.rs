@@ -410,3 +410,44 @@ fn a_reader_that_closes_early_is_not_a_crash() {
         assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{args:?}: {stderr}");
     }
 }
+
+/// Issue 12: firmware releases through the same flow as containers.
+#[test]
+fn firmware_release_builds_signs_verifies_and_inspects() {
+    let dir = setup();
+    let d = dir.path();
+    json(d, &["keygen", "--alg", "ed25519", "--out", "rel"], 0);
+    std::fs::write(d.join("fw.bin"), vec![7u8; 20_000]).unwrap();
+    let args = ["firmware", "--image", "fw.bin", "--sequence", "3", "--vendor", "example.com", "--class", "gw"];
+    let mut signed = args.to_vec();
+    signed.extend(["--key", "rel.key", "--out", "fw.suit"]);
+    let report = json(d, &signed, 0);
+    let components = report["components"].as_array().unwrap();
+    assert_eq!(components.len(), 1, "{report}");
+    assert_eq!(components[0]["id"], "[\"firmware\"]", "{report}");
+    assert_eq!(components[0]["size"], 20_000, "{report}");
+    let v = json(d, &["verify", "--key", "rel.pub", "--min-sequence", "3", "fw.suit"], 0);
+    assert_eq!(v["sequence_number"], 3);
+    json(d, &["verify", "--key", "rel.pub", "--min-sequence", "4", "fw.suit"], 1);
+    // The same inputs give the same bytes.
+    let mut again = args.to_vec();
+    again.extend(["--key", "rel.key", "--out", "fw2.suit"]);
+    json(d, &again, 0);
+    assert_eq!(std::fs::read(d.join("fw.suit")).unwrap(), std::fs::read(d.join("fw2.suit")).unwrap());
+    // An empty image is refused.
+    std::fs::write(d.join("empty.bin"), b"").unwrap();
+    let empty = [
+        "firmware",
+        "--image",
+        "empty.bin",
+        "--sequence",
+        "1",
+        "--vendor",
+        "example.com",
+        "--class",
+        "gw",
+        "--out",
+        "x.suit",
+    ];
+    expect(d, &empty, 2);
+}

@@ -84,6 +84,30 @@ pub(crate) enum Command {
         #[arg(long, value_name = "OUT.suit")]
         out: PathBuf,
     },
+    /// Build a firmware release manifest from a firmware image.
+    ///
+    /// One component, ["firmware"], referenced by digest, size and
+    /// content-addressed URI (/blobs/sha256/<hex>): the bootloader verifies
+    /// it before every boot, and the sequence number is its anti-rollback
+    /// counter. Ship the image next to the envelope. Without --key the
+    /// envelope is unsigned; add signatures later with `sign`.
+    Firmware {
+        /// The firmware image, as it runs from the ACTIVE slot.
+        #[arg(long, value_name = "IMAGE.bin")]
+        image: PathBuf,
+        /// Sequence number in the device's firmware stream; the bootloader
+        /// refuses anything not above its counter.
+        #[arg(long)]
+        sequence: u64,
+        #[command(flatten)]
+        identity: Identity,
+        /// Sign with this private key (repeatable, one signature each).
+        #[arg(long, value_name = "K.key")]
+        key: Vec<PathBuf>,
+        /// Where to write the envelope.
+        #[arg(long, value_name = "OUT.suit")]
+        out: PathBuf,
+    },
     /// Add a signature to an envelope, keeping the signatures it has.
     Sign {
         /// Private key to sign with (repeatable).

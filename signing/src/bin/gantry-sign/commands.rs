@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use gantry_keys::{FileKeySource, KeySource as _, KeyType, SigningKey};
 use gantry_signing::build::{
-    ContainerRelease, add_signature, class_id_from_model, signer_key_ids, vendor_id_from_domain,
+    ContainerRelease, FirmwareRelease, add_signature, class_id_from_model, signer_key_ids, vendor_id_from_domain,
 };
 use gantry_signing::config::ContainerConfig;
 use gantry_signing::inspect::{Inspection, inspect};
@@ -23,6 +23,9 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Keygen { alg, out, cose } => keygen(alg, &out, cose, json),
         Command::Container { module, config, blob, sequence, identity, key, out } => {
             container(&module, &config, &blob, sequence, &identity, &key, &out, json)
+        }
+        Command::Firmware { image, sequence, identity, key, out } => {
+            firmware(&image, sequence, &identity, &key, &out, json)
         }
         Command::Sign { key, input, out } => sign(&key, &input, &out, json),
         Command::Verify { trust, min_sequence, identity, file } => {
@@ -127,10 +130,7 @@ fn container(
         blob_data.push((name.to_owned(), bytes));
     }
     let blob_refs: Vec<(String, &[u8])> = blob_data.iter().map(|(n, b)| (n.clone(), &b[..])).collect();
-    let vendor = resolve_vendor(identity.vendor.as_deref(), identity.vendor_id.as_deref())?
-        .context("--vendor or --vendor-id is required")?;
-    let class = resolve_class(Some(&vendor), identity.class.as_deref(), identity.class_id.as_deref())?
-        .context("--class or --class-id is required")?;
+    let (vendor, class) = resolve_identity(identity)?;
     let mut envelope = ContainerRelease {
         config: &config,
         module: &module_bytes,
@@ -155,6 +155,36 @@ fn container(
         );
     }
     print_inspection(&report, json)
+}
+
+fn firmware(image: &Path, sequence: u64, identity: &Identity, keys: &[PathBuf], out: &Path, json: bool) -> Result<()> {
+    let bytes = std::fs::read(image).with_context(|| format!("cannot read firmware image {}", image.display()))?;
+    let (vendor_id, class_id) = resolve_identity(identity)?;
+    let mut envelope = FirmwareRelease { image: &bytes, sequence, vendor_id, class_id }.build_unsigned()?;
+    for k in keys {
+        let source = FileKeySource::open(k)?;
+        envelope = add_signature(&envelope, &source).with_context(|| format!("signing with {}", k.display()))?;
+    }
+    write_atomic(out, &envelope)?;
+    let report = inspect(&envelope)?;
+    if !json {
+        errln!(
+            "wrote {} ({} bytes, {}); ship the image as the URI below",
+            out.display(),
+            envelope.len(),
+            if keys.is_empty() { "unsigned".to_owned() } else { format!("{} signature(s)", keys.len()) }
+        );
+    }
+    print_inspection(&report, json)
+}
+
+/// The vendor and class ids `identity` names (both required).
+fn resolve_identity(identity: &Identity) -> Result<([u8; 16], [u8; 16])> {
+    let vendor = resolve_vendor(identity.vendor.as_deref(), identity.vendor_id.as_deref())?
+        .context("--vendor or --vendor-id is required")?;
+    let class = resolve_class(Some(&vendor), identity.class.as_deref(), identity.class_id.as_deref())?
+        .context("--class or --class-id is required")?;
+    Ok((vendor, class))
 }
 
 fn sign(keys: &[PathBuf], input: &Path, out: &Path, json: bool) -> Result<()> {
