@@ -453,17 +453,20 @@ fn power_on(
                 match verdict {
                     Verdict::Pending => {}
                     Verdict::Confirm => {
+                        // A confirm the flash refuses is tried again at the
+                        // next report or tick, never forgotten.
                         let said = match device.store().confirm_firmware(record) {
                             Ok(outcome) => {
                                 if let Some(o) = outcome {
                                     let _ = outcomes.send(Outcome::Firmware(o));
                                 }
-                                json!({ "report": "firmware-confirmed", "sequence": record.sequence })
+                                let said = json!({ "report": "firmware-confirmed", "sequence": record.sequence });
+                                trial = None;
+                                said
                             }
                             Err(e) => json!({ "report": "firmware-confirm-failed", "error": e.to_string() }),
                         };
                         println!("{}", if json { said.to_string() } else { format!("firmware: {said}") });
-                        trial = None;
                     }
                     Verdict::Revert(reason) => {
                         let said =
