@@ -11,13 +11,17 @@ use std::time::{Duration, Instant};
 
 use gantry_device::agent::{Agent, AgentConfig, AgentEvent, Caps, Schedule};
 use gantry_device::device::Device;
+use gantry_device::firmware::{Firmware, FirmwareOutcome, FirmwareTrial, TrialEvent};
 use gantry_device::layout::Geometry;
 use gantry_device::store::Identity;
 use gantry_device::supervisor::{self, Report};
 use gantry_device::update::UpdateEvent;
+use gantry_device::update::Verdict;
 use gantry_keys::trust::{Role, SignedTrustRoot, TrustRoot};
 use gantry_keys::{FileKeySource, KeySource, KeyType, SigningKey};
-use gantry_signing::build::{ContainerRelease, add_signature, class_id_from_model, vendor_id_from_domain};
+use gantry_signing::build::{
+    ContainerRelease, FirmwareRelease, add_signature, class_id_from_model, vendor_id_from_domain,
+};
 use gantry_signing::config::ContainerConfig;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -194,6 +198,24 @@ impl Fleet {
         Release { envelope, module, digest }
     }
 
+    /// Signs a firmware release of `image` for `class` (the fleet's own,
+    /// or another) and uploads it (blob, then envelope).
+    pub fn firmware(&self, image: Vec<u8>, sequence: u64, class: &str) -> Release {
+        let vendor_id = vendor_id_from_domain(VENDOR);
+        let unsigned =
+            FirmwareRelease { image: &image, sequence, vendor_id, class_id: class_id_from_model(&vendor_id, class) }
+                .build_unsigned()
+                .expect("firmware release");
+        let envelope = add_signature(&unsigned, self.release_key.as_ref()).expect("sign");
+        let hex = hex::encode(Sha256::digest(&image));
+        let (status, body) = self.call("PUT", &format!("/api/v1/blobs/sha256/{hex}"), Body::Bytes(image.clone()));
+        assert!(status == 200 || status == 201, "{status} {body}");
+        let (status, body) = self.call("POST", "/api/v1/releases", Body::Bytes(envelope.clone()));
+        assert_eq!(status, 201, "{body}");
+        let digest = body["manifest_digest"].as_str().expect("manifest_digest").to_owned();
+        Release { envelope, module: image, digest }
+    }
+
     /// The server's online (ticket) key, as an attacker who stole it would
     /// hold it.
     pub fn server_key(&self) -> Arc<dyn KeySource> {
@@ -223,7 +245,7 @@ impl Fleet {
         device_id[..8].copy_from_slice(&(n as u64).to_be_bytes());
         device_id[8..].copy_from_slice(&Sha256::digest(state.to_string_lossy().as_bytes())[..8]);
         let identity = Identity { device_id, vendor_id, class_id: class_id_from_model(&vendor_id, CLASS) };
-        let geometry = Geometry { firmware_pages: 1, device_kv_pages: 4, max_containers: 2, slot_size: 512 * 1024 };
+        let geometry = Geometry { firmware_pages: 4, device_kv_pages: 4, max_containers: 2, slot_size: 512 * 1024 };
         let device =
             Device::init(&state, geometry, &identity, &self.trust_root, supervisor::unix_now()).expect("device init");
         let config = AgentConfig {
@@ -305,6 +327,66 @@ impl SimDevice {
             }
         }
         Ok(events)
+    }
+
+    /// A power-on, as `gantry-device run` does it: the boot decision, the
+    /// outcome of a firmware update requested before it reported, and,
+    /// for firmware on trial, the trial: the supervisor runs until every
+    /// enabled container started (confirmed) or one fails or `probation`
+    /// passes (then the device restarts unconfirmed, and the bootloader
+    /// reverts). `healthy: false` stands for a runtime that does not come
+    /// up under the new firmware: the trial ends unconfirmed. Returns what
+    /// each boot found and the firmware outcomes reported.
+    pub fn power_on(&mut self, probation: Duration, healthy: bool) -> (Vec<Firmware>, Vec<FirmwareOutcome>) {
+        let (mut booted, mut outcomes) = (Vec::new(), Vec::new());
+        for _ in 0..2 {
+            let firmware = self.device.boot().expect("boot");
+            booted.push(firmware.clone());
+            if let Some(o) = self.device.store().settle_firmware(&firmware).expect("settle") {
+                self.agent.report_firmware(&self.device, &o);
+                outcomes.push(o);
+            }
+            let Firmware::Running(record) = firmware else { break };
+            if !record.trial {
+                break;
+            }
+            if healthy && self.firmware_trial(probation) {
+                let confirmed = self.device.store().confirm_firmware(&record).expect("confirm");
+                if let Some(o) = confirmed {
+                    self.agent.report_firmware(&self.device, &o);
+                    outcomes.push(o);
+                }
+                break;
+            }
+        }
+        (booted, outcomes)
+    }
+
+    /// Runs the supervisor through a firmware trial; true if it passed.
+    fn firmware_trial(&self, probation: Duration) -> bool {
+        let table = self.device.store().table().expect("table");
+        let names = table.containers.iter().filter(|c| c.enabled && c.running().is_some()).map(|c| c.name.clone());
+        let started = Instant::now();
+        let mut trial = FirmwareTrial::start(names, 0, probation.as_millis() as u64);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        std::thread::scope(|s| {
+            let stop2 = stop.clone();
+            s.spawn(move || supervisor::run(&self.device, &stop2, &tx));
+            let verdict = loop {
+                let now = started.elapsed().as_millis() as u64;
+                let verdict = match rx.recv_timeout(Duration::from_millis(20)) {
+                    Ok(Report::Started { name, .. }) => trial.observe(&TrialEvent::Started(name)),
+                    Ok(Report::GaveUp { name, reason }) => trial.observe(&TrialEvent::Failed { name, reason }),
+                    _ => trial.tick(now),
+                };
+                if verdict != Verdict::Pending {
+                    break verdict;
+                }
+            };
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            verdict == Verdict::Confirm
+        })
     }
 
     /// Runs the supervisor until every probation ended or `cap` passed;

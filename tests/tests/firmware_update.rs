@@ -1,0 +1,142 @@
+//! Firmware over the air through the real server (issue 12): a fleet pulls
+//! a firmware release, restarts into it on trial and confirms it; a
+//! release under which the runtime does not come up is reverted on every
+//! device by the bootloader and reported; older and foreign firmware is
+//! refused; a root rotation reaches the bootloader and firmware signed by
+//! the old release key is then refused.
+
+use std::time::Duration;
+
+use gantry_device::agent::AgentEvent;
+use gantry_device::firmware::{Firmware, FirmwareOutcome};
+use gantry_e2e::fleet::{CLASS, Fleet, SimDevice};
+
+const PROBATION: Duration = Duration::from_millis(300);
+
+fn image(seed: u8) -> Vec<u8> {
+    (0..4000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8 ^ seed).collect()
+}
+
+/// One agent cycle; if it requested firmware, the restart into it.
+fn cycle_and_restart(d: &mut SimDevice, healthy: bool) -> (Vec<AgentEvent>, Vec<Firmware>, Vec<FirmwareOutcome>) {
+    let events = d.cycle(Duration::from_secs(10)).expect("cycle");
+    let requested = events.iter().any(|e| matches!(e, AgentEvent::FirmwareRequested { .. }));
+    let (booted, outcomes) = if requested { d.power_on(PROBATION, healthy) } else { (Vec::new(), Vec::new()) };
+    (events, booted, outcomes)
+}
+
+fn running(d: &SimDevice) -> Option<u64> {
+    d.device.firmware().record().map(|r| r.sequence)
+}
+
+fn skipped(events: &[AgentEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::Skipped { stream, reason } if stream == "firmware" => Some(reason.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What the server last heard about `device`'s firmware.
+fn reported(fleet: &Fleet, device: &str) -> Option<(String, String)> {
+    let view = fleet.device_view(device);
+    view["installed"].as_array()?.iter().find(|i| i["stream"] == "firmware").map(|i| {
+        (
+            i["manifest_digest"].as_str().unwrap_or_default().to_owned(),
+            i["state"].as_str().unwrap_or_default().to_owned(),
+        )
+    })
+}
+
+#[test]
+fn a_fleet_takes_firmware_reverts_a_bad_one_and_refuses_old_foreign_and_rotated_out_keys() {
+    let mut fleet = Fleet::start();
+    let mut devices: Vec<SimDevice> = (0..4).map(|n| fleet.device(n, &fleet.url)).collect();
+    for d in &mut devices {
+        let (booted, _) = d.power_on(PROBATION, true);
+        assert_eq!(booted, [Firmware::Absent], "a new device runs no firmware");
+    }
+
+    // Firmware 1 everywhere: pulled, restarted into on trial, confirmed, reported.
+    let v1 = fleet.firmware(image(1), 1, CLASS);
+    for d in &devices {
+        fleet.assign(&d.id(), "firmware", &v1);
+    }
+    for d in &mut devices {
+        let (events, booted, outcomes) = cycle_and_restart(d, true);
+        assert!(events.contains(&AgentEvent::FirmwareRequested { sequence: 1 }), "{events:?}");
+        assert!(matches!(&booted[..], [Firmware::Running(r)] if r.trial && r.sequence == 1), "{booted:?}");
+        assert!(matches!(&outcomes[..], [FirmwareOutcome::Confirmed { sequence: 1, .. }]), "{outcomes:?}");
+        assert_eq!(running(d), Some(1));
+        assert_eq!(reported(&fleet, &d.id()), Some((v1.digest.clone(), "installed".into())));
+    }
+    // After the restart the device checks in afresh, finds it runs what is
+    // assigned, and from then on hears nothing new.
+    for d in &mut devices {
+        let events = d.cycle(Duration::from_secs(10)).expect("cycle");
+        assert!(
+            events.iter().all(|e| matches!(e, AgentEvent::Ticket { .. } | AgentEvent::LoggedIn { .. })),
+            "{events:?}"
+        );
+        assert_eq!(d.cycle(Duration::from_secs(10)).expect("cycle"), vec![AgentEvent::Unchanged]);
+    }
+
+    // Firmware 2, under which the runtime does not come up: the trial
+    // ends unconfirmed, the bootloader reverts at the next boot, and the
+    // server hears why. It is not tried again.
+    let v2 = fleet.firmware(image(2), 2, CLASS);
+    for d in &devices {
+        fleet.assign(&d.id(), "firmware", &v2);
+    }
+    for d in &mut devices {
+        let (_, booted, outcomes) = cycle_and_restart(d, false);
+        assert_eq!(booted.len(), 2, "the trial boot and the revert: {booted:?}");
+        assert!(matches!(&booted[1], Firmware::Running(r) if !r.trial && r.sequence == 1), "{booted:?}");
+        assert!(
+            matches!(&outcomes[..], [FirmwareOutcome::Reverted { sequence: 2, reason, .. }] if reason.contains("trial")),
+            "{outcomes:?}"
+        );
+        assert_eq!(reported(&fleet, &d.id()).map(|r| r.1), Some("reverted".into()));
+        let (events, booted, _) = cycle_and_restart(d, true);
+        assert!(booted.is_empty(), "not tried again");
+        assert_eq!(skipped(&events), ["this release was reverted on this device"]);
+        assert_eq!(running(d), Some(1));
+    }
+
+    // Foreign firmware (another board) is refused by the device, with a report.
+    let d = &mut devices[0];
+    let foreign = fleet.firmware(image(3), 3, "another-board");
+    fleet.assign(&d.id(), "firmware", &foreign);
+    let (events, booted, _) = cycle_and_restart(d, true);
+    assert!(booted.is_empty(), "{events:?}");
+    assert_eq!(skipped(&events).len(), 1, "{events:?}");
+    assert!(skipped(&events)[0].contains("class id"), "{events:?}");
+    assert_eq!(running(d), Some(1));
+
+    // The keys rotate: with the next assignment the device takes the new
+    // root (its bootloader first), still boots firmware 1, and takes
+    // firmware the new release key signed; what the old key signed is
+    // refused from then on.
+    let old_key_fw = fleet.firmware(image(4), 4, CLASS);
+    fleet.rotate_keys();
+    let d = &mut devices[1];
+    let new_key_fw = fleet.firmware(image(5), 5, CLASS);
+    fleet.assign(&d.id(), "firmware", &new_key_fw);
+    let (events, booted, outcomes) = cycle_and_restart(d, true);
+    assert!(events.iter().any(|e| matches!(e, AgentEvent::TrustRoot { accepted: Some(2), .. })), "{events:?}");
+    assert_eq!(d.device.store().boot_keys().unwrap().unwrap().version, 2, "the bootloader was re-keyed");
+    assert!(matches!(&booted[..], [Firmware::Running(r)] if r.trial && r.sequence == 5), "{booted:?}");
+    assert!(matches!(&outcomes[..], [FirmwareOutcome::Confirmed { sequence: 5, .. }]), "{outcomes:?}");
+    let now = gantry_device::supervisor::unix_now();
+    let refused = d.device.store().stage_firmware(&old_key_fw.envelope, now).expect_err("old release key");
+    assert!(refused.to_string().contains("trusted key"), "{refused}");
+
+    // An older release is refused as a rollback, with a report.
+    fleet.assign(&d.id(), "firmware", &v1);
+    let (events, booted, _) = cycle_and_restart(d, true);
+    assert!(booted.is_empty(), "{events:?}");
+    assert!(skipped(&events).first().is_some_and(|r| r.contains("rollback refused")), "{events:?}");
+    assert_eq!(running(d), Some(5));
+}
