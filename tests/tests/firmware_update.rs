@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use gantry_device::agent::AgentEvent;
 use gantry_device::firmware::{Firmware, FirmwareOutcome};
-use gantry_e2e::fleet::{CLASS, Fleet, SimDevice};
+use gantry_e2e::fleet::{Body, CLASS, Fleet, SimDevice};
+use serde_json::json;
 
 const PROBATION: Duration = Duration::from_millis(300);
 
@@ -139,4 +140,46 @@ fn a_fleet_takes_firmware_reverts_a_bad_one_and_refuses_old_foreign_and_rotated_
     assert!(booted.is_empty(), "{events:?}");
     assert!(skipped(&events).first().is_some_and(|r| r.contains("rollback refused")), "{events:?}");
     assert_eq!(running(d), Some(5));
+}
+
+/// A staged rollout of firmware halts by itself when the first stage's
+/// devices revert it, exactly as a container rollout does; the rest of
+/// the fleet never tries it.
+#[test]
+fn a_firmware_rollout_halts_itself_when_its_first_stage_reverts() {
+    let fleet = Fleet::start();
+    let mut devices: Vec<SimDevice> = (0..20).map(|n| fleet.device(n, &fleet.url)).collect();
+    let v1 = fleet.firmware(image(1), 1, CLASS);
+    for d in &mut devices {
+        fleet.assign(&d.id(), "firmware", &v1);
+        let (_, _, outcomes) = cycle_and_restart(d, true);
+        assert!(matches!(&outcomes[..], [FirmwareOutcome::Confirmed { sequence: 1, .. }]), "{outcomes:?}");
+    }
+
+    let v2 = fleet.firmware(image(2), 2, CLASS);
+    let (status, body) = fleet.call(
+        "POST",
+        "/api/v1/rollouts",
+        Body::Json(json!({
+            "manifest_digest": v2.digest, "group": "lab", "stages": [10, 50, 100],
+            "success_threshold": 100, "error_threshold": 10,
+        })),
+    );
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().expect("rollout id").to_owned();
+    let mut tried = 0;
+    for _ in 0..3 {
+        for d in &mut devices {
+            let (_, booted, outcomes) = cycle_and_restart(d, false);
+            tried += usize::from(!booted.is_empty());
+            if !booted.is_empty() {
+                assert!(matches!(&outcomes[..], [FirmwareOutcome::Reverted { sequence: 2, .. }]), "{outcomes:?}");
+            }
+        }
+    }
+    let (status, r) = fleet.call("GET", &format!("/api/v1/rollouts/{id}"), Body::None);
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["state"], "halted", "{r:#}");
+    assert!((1..=2).contains(&tried), "{tried} devices tried the bad firmware; the first stage is 10 % of 20");
+    assert!(devices.iter().all(|d| running(d) == Some(1)), "every device runs firmware 1");
 }
