@@ -44,6 +44,16 @@ pub struct Measurement {
     pub image_size: u32,
 }
 
+/// Whether `manifest` is a firmware release: exactly one component,
+/// `["firmware"]`.
+pub fn is_firmware_manifest(manifest: &gantry_signing::Manifest<'_>) -> bool {
+    manifest.component_count() == 1
+        && manifest.component(0).is_some_and(|id: ComponentId<'_>| {
+            let mut segments = id.segments();
+            segments.next() == Some(FIRMWARE_COMPONENT) && segments.next().is_none()
+        })
+}
+
 /// Verifies the slot image at the start of `flash`, which may occupy its
 /// first `limit` bytes, requiring a sequence number of at least
 /// `min_sequence`. `envelope` receives the envelope (its length bounds the
@@ -69,12 +79,7 @@ pub fn verify_slot<F: ReadNorFlash>(
         .min_sequence(min_sequence)
         .identity(Some(&config.vendor_id), Some(&config.class_id));
     let verified = gantry_signing::verify(buf, &policy)?;
-    let manifest = verified.manifest();
-    let is_firmware = |id: ComponentId<'_>| {
-        let mut segments = id.segments();
-        segments.next() == Some(FIRMWARE_COMPONENT) && segments.next().is_none()
-    };
-    if manifest.component_count() != 1 || !manifest.component(0).is_some_and(is_firmware) {
+    if !is_firmware_manifest(verified.manifest()) {
         return Err(ImageError::NotFirmware("expected exactly one component, [\"firmware\"]"));
     }
 

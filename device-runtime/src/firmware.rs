@@ -22,7 +22,7 @@ use gantry_boot::{
     BootKeys, BootOutcome, BootPolicy, BootRecord, Bootloader, Control, ImageError, Measurement, Reason, SwapState,
     Workspace,
 };
-use gantry_signing::{FIRMWARE_COMPONENT, Policy};
+use gantry_signing::Policy;
 use sha2::Digest as _;
 
 use std::collections::BTreeSet;
@@ -242,13 +242,7 @@ impl<F: NorFlash> Store<F> {
             .min_sequence(state.security_counter.saturating_add(1))
             .identity(Some(&config.vendor_id), Some(&config.class_id));
         let verified = gantry_signing::verify(envelope, &policy).map_err(|e| Error::Firmware(e.to_string()))?;
-        let manifest = verified.manifest();
-        let firmware_only = manifest.component_count() == 1
-            && manifest.component(0).is_some_and(|c| {
-                let mut segments = c.segments();
-                segments.next() == Some(FIRMWARE_COMPONENT) && segments.next().is_none()
-            });
-        if !firmware_only {
+        if !gantry_boot::check::is_firmware_manifest(verified.manifest()) {
             return Err(Error::Firmware("not a firmware release: one [\"firmware\"] component expected".into()));
         }
         let image = verified.declared_image(0).map_err(|e| Error::Firmware(e.to_string()))?;

@@ -84,27 +84,22 @@ impl<const W: usize, const E: usize> Rig<W, E> {
     /// provisioned in its boot map ([`Control::provision`]), not [`Rig::anchors`].
     pub fn boot_provisioned(&self) -> Result<BootOutcome, BootError> {
         let l = &self.layout;
-        let mut bl = Bootloader::provisioned(
-            self.policy(),
-            self.partition(l.active),
-            self.partition(l.dfu),
-            self.partition(l.state),
-            self.partition(l.boot_kv),
-        )?;
-        let (mut page, mut envelope) = ([0u8; 256], [0u8; crate::image::MAX_ENVELOPE]);
-        bl.boot(&mut Workspace { page: &mut page, envelope: &mut envelope })
+        let (active, dfu, state, kv) =
+            (self.partition(l.active), self.partition(l.dfu), self.partition(l.state), self.partition(l.boot_kv));
+        Self::power_on(Bootloader::provisioned(self.policy(), active, dfu, state, kv)?)
     }
 
     /// One power-on: the bootloader's decision, with [`Rig::anchors`].
     pub fn boot(&self) -> Result<BootOutcome, BootError> {
         let l = &self.layout;
-        let mut bl = Bootloader::new(
-            self.config(),
-            self.partition(l.active),
-            self.partition(l.dfu),
-            self.partition(l.state),
-            self.partition(l.boot_kv),
-        )?;
+        let (active, dfu, state, kv) =
+            (self.partition(l.active), self.partition(l.dfu), self.partition(l.state), self.partition(l.boot_kv));
+        Self::power_on(Bootloader::new(self.config(), active, dfu, state, kv)?)
+    }
+
+    fn power_on(
+        mut bl: Bootloader<'_, Part<'_, W, E>, Part<'_, W, E>, Part<'_, W, E>, Part<'_, W, E>>,
+    ) -> Result<BootOutcome, BootError> {
         let (mut page, mut envelope) = ([0u8; 256], [0u8; crate::image::MAX_ENVELOPE]);
         bl.boot(&mut Workspace { page: &mut page, envelope: &mut envelope })
     }

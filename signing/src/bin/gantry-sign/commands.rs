@@ -131,7 +131,7 @@ fn container(
     }
     let blob_refs: Vec<(String, &[u8])> = blob_data.iter().map(|(n, b)| (n.clone(), &b[..])).collect();
     let (vendor, class) = resolve_identity(identity)?;
-    let mut envelope = ContainerRelease {
+    let envelope = ContainerRelease {
         config: &config,
         module: &module_bytes,
         blobs: &blob_refs,
@@ -140,27 +140,19 @@ fn container(
         class_id: class,
     }
     .build_unsigned()?;
-    for k in keys {
-        let source = FileKeySource::open(k)?;
-        envelope = add_signature(&envelope, &source).with_context(|| format!("signing with {}", k.display()))?;
-    }
-    write_atomic(out, &envelope)?;
-    let report = inspect(&envelope)?;
-    if !json {
-        errln!(
-            "wrote {} ({} bytes, {}); ship the module and blobs as the URIs below",
-            out.display(),
-            envelope.len(),
-            if keys.is_empty() { "unsigned".to_owned() } else { format!("{} signature(s)", keys.len()) }
-        );
-    }
-    print_inspection(&report, json)
+    sign_and_write(envelope, keys, out, "the module and blobs as the URIs", json)
 }
 
 fn firmware(image: &Path, sequence: u64, identity: &Identity, keys: &[PathBuf], out: &Path, json: bool) -> Result<()> {
     let bytes = std::fs::read(image).with_context(|| format!("cannot read firmware image {}", image.display()))?;
     let (vendor_id, class_id) = resolve_identity(identity)?;
-    let mut envelope = FirmwareRelease { image: &bytes, sequence, vendor_id, class_id }.build_unsigned()?;
+    let envelope = FirmwareRelease { image: &bytes, sequence, vendor_id, class_id }.build_unsigned()?;
+    sign_and_write(envelope, keys, out, "the image as the URI", json)
+}
+
+/// Signs a new envelope with each key, writes it and prints its
+/// inspection; `payloads` says what to ship beside it, and where.
+fn sign_and_write(mut envelope: Vec<u8>, keys: &[PathBuf], out: &Path, payloads: &str, json: bool) -> Result<()> {
     for k in keys {
         let source = FileKeySource::open(k)?;
         envelope = add_signature(&envelope, &source).with_context(|| format!("signing with {}", k.display()))?;
@@ -169,7 +161,7 @@ fn firmware(image: &Path, sequence: u64, identity: &Identity, keys: &[PathBuf], 
     let report = inspect(&envelope)?;
     if !json {
         errln!(
-            "wrote {} ({} bytes, {}); ship the image as the URI below",
+            "wrote {} ({} bytes, {}); ship {payloads} below",
             out.display(),
             envelope.len(),
             if keys.is_empty() { "unsigned".to_owned() } else { format!("{} signature(s)", keys.len()) }
