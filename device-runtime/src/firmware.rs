@@ -428,6 +428,19 @@ mod tests {
     }
 
     #[test]
+    fn the_firmware_record_round_trips_and_anything_else_reads_as_empty() {
+        let r = FirmwareRecord { pending: Some(([3; 32], u64::MAX)), failed: Some([4; 32]) };
+        assert_eq!(FirmwareRecord::decode(&r.encode()), r);
+        let bytes = r.encode();
+        for len in 0..bytes.len() {
+            assert_eq!(FirmwareRecord::decode(&bytes[..len]), FirmwareRecord::default(), "{len} bytes");
+        }
+        assert_eq!(FirmwareRecord::decode(&[0xFF; FirmwareRecord::LEN + 1]), FirmwareRecord::default());
+        let flags_only = [&[1u8][..], &[0; 40], &[7], &[0; 32]].concat();
+        assert_eq!(FirmwareRecord::decode(&flags_only), FirmwareRecord { pending: Some(([0; 32], 0)), failed: None });
+    }
+
+    #[test]
     fn confirmed_at_the_end_once_every_container_started() {
         let mut t = FirmwareTrial::start(["a".to_string(), "b".to_string()], 1_000, 30_000);
         assert_eq!(t.observe(&started("a")), Verdict::Pending);
