@@ -187,8 +187,7 @@ impl<'c, A: NorFlash, D: NorFlash, S: NorFlash, K: NorFlash> Bootloader<'c, A, D
                 SwapState::Swapping => self.run_embassy(&mut st, ws.page)?,
                 SwapState::Swapped => {
                     if st.trial_boots >= self.anchors.policy().max_trial_boots.max(1) {
-                        st.last_failure = Some(Reason::TrialExpired);
-                        self.run_embassy(&mut st, ws.page)?;
+                        self.revert(&mut st, Reason::TrialExpired, ws.page)?;
                         continue;
                     }
                     match self.verify_active(&st, ws) {
@@ -196,11 +195,8 @@ impl<'c, A: NorFlash, D: NorFlash, S: NorFlash, K: NorFlash> Bootloader<'c, A, D
                             st.trial_boots += 1;
                             return self.hand_over(st, m, true);
                         }
-                        Err(e) => {
-                            // Revert at once: never wait for a trial of an unverified image.
-                            st.last_failure = Some(e.reason());
-                            self.run_embassy(&mut st, ws.page)?;
-                        }
+                        // Revert at once: never wait for a trial of an unverified image.
+                        Err(e) => self.revert(&mut st, e.reason(), ws.page)?,
                     }
                 }
                 SwapState::Reverting => self.run_embassy(&mut st, ws.page)?,
@@ -248,6 +244,15 @@ impl<'c, A: NorFlash, D: NorFlash, S: NorFlash, K: NorFlash> Bootloader<'c, A, D
         st.pending_magic = None;
         self.store.save(st)?;
         Ok(())
+    }
+
+    /// Reverts the image on trial, for `why`: the reason is saved before
+    /// the revert starts, so a power cut in the middle of it (which the
+    /// next boot finishes as `Reverting`) does not lose it.
+    fn revert(&mut self, st: &mut BootState, why: Reason, page: &mut [u8]) -> Result<(), BootError> {
+        st.last_failure = Some(why);
+        self.store.save(st)?;
+        self.run_embassy(st, page)
     }
 
     /// Lets embassy-boot swap or revert. Its STATE goes through a guard that

@@ -102,6 +102,19 @@ impl<D: NorFlash, S: NorFlash, K: NorFlash> Control<D, S, K> {
         Ok(verify_slot(&mut self.dfu, self.active_size, config, min, envelope, chunk)?)
     }
 
+    /// Forgets why the last update was refused or reverted: a new one is on
+    /// its way, and a failure recorded from now on is its own. (A request
+    /// clears it too; clearing it before the runtime remembers an update as
+    /// pending lets it tell an update that failed from one a power cut kept
+    /// from being requested.)
+    pub fn clear_failure(&mut self) -> Result<(), ControlError> {
+        let mut st = self.store.load()?;
+        if st.last_failure.take().is_some() {
+            self.store.save(&st)?;
+        }
+        Ok(())
+    }
+
     /// Asks the bootloader to swap the staged update in at the next boot.
     pub fn request_update(&mut self) -> Result<(), ControlError> {
         match self.status()?.0 {

@@ -26,7 +26,7 @@ use parking_lot::{ReentrantMutex, ReentrantMutexGuard};
 
 use crate::bundle::BundleError;
 use crate::clock::Clock;
-use crate::firmware::Firmware;
+use crate::firmware::{Firmware, PowerOn};
 use crate::layout::{DeviceLayout, Geometry};
 use crate::sandbox::{Artifact, HostIo, Sandbox, SandboxError};
 use crate::store::{self, HostFlash, Identity, Runnable, Stage, Staging, Store};
@@ -97,7 +97,7 @@ pub struct Device {
     /// safe because each store operation completes before the next starts.
     store: ReentrantMutex<Store<HostFlash>>,
     sandbox: Sandbox,
-    /// What the last [`Device::boot`] found.
+    /// What the last [`Device::power_on`] found.
     firmware: parking_lot::Mutex<Firmware>,
 }
 
@@ -154,20 +154,17 @@ impl Device {
         Ok(Device { dir: dir.to_owned(), warnings, store: ReentrantMutex::new(store), sandbox, firmware })
     }
 
-    /// Power-on: the bootloader's decision over this device's flash (swap,
-    /// revert, fall forward or recovery), kept for [`Device::firmware`].
-    pub fn boot(&self) -> Result<Firmware, DeviceError> {
-        // A device provisioned before its bootloader had keys manages no
-        // firmware: its runtime runs on its own, as before.
-        let firmware = match self.store().boot_keys()? {
-            None => Firmware::Absent,
-            Some(_) => Firmware::from_outcome(self.store().boot()?),
-        };
-        *self.firmware.lock() = firmware.clone();
-        Ok(firmware)
+    /// Power-on ([`Store::power_on`]): the bootloader's decision over this
+    /// device's flash, kept for [`Device::firmware`], the outcome of a
+    /// firmware update requested before, and the probation of firmware on
+    /// trial.
+    pub fn power_on(&self, now_ms: u64, probation_ms: u64) -> Result<PowerOn, DeviceError> {
+        let power_on = self.store().power_on(now_ms, probation_ms)?;
+        *self.firmware.lock() = power_on.firmware.clone();
+        Ok(power_on)
     }
 
-    /// What the last [`Device::boot`] found.
+    /// What the last [`Device::power_on`] found.
     pub fn firmware(&self) -> Firmware {
         self.firmware.lock().clone()
     }

@@ -28,8 +28,9 @@ use sha2::Digest as _;
 use std::collections::BTreeSet;
 
 use crate::bundle::SlotWriter;
-use crate::store::{Error, KEY_FIRMWARE, Part, Store};
-use crate::update::Verdict;
+use crate::store::{Error, KEY_FIRMWARE, PROGRESS_EVERY, Part, Store};
+use crate::supervisor::Report;
+use crate::update::{UpdateEvent, Verdict};
 
 /// How the bootloader treats updates on a Gantry device: one trial boot,
 /// and an update verified before it is swapped in.
@@ -97,15 +98,19 @@ pub enum FirmwareOutcome {
 }
 
 /// The device map's firmware record: the update requested and not yet
-/// settled, and the last one that did not take (so it is not tried again).
+/// settled, the last one that did not take (so it is not tried again), and
+/// the download under way (so a cut one resumes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct FirmwareRecord {
     pending: Option<([u8; 32], u64)>,
     failed: Option<[u8; 32]>,
+    /// SHA-256 of the envelope being written into DFU, and the bytes of
+    /// DFU on flash.
+    writing: Option<([u8; 32], u64)>,
 }
 
 impl FirmwareRecord {
-    const LEN: usize = 1 + 32 + 8 + 1 + 32;
+    const LEN: usize = 1 + 32 + 8 + 1 + 32 + 1 + 32 + 8;
 
     fn encode(&self) -> [u8; Self::LEN] {
         let mut b = [0u8; Self::LEN];
@@ -116,7 +121,12 @@ impl FirmwareRecord {
         }
         if let Some(digest) = self.failed {
             b[41] = 1;
-            b[42..].copy_from_slice(&digest);
+            b[42..74].copy_from_slice(&digest);
+        }
+        if let Some((digest, flushed)) = self.writing {
+            b[74] = 1;
+            b[75..107].copy_from_slice(&digest);
+            b[107..].copy_from_slice(&flushed.to_be_bytes());
         }
         b
     }
@@ -126,8 +136,12 @@ impl FirmwareRecord {
     fn decode(b: &[u8]) -> FirmwareRecord {
         let Ok(b) = <&[u8; Self::LEN]>::try_from(b) else { return FirmwareRecord::default() };
         let digest = |at: usize| -> [u8; 32] { b[at..at + 32].try_into().unwrap_or([0; 32]) };
-        let sequence = u64::from_be_bytes(b[33..41].try_into().unwrap_or([0; 8]));
-        FirmwareRecord { pending: (b[0] == 1).then(|| (digest(1), sequence)), failed: (b[41] == 1).then(|| digest(42)) }
+        let number = |at: usize| u64::from_be_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
+        FirmwareRecord {
+            pending: (b[0] == 1).then(|| (digest(1), number(33))),
+            failed: (b[41] == 1).then(|| digest(42)),
+            writing: (b[74] == 1).then(|| (digest(75), number(107))),
+        }
     }
 }
 
@@ -138,6 +152,8 @@ type BootControl<'a, F> = Control<Part<'a, F>, Part<'a, F>, Part<'a, F>>;
 #[derive(Debug)]
 pub struct FirmwareStaging {
     writer: SlotWriter,
+    /// Bytes of DFU on flash when progress was last recorded.
+    recorded: u64,
     /// Digest of its envelope (which release this is).
     pub envelope_sha256: [u8; 32],
     /// Its sequence number.
@@ -149,9 +165,10 @@ pub struct FirmwareStaging {
 }
 
 impl FirmwareStaging {
-    /// Bytes of the image still expected.
-    pub fn remaining(&self) -> u64 {
-        self.writer.position().map_or(0, |(_, at)| self.image_size - at)
+    /// The next byte of the image expected (a resumed download starts
+    /// mid-way); the image size once every byte arrived.
+    pub fn position(&self) -> u64 {
+        self.writer.position().map_or(self.image_size, |(_, at)| at)
     }
 }
 
@@ -226,7 +243,10 @@ impl<F: NorFlash> Store<F> {
     /// sequence above the anti-rollback counter, one `["firmware"]`
     /// component that fits ACTIVE; refused while another update is
     /// requested or on trial, and while the device's trust root has
-    /// expired at `now` (nothing new is installed then).
+    /// expired at `now` (nothing new is installed then). When the same
+    /// envelope was being written when the download or the power stopped,
+    /// the bytes on flash are kept: the image goes on from
+    /// [`FirmwareStaging::position`].
     pub fn stage_firmware(&self, envelope: &[u8], now: u64) -> Result<FirmwareStaging, Error> {
         self.trust(now)?;
         let mut control = self.control()?;
@@ -255,21 +275,80 @@ impl<F: NorFlash> Store<F> {
             return Err(Error::Firmware(format!("a {total}-byte firmware slot image does not fit ACTIVE ({room})")));
         }
         let dfu = self.layout().boot.dfu;
-        let writer = SlotWriter::begin(&mut self.part(dfu), &MAGIC, envelope, &[(size, sha256)])?;
+        let envelope_sha256: [u8; 32] = sha2::Sha256::digest(envelope).into();
+        let payloads = [(size, sha256)];
+        let record = self.firmware_record()?;
+        let resumed = match record.writing {
+            Some((digest, flushed)) if digest == envelope_sha256 => {
+                SlotWriter::resume(&mut self.part(dfu), envelope.len(), &payloads, flushed)?
+            }
+            _ => None,
+        };
+        let writer = match resumed {
+            Some(w) => w,
+            None => {
+                // Forgotten before DFU is erased: a record never names
+                // bytes that are not there.
+                if record.writing.is_some() {
+                    self.put_firmware_record(&FirmwareRecord { writing: None, ..record })?;
+                }
+                SlotWriter::begin(&mut self.part(dfu), &MAGIC, envelope, &payloads)?
+            }
+        };
         Ok(FirmwareStaging {
+            recorded: writer.flushed(),
             writer,
-            envelope_sha256: sha2::Sha256::digest(envelope).into(),
+            envelope_sha256,
             sequence: verified.sequence_number(),
             image_size: size,
             image_sha256: sha256,
         })
     }
 
-    /// The next bytes of the image; refused past its end, and when its
-    /// bytes do not hash to the signed digest (at the last byte).
+    /// The next bytes of the image (from [`FirmwareStaging::position`]);
+    /// refused past its end, and when its bytes do not hash to the signed
+    /// digest (at the last byte: the download then starts afresh next
+    /// time). Progress is recorded as it goes.
     pub fn firmware_write(&self, staging: &mut FirmwareStaging, bytes: &[u8]) -> Result<(), Error> {
         let dfu = self.layout().boot.dfu;
-        Ok(staging.writer.write(&mut self.part(dfu), bytes)?)
+        for piece in bytes.chunks(PROGRESS_EVERY as usize) {
+            if let Err(e) = staging.writer.write(&mut self.part(dfu), piece) {
+                self.forget_writing();
+                return Err(e.into());
+            }
+            if staging.writer.flushed() >= staging.recorded.saturating_add(PROGRESS_EVERY) {
+                self.record_firmware_progress(staging)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps what a firmware download received so far (every whole word,
+    /// on flash, its progress recorded), when it stopped: the next
+    /// [`Store::stage_firmware`] of the same envelope goes on from there.
+    pub fn checkpoint_firmware(&self, staging: &mut FirmwareStaging) -> Result<(), Error> {
+        staging.writer.flush_words(&mut self.part(self.layout().boot.dfu))?;
+        if staging.writer.flushed() > staging.recorded {
+            self.record_firmware_progress(staging)?;
+        }
+        Ok(())
+    }
+
+    fn record_firmware_progress(&self, staging: &mut FirmwareStaging) -> Result<(), Error> {
+        let record = self.firmware_record()?;
+        let writing = Some((staging.envelope_sha256, staging.writer.flushed()));
+        self.put_firmware_record(&FirmwareRecord { writing, ..record })?;
+        staging.recorded = staging.writer.flushed();
+        Ok(())
+    }
+
+    /// Best effort: a record left behind only lets the same envelope
+    /// resume, and the image is verified from flash before it is requested.
+    fn forget_writing(&self) {
+        let _ = self.firmware_record().and_then(|r| match r.writing {
+            Some(_) => self.put_firmware_record(&FirmwareRecord { writing: None, ..r }),
+            None => Ok(()),
+        });
     }
 
     /// Ends the write, verifies DFU from flash as the bootloader will, and
@@ -277,19 +356,29 @@ impl<F: NorFlash> Store<F> {
     /// so its outcome is reported whatever the boot makes of it). Returns
     /// what was measured.
     pub fn finish_firmware(&self, staging: FirmwareStaging) -> Result<Measurement, Error> {
-        let dfu = self.layout().boot.dfu;
-        staging.writer.finish(&mut self.part(dfu))?;
+        let measured = self.verify_dfu(staging).inspect_err(|_| self.forget_writing())?;
         let mut control = self.control()?;
-        let keys = control.keys()?.ok_or_else(|| Error::Firmware("the bootloader holds no keys".into()))?;
-        let (mut envelope, mut chunk) = (vec![0u8; MAX_ENVELOPE], vec![0u8; 64 * 1024]);
-        let measured = control.verify_update(&keys.config(BOOT_POLICY), &mut envelope, &mut chunk)?;
+        // From here on a failure the bootloader records is this update's:
+        // without one, a pending update that does not run was never
+        // requested (see `settle_firmware`).
+        control.clear_failure()?;
         let record = self.firmware_record()?;
         self.put_firmware_record(&FirmwareRecord {
             pending: Some((measured.manifest_digest, measured.sequence)),
+            writing: None,
             ..record
         })?;
         control.request_update()?;
         Ok(measured)
+    }
+
+    /// Writes the rest of the image and verifies DFU from flash.
+    fn verify_dfu(&self, staging: FirmwareStaging) -> Result<Measurement, Error> {
+        staging.writer.finish(&mut self.part(self.layout().boot.dfu))?;
+        let mut control = self.control()?;
+        let keys = control.keys()?.ok_or_else(|| Error::Firmware("the bootloader holds no keys".into()))?;
+        let (mut envelope, mut chunk) = (vec![0u8; MAX_ENVELOPE], vec![0u8; 64 * 1024]);
+        Ok(control.verify_update(&keys.config(BOOT_POLICY), &mut envelope, &mut chunk)?)
     }
 
     /// Confirms the firmware this boot runs (`record`, from [`Store::boot`]):
@@ -302,8 +391,10 @@ impl<F: NorFlash> Store<F> {
 
     /// Settles a pending firmware update against what this power-on booted:
     /// confirmed if it runs confirmed, reverted if something else runs
-    /// (the bootloader's last failure says why); nothing while it runs on
-    /// trial.
+    /// and the bootloader recorded why; nothing while it runs on trial.
+    /// An update that does not run and did not fail was never requested (a
+    /// power cut came between remembering it and asking for it): it is
+    /// forgotten, not failed, so the agent fetches it again.
     pub fn settle_firmware(&self, booted: &Firmware) -> Result<Option<FirmwareOutcome>, Error> {
         let record = self.firmware_record()?;
         let Some((manifest_digest, sequence)) = record.pending else { return Ok(None) };
@@ -312,13 +403,18 @@ impl<F: NorFlash> Store<F> {
             Firmware::Running(r) if r.manifest_digest == manifest_digest => {
                 FirmwareOutcome::Confirmed { manifest_digest, sequence }
             }
+            Firmware::Running(BootRecord { last_failure: None, .. }) => {
+                self.put_firmware_record(&FirmwareRecord { pending: None, ..record })?;
+                return Ok(None);
+            }
             other => {
                 let reason = match other {
-                    Firmware::Running(r) => match r.last_failure {
-                        Some(Reason::TrialExpired) => "its trial failed: the device restarted unconfirmed".into(),
-                        Some(f) => format!("refused at boot: {}", f.code()),
-                        None => "not booted: the update was never requested (a power cut?)".into(),
-                    },
+                    Firmware::Running(BootRecord { last_failure: Some(Reason::TrialExpired), .. }) => {
+                        "its trial failed: the device restarted unconfirmed".into()
+                    }
+                    Firmware::Running(BootRecord { last_failure: Some(f), .. }) => {
+                        format!("refused at boot: {}", f.code())
+                    }
                     Firmware::Recovery(reason) => format!("the device is in recovery: {}", reason.code()),
                     _ => "not booted".into(),
                 };
@@ -329,7 +425,7 @@ impl<F: NorFlash> Store<F> {
             FirmwareOutcome::Reverted { .. } => Some(manifest_digest),
             FirmwareOutcome::Confirmed { .. } => record.failed,
         };
-        self.put_firmware_record(&FirmwareRecord { pending: None, failed })?;
+        self.put_firmware_record(&FirmwareRecord { pending: None, failed, ..record })?;
         Ok(Some(outcome))
     }
 
@@ -344,6 +440,89 @@ impl<F: NorFlash> Store<F> {
 
     fn put_firmware_record(&self, record: &FirmwareRecord) -> Result<(), Error> {
         Ok(self.kv()?.put(KEY_FIRMWARE, &record.encode())?)
+    }
+}
+
+/// What a power-on found, before the runtime starts.
+#[derive(Debug)]
+pub struct PowerOn {
+    /// What runs.
+    pub firmware: Firmware,
+    /// What became of a firmware update requested before this power-on.
+    pub outcome: Option<FirmwareOutcome>,
+    /// Firmware booted on trial: its probation, which the supervisor's
+    /// reports feed.
+    pub probation: Option<Probation>,
+}
+
+impl<F: NorFlash> Store<F> {
+    /// A power-on, before the runtime starts: the bootloader's decision
+    /// (swap, revert, fall forward or recovery; a device whose bootloader
+    /// holds no keys manages no firmware), the outcome of a firmware update
+    /// requested before it, and for firmware on trial a probation of
+    /// `probation_ms` from `now_ms` over the enabled containers.
+    pub fn power_on(&self, now_ms: u64, probation_ms: u64) -> Result<PowerOn, Error> {
+        let firmware = match self.boot_keys()? {
+            None => Firmware::Absent,
+            Some(_) => Firmware::from_outcome(self.boot()?),
+        };
+        let outcome = self.settle_firmware(&firmware)?;
+        let probation = match &firmware {
+            Firmware::Running(record) if record.trial => {
+                let table = self.table()?;
+                let enabled = table.containers.iter().filter(|c| c.enabled && c.running().is_some());
+                let trial = FirmwareTrial::start(enabled.map(|c| c.name.clone()), now_ms, probation_ms);
+                Some(Probation { record: *record, trial })
+            }
+            _ => None,
+        };
+        Ok(PowerOn { firmware, outcome, probation })
+    }
+}
+
+/// The probation of firmware booted on trial: a [`FirmwareTrial`], and the
+/// boot record its confirm raises the anti-rollback counter to.
+#[derive(Clone, Debug)]
+pub struct Probation {
+    record: BootRecord,
+    trial: FirmwareTrial,
+}
+
+/// Where a [`Probation`] stands after a step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbationStep {
+    /// Still watching.
+    Pending,
+    /// The firmware is confirmed; the outcome of the update that brought it.
+    Confirmed(Option<FirmwareOutcome>),
+    /// It failed: the device must restart, and the bootloader reverts it.
+    Failed(String),
+}
+
+impl Probation {
+    /// The firmware on trial.
+    pub fn record(&self) -> &BootRecord {
+        &self.record
+    }
+
+    /// Feeds what the supervisor reported (`None`: time passed) and, when
+    /// the trial passes, confirms the firmware. A confirm the flash
+    /// refuses is an error, and the next step tries it again.
+    pub fn step<F: NorFlash>(
+        &mut self,
+        store: &Store<F>,
+        event: Option<&TrialEvent>,
+        now_ms: u64,
+    ) -> Result<ProbationStep, Error> {
+        let verdict = match event {
+            Some(e) => self.trial.observe(e),
+            None => self.trial.tick(now_ms),
+        };
+        match verdict {
+            Verdict::Pending => Ok(ProbationStep::Pending),
+            Verdict::Confirm => Ok(ProbationStep::Confirmed(store.confirm_firmware(&self.record)?)),
+            Verdict::Revert(why) => Ok(ProbationStep::Failed(why)),
+        }
     }
 }
 
@@ -375,6 +554,19 @@ pub enum TrialEvent {
         /// Why.
         reason: String,
     },
+}
+
+impl TrialEvent {
+    /// What a firmware trial hears of a supervisor report.
+    pub fn from_report(r: &Report) -> Option<TrialEvent> {
+        match r {
+            Report::Started { name, .. } => Some(TrialEvent::Started(name.clone())),
+            Report::GaveUp { name, reason } | Report::Update(UpdateEvent::Reverted { name, reason, .. }) => {
+                Some(TrialEvent::Failed { name: name.clone(), reason: reason.clone() })
+            }
+            _ => None,
+        }
+    }
 }
 
 impl FirmwareTrial {
@@ -429,15 +621,20 @@ mod tests {
 
     #[test]
     fn the_firmware_record_round_trips_and_anything_else_reads_as_empty() {
-        let r = FirmwareRecord { pending: Some(([3; 32], u64::MAX)), failed: Some([4; 32]) };
+        let r = FirmwareRecord {
+            pending: Some(([3; 32], u64::MAX)),
+            failed: Some([4; 32]),
+            writing: Some(([5; 32], u64::MAX - 1)),
+        };
         assert_eq!(FirmwareRecord::decode(&r.encode()), r);
         let bytes = r.encode();
         for len in 0..bytes.len() {
             assert_eq!(FirmwareRecord::decode(&bytes[..len]), FirmwareRecord::default(), "{len} bytes");
         }
         assert_eq!(FirmwareRecord::decode(&[0xFF; FirmwareRecord::LEN + 1]), FirmwareRecord::default());
-        let flags_only = [&[1u8][..], &[0; 40], &[7], &[0; 32]].concat();
-        assert_eq!(FirmwareRecord::decode(&flags_only), FirmwareRecord { pending: Some(([0; 32], 0)), failed: None });
+        let flags_only = [&[1u8][..], &[0; 40], &[7], &[0; 32], &[9], &[0; 40]].concat();
+        let pending_only = FirmwareRecord { pending: Some(([0; 32], 0)), ..FirmwareRecord::default() };
+        assert_eq!(FirmwareRecord::decode(&flags_only), pending_only, "a flag other than 1 is none");
     }
 
     #[test]

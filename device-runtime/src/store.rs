@@ -46,7 +46,7 @@ const KEY_STAGING: u8 = 6;
 pub(crate) const KEY_FIRMWARE: u8 = 7;
 /// How often an install's progress is recorded (a resume sends at most
 /// this much again, plus a page).
-const PROGRESS_EVERY: u64 = 256 * 1024;
+pub(crate) const PROGRESS_EVERY: u64 = 256 * 1024;
 /// Artifact digests remembered (the oldest is forgotten first).
 const MAX_ARTIFACTS: usize = 32;
 /// Slot pair `p`'s records live under `KEY_RECORDS + 2p` and `+ 1`, in turn.

@@ -284,13 +284,6 @@ fn install_v2(s: &Store, f: &Fleet) -> Result<(), String> {
     }
 }
 
-/// `GANTRY_SWEEP_STRIDE` / `GANTRY_SWEEP_SEEDS` widen the sweep (the full
-/// sweep in docs/device-runtime.md is stride 1); `cargo test` cuts at every
-/// 3rd operation with 2 seeds per torn model.
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).filter(|&v| v > 0).unwrap_or(default)
-}
-
 fn probation_restarts(s: &Store, f: &Fleet, n: u8) -> Result<(), String> {
     v1(s, f).and_then(|_| install_v2(s, f))?;
     for _ in 0..n {
@@ -299,10 +292,12 @@ fn probation_restarts(s: &Store, f: &Fleet, n: u8) -> Result<(), String> {
     Ok(())
 }
 
+/// `cargo test` cuts at every 3rd operation with 2 seeds per torn model
+/// ([`common::knob`] widens it).
 #[test]
 fn power_cut_sweep_install_switch_probation_revert() {
-    let seeds = knob("GANTRY_SWEEP_SEEDS", 2);
-    let stride = knob("GANTRY_SWEEP_STRIDE", 3);
+    let seeds = common::knob("GANTRY_SWEEP_SEEDS", 2);
+    let stride = common::knob("GANTRY_SWEEP_STRIDE", 3);
     let mut total = (0, 0);
     let runs: [(&str, Step, Step, &[u64]); 7] = [
         ("first install", |_, _| Ok(()), v1, &[0, 1]),
@@ -464,7 +459,7 @@ fn power_cut_sweep_streamed_install_resumes() {
     let ops = store.with_flash(|f| f.ops());
     let mut flash = store.into_flash();
     let (mut cuts, mut violations, mut resumed) = (0, 0, 0);
-    let points = knob("GANTRY_SWEEP_POINTS", 16);
+    let points = common::knob("GANTRY_SWEEP_POINTS", 16);
     for model in CutModel::ALL {
         for k in 1..=points {
             let at = ops * k / (points + 1);

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ValidationError;
-use crate::limits::{MAX_INVENTORY, MAX_POLL_AFTER, valid_digest, valid_stream};
+use crate::limits::{FIRMWARE_STREAM, MAX_BOOT_REASON, MAX_INVENTORY, MAX_POLL_AFTER, valid_digest, valid_stream};
 
 /// What a device's container is doing with the version it runs, as its
 /// inventory says. The wire strings never change: the server stores them.
@@ -54,6 +54,65 @@ pub struct InventoryItem {
     /// Its state; optional on the wire (the agent always sends it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<InventoryState>,
+    /// The bootloader's measured boot record: on the
+    /// [`FIRMWARE_STREAM`] entry only, when the device's firmware runs
+    /// under gantry-boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<BootMeasurement>,
+}
+
+/// Logical slot (A/B) of the running firmware.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub enum BootSlot {
+    /// Even generations of confirmed updates.
+    A,
+    /// Odd ones.
+    B,
+}
+
+/// What the bootloader measured at this boot (gantry-boot's `BootRecord`,
+/// docs/bootloader.md): which image runs, and the counters. The firmware
+/// entry's `manifest_digest`, `sequence` and `state` (`probation` while on
+/// trial) complete it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct BootMeasurement {
+    /// SHA-256 of the booted image, 64 hex digits.
+    pub image_digest: String,
+    /// Its size in bytes.
+    pub image_size: u64,
+    /// Boots handed over since the device was provisioned, this one included.
+    pub boot_count: u64,
+    /// Logical slot of the running image.
+    pub slot: BootSlot,
+    /// Trial boots so far, this one included (0 when not on trial).
+    pub trial_boots: u64,
+    /// The anti-rollback counter: the lowest sequence number that may boot.
+    pub security_counter: u64,
+    /// Why the last firmware update was refused or reverted, if it was:
+    /// gantry-boot's reason code, 1 to [`MAX_BOOT_REASON`] bytes of `a-z`,
+    /// `0-9` and `-`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
+}
+
+impl BootMeasurement {
+    /// Checks it against the limits the server enforces.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if !valid_digest(&self.image_digest) {
+            return Err(ValidationError::Digest);
+        }
+        if let Some(code) = &self.last_failure {
+            let charset = code.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !(1..=MAX_BOOT_REASON).contains(&code.len()) || !charset {
+                return Err(ValidationError::BootReason);
+            }
+        }
+        Ok(())
+    }
 }
 
 impl InventoryItem {
@@ -65,7 +124,11 @@ impl InventoryItem {
         if !valid_digest(&self.manifest_digest) {
             return Err(ValidationError::Digest);
         }
-        Ok(())
+        match &self.boot {
+            Some(_) if self.stream != FIRMWARE_STREAM => Err(ValidationError::BootNotFirmware),
+            Some(boot) => boot.validate(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -173,6 +236,19 @@ mod tests {
             manifest_digest: "ab".repeat(32),
             sequence: 3,
             state: Some(InventoryState::Confirmed),
+            boot: None,
+        }
+    }
+
+    fn measurement() -> BootMeasurement {
+        BootMeasurement {
+            image_digest: "cd".repeat(32),
+            image_size: 20_000,
+            boot_count: 7,
+            slot: BootSlot::B,
+            trial_boots: 0,
+            security_counter: 3,
+            last_failure: Some("trial-expired".into()),
         }
     }
 
@@ -200,6 +276,10 @@ mod tests {
         );
         let bare = InventoryItem { state: None, ..item() };
         assert!(!serde_json::to_string(&bare).unwrap().contains("state"));
+        let firmware = InventoryItem { stream: FIRMWARE_STREAM.into(), boot: Some(measurement()), ..item() };
+        let json = serde_json::to_value(&firmware).unwrap();
+        assert_eq!(json["boot"]["slot"], "b");
+        assert_eq!(serde_json::from_value::<InventoryItem>(json).unwrap(), firmware);
     }
 
     #[test]
@@ -225,6 +305,19 @@ mod tests {
         assert_eq!(refused(InventoryItem { stream: long, ..item() }), ValidationError::Stream { len: MAX_STREAM + 1 });
         assert_eq!(refused(InventoryItem { manifest_digest: "ab".into(), ..item() }), ValidationError::Digest);
         assert_eq!(refused(InventoryItem { manifest_digest: "g".repeat(64), ..item() }), ValidationError::Digest);
+        let boot = |b: BootMeasurement| InventoryItem { stream: FIRMWARE_STREAM.into(), boot: Some(b), ..item() };
+        assert_eq!(boot(measurement()).validate(), Ok(()));
+        assert_eq!(boot(BootMeasurement { last_failure: None, ..measurement() }).validate(), Ok(()));
+        let on_a_container = InventoryItem { boot: Some(measurement()), ..item() };
+        assert_eq!(refused(on_a_container), ValidationError::BootNotFirmware);
+        let digest = BootMeasurement { image_digest: "x".into(), ..measurement() };
+        assert_eq!(refused(boot(digest)), ValidationError::Digest);
+        let longest = "r".repeat(MAX_BOOT_REASON);
+        assert_eq!(boot(BootMeasurement { last_failure: Some(longest), ..measurement() }).validate(), Ok(()));
+        for code in [String::new(), "r".repeat(MAX_BOOT_REASON + 1), "Trial".into(), "a b".into(), "é".into()] {
+            let bad = BootMeasurement { last_failure: Some(code.clone()), ..measurement() };
+            assert_eq!(refused(boot(bad)), ValidationError::BootReason, "{code:?}");
+        }
         let msg = too_many.validate().unwrap_err().to_string();
         assert!(msg.contains("at most 64"), "{msg}");
     }

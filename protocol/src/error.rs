@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::limits::{MAX_DETAIL, MAX_INVENTORY, MAX_PROGRESS, MAX_STREAM};
+use crate::limits::{FIRMWARE_STREAM, MAX_BOOT_REASON, MAX_DETAIL, MAX_INVENTORY, MAX_PROGRESS, MAX_STREAM};
 
 /// The body of every error answer: `{"error": code, "message": text}`.
 /// Codes are stable (`bad-request`, `unauthorized`, `forbidden`, ...),
@@ -46,6 +46,12 @@ pub enum ValidationError {
     /// A `manifest_digest` that is not 64 hex digits.
     #[error("manifest_digest: not 64 hex digits")]
     Digest,
+    /// A boot measurement on an inventory entry other than the firmware's.
+    #[error("boot: only the {FIRMWARE_STREAM:?} entry carries a boot measurement")]
+    BootNotFirmware,
+    /// A boot measurement's `last_failure` that is not a reason code.
+    #[error("boot.last_failure: 1 to {MAX_BOOT_REASON} bytes of a-z, 0-9 and -")]
+    BootReason,
     /// A `progress` outside 0 to [`MAX_PROGRESS`].
     #[error("progress: {value}, 0 to {MAX_PROGRESS} allowed")]
     Progress {

@@ -14,6 +14,14 @@ pub const MAX_INVENTORY: usize = 64;
 /// time), so every stream a ticket can name can be reported.
 pub const MAX_STREAM: usize = 64;
 
+/// The stream firmware releases travel in (the name of their one SUIT
+/// component): its inventory entry may carry the measured boot record.
+pub const FIRMWARE_STREAM: &str = "firmware";
+
+/// Longest reason code of a boot measurement's `last_failure`, in bytes
+/// (gantry-boot's longest is 24).
+pub const MAX_BOOT_REASON: usize = 32;
+
 /// Longest `detail` of a report, in bytes of UTF-8 (not characters).
 pub const MAX_DETAIL: usize = 1024;
 

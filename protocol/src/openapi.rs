@@ -21,13 +21,14 @@ use crate::*;
 const OPENAPI: &str = include_str!("../../update-server/openapi.json");
 
 /// The device API's components: name in openapi.json, and the Rust type's.
-const COMPONENTS: [(&str, &str); 12] = [
+const COMPONENTS: [(&str, &str); 13] = [
     ("ChallengeRequest", "ChallengeRequest"),
     ("ChallengeResponse", "ChallengeResponse"),
     ("LoginRequest", "LoginRequest"),
     ("LoginResponse", "LoginResponse"),
     ("EnrollRequest", "EnrollRequest"),
     ("InventoryItem", "InventoryItem"),
+    ("BootMeasurement", "BootMeasurement"),
     ("CheckinRequest", "CheckinRequest"),
     ("BlobRef", "BlobRef"),
     ("Assignment", "Assignment"),
@@ -207,6 +208,10 @@ fn openapi_json_states_the_limits() {
         ("InventoryItem", "stream", "maxLength", MAX_STREAM.into()),
         ("InventoryItem", "manifest_digest", "pattern", digest.clone()),
         ("CheckinRequest", "inventory", "maxItems", MAX_INVENTORY.into()),
+        ("BootMeasurement", "image_digest", "pattern", digest.clone()),
+        ("BootMeasurement", "last_failure", "minLength", 1.into()),
+        ("BootMeasurement", "last_failure", "maxLength", MAX_BOOT_REASON.into()),
+        ("BootMeasurement", "last_failure", "pattern", "^[a-z0-9-]+$".into()),
         ("Assignment", "manifest_digest", "pattern", digest.clone()),
         ("BlobRef", "sha256", "pattern", digest),
     ];
@@ -254,6 +259,7 @@ fn the_comparison_catches_drift() {
         manifest_digest: String,
         sequence: u64,
         state: Option<InventoryState>,
+        boot: Option<crate::BootMeasurement>,
     }
     let mut g = SchemaSettings::draft2020_12().into_generator();
     g.subschema_for::<Report>();

@@ -11,12 +11,11 @@ use std::time::{Duration, Instant};
 
 use gantry_device::agent::{Agent, AgentConfig, AgentEvent, Caps, Schedule};
 use gantry_device::device::Device;
-use gantry_device::firmware::{Firmware, FirmwareOutcome, FirmwareTrial, TrialEvent};
+use gantry_device::firmware::{Firmware, FirmwareOutcome, Probation, ProbationStep, TrialEvent};
 use gantry_device::layout::Geometry;
 use gantry_device::store::Identity;
 use gantry_device::supervisor::{self, Report};
 use gantry_device::update::UpdateEvent;
-use gantry_device::update::Verdict;
 use gantry_keys::trust::{Role, SignedTrustRoot, TrustRoot};
 use gantry_keys::{FileKeySource, KeySource, KeyType, SigningKey};
 use gantry_signing::build::{
@@ -340,52 +339,49 @@ impl SimDevice {
     pub fn power_on(&mut self, probation: Duration, healthy: bool) -> (Vec<Firmware>, Vec<FirmwareOutcome>) {
         let (mut booted, mut outcomes) = (Vec::new(), Vec::new());
         for _ in 0..2 {
-            let firmware = self.device.boot().expect("boot");
-            booted.push(firmware.clone());
-            if let Some(o) = self.device.store().settle_firmware(&firmware).expect("settle") {
-                self.agent.report_firmware(&self.device, &o);
-                outcomes.push(o);
-            }
-            let Firmware::Running(record) = firmware else { break };
-            if !record.trial {
-                break;
-            }
-            if healthy && self.firmware_trial(probation) {
-                let confirmed = self.device.store().confirm_firmware(&record).expect("confirm");
-                if let Some(o) = confirmed {
-                    self.agent.report_firmware(&self.device, &o);
-                    outcomes.push(o);
+            let started = Instant::now();
+            let power_on = self.device.power_on(0, probation.as_millis() as u64).expect("power-on");
+            booted.push(power_on.firmware);
+            outcomes.extend(power_on.outcome);
+            let Some(mut trial) = power_on.probation else { break };
+            let step = if healthy {
+                self.firmware_trial(&mut trial, started)
+            } else {
+                ProbationStep::Failed("unhealthy".into())
+            };
+            match step {
+                ProbationStep::Confirmed(o) => {
+                    outcomes.extend(o);
+                    break;
                 }
-                break;
+                _ => continue,
             }
+        }
+        for o in &outcomes {
+            self.agent.report_firmware(&self.device, o);
         }
         (booted, outcomes)
     }
 
-    /// Runs the supervisor through a firmware trial; true if it passed.
-    fn firmware_trial(&self, probation: Duration) -> bool {
-        let table = self.device.store().table().expect("table");
-        let names = table.containers.iter().filter(|c| c.enabled && c.running().is_some()).map(|c| c.name.clone());
-        let started = Instant::now();
-        let mut trial = FirmwareTrial::start(names, 0, probation.as_millis() as u64);
+    /// Runs the supervisor through a firmware trial, as `gantry-device run`
+    /// does, until it is confirmed or fails.
+    fn firmware_trial(&self, trial: &mut Probation, started: Instant) -> ProbationStep {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
         std::thread::scope(|s| {
             let stop2 = stop.clone();
             s.spawn(move || supervisor::run(&self.device, &stop2, &tx));
-            let verdict = loop {
+            let step = loop {
+                let report = rx.recv_timeout(Duration::from_millis(20)).ok();
+                let event = report.as_ref().and_then(TrialEvent::from_report);
                 let now = started.elapsed().as_millis() as u64;
-                let verdict = match rx.recv_timeout(Duration::from_millis(20)) {
-                    Ok(Report::Started { name, .. }) => trial.observe(&TrialEvent::Started(name)),
-                    Ok(Report::GaveUp { name, reason }) => trial.observe(&TrialEvent::Failed { name, reason }),
-                    _ => trial.tick(now),
-                };
-                if verdict != Verdict::Pending {
-                    break verdict;
+                match trial.step(&self.device.store(), event.as_ref(), now).expect("confirm") {
+                    ProbationStep::Pending => {}
+                    done => break done,
                 }
             };
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            verdict == Verdict::Confirm
+            step
         })
     }
 

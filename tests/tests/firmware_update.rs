@@ -11,6 +11,7 @@ use gantry_device::agent::AgentEvent;
 use gantry_device::firmware::{Firmware, FirmwareOutcome};
 use gantry_e2e::fleet::{Body, CLASS, Fleet, SimDevice};
 use serde_json::json;
+use sha2::{Digest as _, Sha256};
 
 const PROBATION: Duration = Duration::from_millis(300);
 
@@ -82,6 +83,14 @@ fn a_fleet_takes_firmware_reverts_a_bad_one_and_refuses_old_foreign_and_rotated_
             "{events:?}"
         );
         assert_eq!(d.cycle(Duration::from_secs(10)).expect("cycle"), vec![AgentEvent::Unchanged]);
+        // Its check-in carried what the bootloader measured.
+        let view = fleet.device_view(&d.id());
+        let firmware = view["inventory"].as_array().and_then(|i| i.iter().find(|i| i["stream"] == "firmware"));
+        let boot = &firmware.expect("a firmware entry")["boot"];
+        let record = *d.device.firmware().record().expect("firmware runs");
+        assert_eq!(boot["image_digest"], hex::encode(Sha256::digest(image(1))), "{view}");
+        assert_eq!((boot["security_counter"].as_u64(), boot["trial_boots"].as_u64()), (Some(1), Some(0)), "{view}");
+        assert_eq!(boot["boot_count"].as_u64(), Some(u64::from(record.boot_count)), "{view}");
     }
 
     // Firmware 2, under which the runtime does not come up: the trial

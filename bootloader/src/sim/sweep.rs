@@ -7,7 +7,8 @@
 //!    for byte, and never a tampered one;
 //! 3. the anti-rollback counter never decreases, and a confirmed update
 //!    stays confirmed;
-//! 4. the boot state map always loads and no journal entry outlives a boot.
+//! 4. the boot state map always loads and no journal entry outlives a boot;
+//! 5. a reverted update says why (`last_failure`), however the revert was cut.
 
 use gantry_keys::KeyType;
 use sha2::{Digest as _, Sha256};
@@ -327,10 +328,13 @@ fn settle<const W: usize, const E: usize>(
             continue;
         }
         if previous == Some(which) {
-            return if sc.allowed.contains(&which) {
-                Ok(())
-            } else {
+            let reverted = matches!(sc.phase, Phase::Revert | Phase::RejectAfterSwap);
+            return if !sc.allowed.contains(&which) {
                 Err(format!("settled on the {which:?} image, expected one of {:?}", sc.allowed))
+            } else if reverted && record.last_failure.is_none() {
+                Err("reverted, and the boot record does not say why".into())
+            } else {
+                Ok(())
             };
         }
         previous = Some(which);

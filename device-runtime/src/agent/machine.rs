@@ -59,13 +59,11 @@ use crate::bundle::{self, Trust};
 use crate::firmware::FirmwareOutcome;
 use crate::table::{Container, Phase, SlotTable};
 use crate::update::UpdateEvent;
+pub(crate) use gantry_protocol::FIRMWARE_STREAM;
 
 /// A token is renewed this long before the server said it expires, so it
 /// does not expire in the middle of a cycle's first call.
 const TOKEN_MARGIN: Duration = Duration::from_secs(10);
-
-/// The stream firmware releases travel in (their one component's name).
-pub(crate) const FIRMWARE_STREAM: &str = "firmware";
 
 /// The time as the driver read it: a monotonic instant for the token's
 /// lifetime, the wall clock (Unix seconds) for signed times.

@@ -26,7 +26,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use gantry_keys::{FileKeySource, KeySource, KeyType, SigningKey};
-use gantry_protocol::{LoginResponse, MAX_INVENTORY, ValidationError};
+use gantry_protocol::{BootMeasurement, BootSlot, LoginResponse, MAX_INVENTORY, ValidationError};
 use gantry_signing::device_auth::LoginProof;
 use rand_core::{OsRng, RngCore as _};
 
@@ -219,13 +219,15 @@ pub fn inventory(table: &SlotTable) -> Vec<InventoryItem> {
                 manifest_digest: hex::encode(i.manifest_digest),
                 sequence: i.sequence,
                 state: Some(state),
+                boot: None,
             })
         })
         .take(MAX_INVENTORY)
         .collect()
 }
 
-/// The firmware as a check-in reports it, if firmware runs.
+/// The firmware as a check-in reports it, if firmware runs: what the
+/// bootloader measured at this boot.
 pub fn firmware_item(firmware: &Firmware) -> Option<InventoryItem> {
     let r = firmware.record()?;
     Some(InventoryItem {
@@ -233,6 +235,18 @@ pub fn firmware_item(firmware: &Firmware) -> Option<InventoryItem> {
         manifest_digest: hex::encode(r.manifest_digest),
         sequence: r.sequence,
         state: Some(if r.trial { InventoryState::Probation } else { InventoryState::Confirmed }),
+        boot: Some(BootMeasurement {
+            image_digest: hex::encode(r.image_digest),
+            image_size: r.image_size.into(),
+            boot_count: r.boot_count.into(),
+            slot: match r.slot {
+                gantry_boot::Slot::A => BootSlot::A,
+                gantry_boot::Slot::B => BootSlot::B,
+            },
+            trial_boots: r.trial_boots.into(),
+            security_counter: r.security_counter,
+            last_failure: r.last_failure.map(|f| f.code().to_owned()),
+        }),
     })
 }
 
@@ -426,16 +440,23 @@ impl Agent {
         }
     }
 
-    /// Streams each payload of the staged release into its slot, from
-    /// where the slot stands (a resumed install starts mid-way).
-    /// Streams a firmware image into DFU. A cut download starts afresh
-    /// next time (the image is at most the size of ACTIVE).
+    /// Streams a firmware image into DFU from where DFU stands (a resumed
+    /// download starts mid-way); what came of a cut one is kept.
     fn download_firmware(&self, device: &Device, staging: &mut FirmwareStaging) -> Result<(), AgentError> {
-        let (sha256, len) = (staging.image_sha256, staging.image_size);
+        let (sha256, len, at) = (staging.image_sha256, staging.image_size, staging.position());
         let mut sink = |bytes: &[u8]| Ok(device.store().firmware_write(staging, bytes).map_err(DeviceError::from)?);
-        fetch::stream(&self.client, &sha256, 0, len, &self.config.caps, &mut sink).map_err(fetch)
+        match fetch::stream(&self.client, &sha256, at, len, &self.config.caps, &mut sink) {
+            Ok(()) => Ok(()),
+            Err(e @ FetchError::Sink(_)) => Err(fetch(e)),
+            Err(e) => {
+                let _ = device.store().checkpoint_firmware(staging);
+                Err(fetch(e))
+            }
+        }
     }
 
+    /// Streams each payload of the staged release into its slot, from
+    /// where the slot stands (a resumed install starts mid-way).
     fn download(&self, device: &Device, staging: &mut Staging) -> Result<(), AgentError> {
         while let Some((i, at)) = staging.position() {
             let p = &staging.release().payloads[i];

@@ -135,3 +135,10 @@ impl Fleet {
         add_signature(&unsigned, &self.release).unwrap()
     }
 }
+
+/// A sweep's knob from the environment (`GANTRY_SWEEP_STRIDE`,
+/// `GANTRY_SWEEP_SEEDS`: the full sweeps in docs/device-runtime.md use
+/// stride 1), else the reduced default `cargo test` runs.
+pub fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).filter(|&v| v > 0).unwrap_or(default)
+}

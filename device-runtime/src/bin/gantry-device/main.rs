@@ -19,12 +19,11 @@ use gantry_device::bundle::{self, BundleError, VerifiedRelease};
 use gantry_device::clock::Clock as _;
 use gantry_device::clock::SystemClock;
 use gantry_device::device::{Device, DeviceError};
-use gantry_device::firmware::{Firmware, FirmwareOutcome, FirmwareTrial, TrialEvent};
+use gantry_device::firmware::{Firmware, FirmwareOutcome, PowerOn, ProbationStep, TrialEvent};
 use gantry_device::layout::Geometry;
 use gantry_device::store::{self, Identity, Stage};
 use gantry_device::supervisor::{self, Control, Report};
 use gantry_device::table::{Container, Phase};
-use gantry_device::update::Verdict;
 use gantry_device::update::{Refusal, UpdateEvent};
 use gantry_signing::build::{class_id_from_model, vendor_id_from_domain};
 use serde_json::json;
@@ -370,22 +369,19 @@ fn run_device(
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     let until = seconds.map(|s| Instant::now() + Duration::from_secs(s));
     loop {
-        let firmware = device.boot()?;
-        println!("{}", if json { firmware_json(&firmware).to_string() } else { firmware_text(&firmware) });
-        let restart = power_on(&device, state, &firmware, &stop, until, json, agent.clone(), probation)?;
+        let restart = power_on(&device, state, &stop, until, json, agent.clone(), probation)?;
         if !restart || stop.load(Ordering::Relaxed) {
             return Ok(());
         }
     }
 }
 
-/// One power-on's runtime: until `stop`, `until`, or a restart the
-/// firmware's trial asks for (then true).
-#[allow(clippy::too_many_arguments)]
+/// One power-on: the boot decision, then the runtime until `stop`,
+/// `until`, or a restart the firmware's trial or the agent asks for (then
+/// true).
 fn power_on(
     device: &Device,
     state: &Path,
-    firmware: &Firmware,
     stop: &Arc<AtomicBool>,
     until: Option<Instant>,
     json: bool,
@@ -393,15 +389,8 @@ fn power_on(
     probation: Duration,
 ) -> Result<bool> {
     let clock = SystemClock::new();
-    let mut trial = match firmware {
-        Firmware::Running(record) if record.trial => {
-            let table = device.store().table()?;
-            let enabled = table.containers.iter().filter(|c| c.enabled && c.running().is_some());
-            let names = enabled.map(|c| c.name.clone());
-            Some((*record, FirmwareTrial::start(names, clock.now_ms(), probation.as_millis() as u64)))
-        }
-        _ => None,
-    };
+    let PowerOn { firmware, outcome, mut probation } = device.power_on(clock.now_ms(), probation.as_millis() as u64)?;
+    println!("{}", if json { firmware_json(&firmware).to_string() } else { firmware_text(&firmware) });
     // This power-on's own stop: the device's, or a restart.
     let halt = Arc::new(AtomicBool::new(false));
     let restart = AtomicBool::new(false);
@@ -411,7 +400,7 @@ fn power_on(
     let agent = agent.map(|config| Agent::new(config, device, state)).transpose()?;
     let recovery = matches!(firmware, Firmware::Recovery(_));
     // A firmware update requested before this power-on: what became of it.
-    if let Some(outcome) = device.store().settle_firmware(firmware)? {
+    if let Some(outcome) = outcome {
         println!(
             "{}",
             if json { firmware_outcome_json(&outcome).to_string() } else { firmware_outcome_text(&outcome) }
@@ -445,37 +434,28 @@ fn power_on(
             if let Some(r) = &report {
                 println!("{}", if json { report_json(r).to_string() } else { report_text(r) });
             }
-            if let Some((record, t)) = trial.as_mut() {
-                let verdict = match report.as_ref().and_then(trial_event) {
-                    Some(event) => t.observe(&event),
-                    None => t.tick(clock.now_ms()),
-                };
-                match verdict {
-                    Verdict::Pending => {}
-                    Verdict::Confirm => {
-                        // A confirm the flash refuses is tried again at the
-                        // next report or tick, never forgotten.
-                        let said = match device.store().confirm_firmware(record) {
-                            Ok(outcome) => {
-                                if let Some(o) = outcome {
-                                    let _ = outcomes.send(Outcome::Firmware(o));
-                                }
-                                let said = json!({ "report": "firmware-confirmed", "sequence": record.sequence });
-                                trial = None;
-                                said
-                            }
-                            Err(e) => json!({ "report": "firmware-confirm-failed", "error": e.to_string() }),
-                        };
-                        println!("{}", if json { said.to_string() } else { format!("firmware: {said}") });
+            if let Some(p) = probation.as_mut() {
+                let sequence = p.record().sequence;
+                let event = report.as_ref().and_then(TrialEvent::from_report);
+                let said = match p.step(&device.store(), event.as_ref(), clock.now_ms()) {
+                    Ok(ProbationStep::Pending) => None,
+                    Ok(ProbationStep::Confirmed(outcome)) => {
+                        if let Some(o) = outcome {
+                            let _ = outcomes.send(Outcome::Firmware(o));
+                        }
+                        probation = None;
+                        Some(json!({ "report": "firmware-confirmed", "sequence": sequence }))
                     }
-                    Verdict::Revert(reason) => {
-                        let said =
-                            json!({ "report": "firmware-trial-failed", "sequence": record.sequence, "reason": reason });
-                        println!("{}", if json { said.to_string() } else { format!("firmware: {said}; restarting") });
+                    Ok(ProbationStep::Failed(reason)) => {
                         restart.store(true, Ordering::Relaxed);
-                        halt.store(true, Ordering::Relaxed);
-                        trial = None;
+                        probation = None;
+                        Some(json!({ "report": "firmware-trial-failed", "sequence": sequence, "reason": reason }))
                     }
+                    // Tried again at the next report or tick, never forgotten.
+                    Err(e) => Some(json!({ "report": "firmware-confirm-failed", "error": e.to_string() })),
+                };
+                if let Some(said) = said {
+                    println!("{}", if json { said.to_string() } else { format!("firmware: {said}") });
                 }
             }
             if let Some(Report::Update(e)) = report {
@@ -499,18 +479,6 @@ fn power_on(
             Some(Err(_)) => bail!("the supervisor panicked"),
         }
     })
-}
-
-/// What a firmware trial hears of a supervisor report.
-fn trial_event(r: &Report) -> Option<TrialEvent> {
-    match r {
-        Report::Started { name, .. } => Some(TrialEvent::Started(name.clone())),
-        Report::GaveUp { name, reason } => Some(TrialEvent::Failed { name: name.clone(), reason: reason.clone() }),
-        Report::Update(UpdateEvent::Reverted { name, reason, .. }) => {
-            Some(TrialEvent::Failed { name: name.clone(), reason: reason.clone() })
-        }
-        _ => None,
-    }
 }
 
 fn firmware_text(f: &Firmware) -> String {
