@@ -26,7 +26,7 @@ use parking_lot::{ReentrantMutex, ReentrantMutexGuard};
 
 use crate::bundle::BundleError;
 use crate::clock::Clock;
-use crate::firmware::{Firmware, PowerOn};
+use crate::firmware::{Firmware, PowerOn, Probation, ProbationStep, TrialEvent};
 use crate::layout::{DeviceLayout, Geometry};
 use crate::sandbox::{Artifact, HostIo, Sandbox, SandboxError};
 use crate::store::{self, HostFlash, Identity, Runnable, Stage, Staging, Store};
@@ -97,7 +97,7 @@ pub struct Device {
     /// safe because each store operation completes before the next starts.
     store: ReentrantMutex<Store<HostFlash>>,
     sandbox: Sandbox,
-    /// What the last [`Device::power_on`] found.
+    /// What the last [`Device::power_on`] found (confirmed since, if it was).
     firmware: parking_lot::Mutex<Firmware>,
 }
 
@@ -162,6 +162,21 @@ impl Device {
         let power_on = self.store().power_on(now_ms, probation_ms)?;
         *self.firmware.lock() = power_on.firmware.clone();
         Ok(power_on)
+    }
+
+    /// Steps firmware's probation ([`Probation::step`]); once it is
+    /// confirmed, [`Device::firmware`] (what check-ins report) says so.
+    pub fn step_probation(
+        &self,
+        probation: &mut Probation,
+        event: Option<&TrialEvent>,
+        now_ms: u64,
+    ) -> Result<ProbationStep, DeviceError> {
+        let step = probation.step(&*self.store(), event, now_ms)?;
+        if matches!(step, ProbationStep::Confirmed(_)) {
+            *self.firmware.lock() = Firmware::Running(crate::firmware::confirmed(probation.record()));
+        }
+        Ok(step)
     }
 
     /// What the last [`Device::power_on`] found.

@@ -75,6 +75,18 @@ impl Firmware {
     }
 }
 
+/// What `record` becomes once the runtime confirms it (as
+/// `gantry_boot::Control::confirm` does it: the trial ends, the counter
+/// rises to it; the slot is the one it was tried in).
+pub(crate) fn confirmed(record: &BootRecord) -> BootRecord {
+    BootRecord {
+        trial: false,
+        trial_boots: 0,
+        security_counter: record.security_counter.max(record.sequence),
+        ..*record
+    }
+}
+
 /// What became of a firmware update, once the device knows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FirmwareOutcome {
@@ -386,7 +398,7 @@ impl<F: NorFlash> Store<F> {
     /// outcome of the update that brought it, if one was pending.
     pub fn confirm_firmware(&self, record: &BootRecord) -> Result<Option<FirmwareOutcome>, Error> {
         self.control()?.confirm(record)?;
-        self.settle_firmware(&Firmware::Running(BootRecord { trial: false, ..*record }))
+        self.settle_firmware(&Firmware::Running(confirmed(record)))
     }
 
     /// Settles a pending firmware update against what this power-on booted:

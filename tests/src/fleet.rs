@@ -375,7 +375,7 @@ impl SimDevice {
                 let report = rx.recv_timeout(Duration::from_millis(20)).ok();
                 let event = report.as_ref().and_then(TrialEvent::from_report);
                 let now = started.elapsed().as_millis() as u64;
-                match trial.step(&self.device.store(), event.as_ref(), now).expect("confirm") {
+                match self.device.step_probation(trial, event.as_ref(), now).expect("confirm") {
                     ProbationStep::Pending => {}
                     done => break done,
                 }

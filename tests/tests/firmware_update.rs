@@ -10,6 +10,7 @@ use std::time::Duration;
 use gantry_device::agent::AgentEvent;
 use gantry_device::firmware::{Firmware, FirmwareOutcome};
 use gantry_e2e::fleet::{Body, CLASS, Fleet, SimDevice};
+use gantry_e2e::proxy::{Chooser, Fault, HostileProxy};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
@@ -191,4 +192,38 @@ fn a_firmware_rollout_halts_itself_when_its_first_stage_reverts() {
     assert_eq!(r["state"], "halted", "{r:#}");
     assert!((1..=2).contains(&tried), "{tried} devices tried the bad firmware; the first stage is 10 % of 20");
     assert!(devices.iter().all(|d| running(d) == Some(1)), "every device runs firmware 1");
+}
+
+/// A firmware download cut mid-way resumes with a Range request at the
+/// next cycle, from the bytes already in DFU, and the release still goes
+/// through: pulled, restarted into, confirmed.
+#[test]
+fn a_cut_firmware_download_resumes_where_it_stopped() {
+    let fleet = Fleet::start();
+    let upstream = fleet.url.trim_start_matches("http://").parse().expect("addr");
+    let big: Vec<u8> = (0..12_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let image_path = format!("/blobs/sha256/{}", hex::encode(Sha256::digest(&big)));
+    let mut cut = false;
+    let chooser: Chooser = Box::new(move |_, line| {
+        if line.contains(&image_path) && !std::mem::replace(&mut cut, true) {
+            Fault::Drop(7_000)
+        } else {
+            Fault::None
+        }
+    });
+    let proxy = HostileProxy::start(upstream, chooser).expect("proxy");
+    let mut d = fleet.device(0, &proxy.url());
+    d.power_on(PROBATION, true);
+    let v1 = fleet.firmware(big.clone(), 1, CLASS);
+    fleet.assign(&d.id(), "firmware", &v1);
+
+    // The cut cycle fails (or skips the assignment): nothing is requested.
+    let first = d.cycle(Duration::from_secs(10));
+    assert!(!first.iter().flatten().any(|e| matches!(e, AgentEvent::FirmwareRequested { .. })), "{first:?}");
+    assert_eq!(proxy.ranged_requests(), 0);
+    let (events, booted, outcomes) = cycle_and_restart(&mut d, true);
+    assert!(events.contains(&AgentEvent::FirmwareRequested { sequence: 1 }), "{events:?}");
+    assert_eq!(proxy.ranged_requests(), 1, "the second try asked for the rest only");
+    assert!(matches!(&booted[..], [Firmware::Running(r)] if r.trial && r.sequence == 1), "{booted:?}");
+    assert!(matches!(&outcomes[..], [FirmwareOutcome::Confirmed { sequence: 1, .. }]), "{outcomes:?}");
 }

@@ -437,7 +437,7 @@ fn power_on(
             if let Some(p) = probation.as_mut() {
                 let sequence = p.record().sequence;
                 let event = report.as_ref().and_then(TrialEvent::from_report);
-                let said = match p.step(&device.store(), event.as_ref(), clock.now_ms()) {
+                let said = match device.step_probation(p, event.as_ref(), clock.now_ms()) {
                     Ok(ProbationStep::Pending) => None,
                     Ok(ProbationStep::Confirmed(outcome)) => {
                         if let Some(o) = outcome {
