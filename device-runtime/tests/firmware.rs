@@ -8,7 +8,7 @@ mod common;
 
 use common::{Fleet, NOW, geometry};
 use gantry_boot::{Reason, SwapState};
-use gantry_device::firmware::Firmware;
+use gantry_device::firmware::{Firmware, Probation, ProbationStep};
 use gantry_device::layout::Geometry;
 use gantry_device::store::Error;
 use gantry_keys::FileKeySource;
@@ -283,7 +283,7 @@ fn settle(store: &Store) -> Result<Firmware, String> {
         let p = store.power_on(0, 0).map_err(|e| format!("power-on: {e}"))?;
         match p.probation {
             Some(mut probation) => match probation.step(store, None, 0).map_err(|e| format!("confirm: {e}"))? {
-                gantry_device::firmware::ProbationStep::Confirmed(_) => {}
+                ProbationStep::Confirmed(_) => {}
                 other => return Err(format!("a healthy probation ended {other:?}")),
             },
             None => return Ok(p.firmware),
@@ -305,12 +305,15 @@ enum Expect {
     RecoveryOrNew,
 }
 
+/// What a phase does, from where its setup left the device.
+type PhaseStep = fn(&Store, &[Fw; 3], Option<Probation>) -> Result<(), Error>;
+
 struct Phase {
     name: &'static str,
     /// From a fresh device to where the step starts; the probation of
     /// firmware left on trial, for the step.
-    setup: fn(&Store, &[Fw; 3]) -> Option<gantry_device::firmware::Probation>,
-    step: fn(&Store, &[Fw; 3], Option<gantry_device::firmware::Probation>) -> Result<(), Error>,
+    setup: fn(&Store, &[Fw; 3]) -> Option<Probation>,
+    step: PhaseStep,
     expect: Expect,
 }
 
@@ -319,7 +322,7 @@ fn confirmed(store: &Store, fw: &Fw) {
     assert!(matches!(settle(store).unwrap(), Firmware::Running(r) if r.image_digest == sha(&fw.image)));
 }
 
-fn on_trial(store: &Store, fws: &[Fw; 3]) -> Option<gantry_device::firmware::Probation> {
+fn on_trial(store: &Store, fws: &[Fw; 3]) -> Option<Probation> {
     confirmed(store, &fws[0]);
     fws[1].download(store).unwrap();
     let p = store.power_on(0, 0).unwrap();

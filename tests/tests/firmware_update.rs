@@ -205,11 +205,7 @@ fn a_cut_firmware_download_resumes_where_it_stopped() {
     let image_path = format!("/blobs/sha256/{}", hex::encode(Sha256::digest(&big)));
     let mut cut = false;
     let chooser: Chooser = Box::new(move |_, line| {
-        if line.contains(&image_path) && !std::mem::replace(&mut cut, true) {
-            Fault::Drop(7_000)
-        } else {
-            Fault::None
-        }
+        if line.contains(&image_path) && !std::mem::replace(&mut cut, true) { Fault::Drop(7_000) } else { Fault::None }
     });
     let proxy = HostileProxy::start(upstream, chooser).expect("proxy");
     let mut d = fleet.device(0, &proxy.url());
