@@ -9,7 +9,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 vectors="${VECTORS:-$here/../../shared/vectors}"
 corpus="$here/corpus"
-mkdir -p "$corpus"/{envelope,verify,manifest,cose_sign1,cose_key,trust_root,boot_slot,boot_keys,boot_record,slot_table,container_slot,ticket}
+mkdir -p "$corpus"/{envelope,verify,manifest,cose_sign1,cose_key,trust_root,boot_slot,boot_keys,boot_record,slot_table,container_slot,ticket,device_api}
 
 # Envelopes: draft examples, libcsuit files, derived (Ed25519 + negative) vectors.
 envelopes=("$vectors"/suit/*.cbor "$vectors"/suit/libcsuit/*.suit "$vectors"/suit/derived/*.cbor)
@@ -65,6 +65,14 @@ printf '\xa0' > "$corpus/cose_key/empty-map"
 printf '\xa0' > "$corpus/trust_root/empty-map"
 cargo run --quiet --release --manifest-path "$here/seedgen/Cargo.toml" -- \
     "$corpus" "$vectors/suit/suit-examples-es256-private.pem"
+
+# Device API bodies: a check-in with a container and a measured firmware
+# entry, a report, a check-in answer and a login answer.
+d=$(printf 'ab%.0s' {1..32})
+printf '{"nonce":"AAAAAAAAAAAAAAAAAAAAAA==","inventory":[{"stream":"app","manifest_digest":"%s","sequence":3,"state":"confirmed"},{"stream":"firmware","manifest_digest":"%s","sequence":2,"state":"probation","boot":{"image_digest":"%s","image_size":4000,"boot_count":5,"slot":"b","trial_boots":1,"security_counter":1,"last_failure":"trial-expired"}}],"trust_root_version":1}' "$d" "$d" "$d" > "$corpus/device_api/checkin"
+printf '{"stream":"app","manifest_digest":"%s","state":"failed","progress":100,"detail":"reverted"}' "$d" > "$corpus/device_api/report"
+printf '{"ticket":"","etag":"\"e1\"","poll_after":30,"assignments":[],"trust_roots":[]}' > "$corpus/device_api/checkin-answer"
+printf '{"device_id":"00000000000000000000000000000001","token":"t","expires_in":900}' > "$corpus/device_api/login"
 
 for t in "$corpus"/*/; do
     printf '%-12s %3d seeds\n' "$(basename "$t")" "$(ls "$t" | wc -l)"

@@ -29,8 +29,7 @@ use std::collections::BTreeSet;
 
 use crate::bundle::SlotWriter;
 use crate::store::{Error, KEY_FIRMWARE, PROGRESS_EVERY, Part, Store};
-use crate::supervisor::Report;
-use crate::update::{UpdateEvent, Verdict};
+use crate::update::Verdict;
 
 /// How the bootloader treats updates on a Gantry device: one trial boot,
 /// and an update verified before it is swapped in.
@@ -568,9 +567,12 @@ pub enum TrialEvent {
     },
 }
 
+#[cfg(feature = "runtime")]
 impl TrialEvent {
     /// What a firmware trial hears of a supervisor report.
-    pub fn from_report(r: &Report) -> Option<TrialEvent> {
+    pub fn from_report(r: &crate::supervisor::Report) -> Option<TrialEvent> {
+        use crate::supervisor::Report;
+        use crate::update::UpdateEvent;
         match r {
             Report::Started { name, .. } => Some(TrialEvent::Started(name.clone())),
             Report::GaveUp { name, reason } | Report::Update(UpdateEvent::Reverted { name, reason, .. }) => {
