@@ -110,7 +110,10 @@ run gantry-sign container --module "$fixtures/crash.wasm" --config app.toml \
 run gantry-device install app-2.suit --module "$fixtures/crash.wasm"
 run gantry-device run --seconds 3
 run gantry-device status
-gantry-device status --json | grep -q '"sequence": *1' || { echo "app is not back on version 1" >&2; exit 1; }
+# Captured first: `grep -q` on a pipe exits at the first match, and the
+# writer would see a broken pipe.
+status=$(gantry-device status --json)
+grep -q '"sequence": *1' <<< "$status" || { echo "app is not back on version 1" >&2; exit 1; }
 
 step "The update server on its embedded defaults: SQLite, blobs and keys in one directory"
 # The online key is the one the trust root names in its server role; left
@@ -161,7 +164,8 @@ grep -q 'confirmed' pull.out || { echo "the device did not confirm the pulled re
 run gantry-device status
 step "What the server now knows the device runs (what it confirmed, not what was assigned)"
 run api "$url/api/v1/devices/$id"
-api "$url/api/v1/devices/$id" | grep -q "$digest" || { echo "the server does not show the confirmed release" >&2; exit 1; }
+view=$(api "$url/api/v1/devices/$id")
+grep -q "$digest" <<< "$view" || { echo "the server does not show the confirmed release" >&2; exit 1; }
 stop_server
 grep -q 'shutting down' server.log || { echo "the server did not shut down gracefully" >&2; exit 1; }
 
