@@ -117,6 +117,12 @@ impl VerifiedRelease {
     pub fn module(&self) -> &Payload {
         &self.payloads[0]
     }
+
+    /// The blob named `name`, if the release carries it (every blob its
+    /// config names, it does: checked when it was verified).
+    pub fn blob(&self, name: &str) -> Option<&Payload> {
+        self.payloads.iter().find(|p| p.blob.as_deref() == Some(name))
+    }
 }
 
 /// How an envelope is checked.
@@ -180,6 +186,9 @@ fn layout(m: &VerifiedManifest<'_>, config: &ContainerConfig, mut offset: u64) -
     }
     if payloads.first().is_none_or(|p| p.blob.is_some()) {
         return Err(BundleError::NotAContainer("component 0 must be the module".into()));
+    }
+    if let Some(missing) = config.blobs().find(|b| !payloads.iter().any(|p| p.blob.as_deref() == Some(*b))) {
+        return Err(BundleError::NotAContainer(format!("the config names blob {missing:?}, which the release lacks")));
     }
     Ok(payloads)
 }

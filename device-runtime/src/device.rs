@@ -9,6 +9,7 @@
 //!   flash.bin            the simulated NOR flash (allocated, bytes inverted)
 //!   cache/<profile>/     compiled artifacts
 //!   containers/<name>/   log, log.1, kv, data/ (the preopened /data)
+//!   blobs/<sha256>/      blob trees the configs mount, read-only
 //! ```
 //!
 //! **A full disk never blocks an install or a revert.** Both write only
@@ -28,9 +29,11 @@ use crate::bundle::BundleError;
 use crate::clock::Clock;
 use crate::firmware::{Firmware, PowerOn, Probation, ProbationStep, TrialEvent};
 use crate::layout::{DeviceLayout, Geometry};
-use crate::sandbox::{Artifact, HostIo, Sandbox, SandboxError};
+use crate::sandbox::{Artifact, HostIo, HostMount, Outcome, Sandbox, SandboxError, Stdio};
 use crate::store::{self, HostFlash, Identity, Runnable, Stage, Staging, Store};
 use crate::update::{Refusal, UpdateEvent};
+use gantry_signing::config::MountSource;
+use gantry_signing::tree;
 
 /// Errors of device operations.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +55,9 @@ pub enum DeviceError {
     /// `device.toml` is malformed.
     #[error("{0}")]
     Config(String),
+    /// A blob tree could not be unpacked or is not what was signed.
+    #[error("blob tree: {0}")]
+    Tree(tree::TreeError),
     /// The disk cannot hold the flash image.
     #[error("{path}: the disk cannot hold this {size}-byte flash ({error}); free space or choose a smaller geometry")]
     NoRoomForFlash {
@@ -62,6 +68,49 @@ pub enum DeviceError {
         /// What failed.
         error: std::io::Error,
     },
+}
+
+/// Largest `last-run` file read back.
+const MAX_LAST_RUN: usize = 4096;
+
+/// How a container's last run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastRun {
+    /// The release it ran.
+    pub sequence: u64,
+    /// When it ended, in Unix seconds.
+    pub ended_at: u64,
+    /// How (a trap's message kept to `table::MAX_REASON` bytes).
+    pub outcome: Outcome,
+}
+
+impl LastRun {
+    /// `{"sequence", "ended_at", "outcome": kind, "exit_code": number or
+    /// null, "detail": text or null}`: what `status --json` shows.
+    pub fn to_json(&self) -> serde_json::Value {
+        let detail = self.outcome.detail().map(|d| crate::table::RevertReason::new(d).as_str().to_owned());
+        serde_json::json!({
+            "sequence": self.sequence,
+            "ended_at": self.ended_at,
+            "outcome": self.outcome.kind(),
+            "exit_code": self.outcome.exit_code(),
+            "detail": detail,
+        })
+    }
+
+    fn from_json(v: &serde_json::Value) -> Option<LastRun> {
+        let detail = || v["detail"].as_str().map(|d| crate::table::RevertReason::new(d).as_str().to_owned());
+        let outcome = match v["outcome"].as_str()? {
+            "exited" => Outcome::Exited(i32::try_from(v["exit_code"].as_i64()?).ok()?),
+            "trapped" => Outcome::Trapped(detail()?),
+            "deadline" => Outcome::Deadline,
+            "memory-limit" => Outcome::MemoryLimit,
+            "stopped" => Outcome::Stopped,
+            "failed" => Outcome::Failed(detail()?),
+            _ => return None,
+        };
+        Some(LastRun { sequence: v["sequence"].as_u64()?, ended_at: v["ended_at"].as_u64()?, outcome })
+    }
 }
 
 /// Something the device works without but an operator should know.
@@ -83,6 +132,32 @@ impl std::fmt::Display for Warning {
     }
 }
 
+fn no_blob(name: &str) -> DeviceError {
+    DeviceError::Tree(tree::TreeError::Refused(format!("the release carries no blob {name:?}")))
+}
+
+/// The data directory `data`, or its subdirectory `sub` (a validated
+/// relative path), created if missing. The guest can make links in its
+/// data directory: a component that is anything but a directory is
+/// refused, so a mount never follows a link the guest made out of it.
+fn data_subdir(data: &Path, sub: Option<&str>) -> Result<PathBuf, DeviceError> {
+    let mut dir = data.to_owned();
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    for part in sub.into_iter().flat_map(|s| s.split('/')) {
+        dir.push(part);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                let error = std::io::Error::other("not a directory (a link or a file made by the container?)");
+                return Err(DeviceError::Io { path: dir, error });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(&dir).map_err(io(&dir))?,
+            Err(e) => return Err(io(&dir)(e)),
+        }
+    }
+    Ok(dir)
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DeviceError + '_ {
     move |error| DeviceError::Io { path: path.to_owned(), error }
 }
@@ -99,6 +174,9 @@ pub struct Device {
     sandbox: Sandbox,
     /// What the last [`Device::power_on`] found (confirmed since, if it was).
     firmware: parking_lot::Mutex<Firmware>,
+    /// One blob tree unpacked at a time (containers starting together may
+    /// share one).
+    blobs: parking_lot::Mutex<()>,
 }
 
 impl Device {
@@ -151,7 +229,8 @@ impl Device {
         let sandbox = Sandbox::new(&dir.join("cache"))?;
         let warnings = warnings.into_iter().collect();
         let firmware = parking_lot::Mutex::new(Firmware::Unknown);
-        Ok(Device { dir: dir.to_owned(), warnings, store: ReentrantMutex::new(store), sandbox, firmware })
+        let blobs = parking_lot::Mutex::new(());
+        Ok(Device { dir: dir.to_owned(), warnings, store: ReentrantMutex::new(store), sandbox, firmware, blobs })
     }
 
     /// Power-on ([`Store::power_on`]): the bootloader's decision over this
@@ -224,12 +303,103 @@ impl Device {
         &self.sandbox
     }
 
-    /// Where a container's host-side files live (the directory is created),
-    /// its heartbeats timed by `clock`.
-    pub fn host_io(&self, name: &str, clock: Arc<dyn Clock>) -> Result<HostIo, DeviceError> {
-        let base = self.dir.join("containers").join(name);
+    /// Where a container's host-side files live (the directory is
+    /// created), its heartbeats timed by `clock`, with what its config
+    /// mounts made ready: each blob tree found intact or unpacked again
+    /// from its verified slot ([`Device::blob_tree`]), the data directory
+    /// created from its seed when it has none, data subdirectories
+    /// created, stdin read from its blob.
+    pub fn host_io(&self, r: &Runnable, clock: Arc<dyn Clock>) -> Result<HostIo, DeviceError> {
+        let config = &r.release.config;
+        let base = self.dir.join("containers").join(&r.name);
         std::fs::create_dir_all(&base).map_err(io(&base))?;
-        Ok(HostIo { clock, ..HostIo::under(&base) })
+        let mut host = HostIo { clock, ..HostIo::under(&base) };
+        let read = |name: &str| -> Result<(Vec<u8>, [u8; 32]), DeviceError> {
+            let p = r.release.blob(name).ok_or_else(|| no_blob(name))?;
+            Ok((self.store().read_payload(r, p)?, p.sha256))
+        };
+        if let Some(seed) = &config.seed
+            && !host.data_dir.exists()
+        {
+            // Unpacked beside it, then renamed: a crash leaves no
+            // half-seeded data directory.
+            let (bytes, sha256) = read(seed)?;
+            let tmp = base.join("data.seed");
+            tree::remove(&tmp).map_err(DeviceError::Tree)?;
+            tree::unpack(&bytes, &sha256, &tmp, false).map_err(DeviceError::Tree)?;
+            std::fs::rename(&tmp, &host.data_dir).map_err(io(&host.data_dir))?;
+        }
+        for m in &config.mounts {
+            let dir = match &m.source {
+                MountSource::Data(sub) => data_subdir(&host.data_dir, sub.as_deref())?,
+                MountSource::Blob(name) => {
+                    let p = r.release.blob(name).ok_or_else(|| no_blob(name))?;
+                    self.blob_tree(&p.sha256, || read(name).map(|(bytes, _)| bytes))?
+                }
+            };
+            host.mounts.push(HostMount { host: dir, guest: m.path.clone(), writable: m.writable });
+        }
+        if let Some(stdin) = &config.stdin {
+            host.stdin = Some(read(stdin)?.0.into());
+        }
+        Ok(host)
+    }
+
+    /// The directory a blob tree of digest `sha256` is unpacked in,
+    /// `STATE/blobs/<sha256>/`, read-only and shared by every release that
+    /// carries it. It is used only if it archives to that digest again
+    /// (checked every time: a changed file, an extra or a missing one is
+    /// found); otherwise it is unpacked again from `read` (the verified
+    /// slot).
+    pub fn blob_tree(
+        &self,
+        sha256: &[u8; 32],
+        read: impl FnOnce() -> Result<Vec<u8>, DeviceError>,
+    ) -> Result<PathBuf, DeviceError> {
+        let _one = self.blobs.lock();
+        let dir = self.dir.join("blobs").join(hex::encode(sha256));
+        if tree::digest(&dir).is_ok_and(|d| d == *sha256) {
+            return Ok(dir);
+        }
+        let parent = self.dir.join("blobs");
+        std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+        tree::remove(&dir).map_err(DeviceError::Tree)?;
+        let tmp = dir.with_extension("tmp");
+        tree::remove(&tmp).map_err(DeviceError::Tree)?;
+        tree::unpack(&read()?, sha256, &tmp, true).map_err(DeviceError::Tree)?;
+        std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
+        Ok(dir)
+    }
+
+    /// Keeps how container `name`'s run of release `sequence` ended, for
+    /// `status` ([`Device::last_run`]): one small file, replaced whole.
+    pub fn record_run(&self, name: &str, sequence: u64, outcome: &Outcome, now: u64) -> Result<(), DeviceError> {
+        let run = LastRun { sequence, ended_at: now, outcome: outcome.clone() };
+        let path = self.dir.join("containers").join(name).join("last-run");
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, run.to_json().to_string()).and_then(|()| std::fs::rename(&tmp, &path)).map_err(io(&path))
+    }
+
+    /// How container `name`'s last run ended, if it was kept and reads
+    /// back (a file that does not is ignored).
+    pub fn last_run(&self, name: &str) -> Option<LastRun> {
+        let path = self.dir.join("containers").join(name).join("last-run");
+        let bytes = std::fs::read(path).ok().filter(|b| b.len() <= MAX_LAST_RUN)?;
+        LastRun::from_json(&serde_json::from_slice(&bytes).ok()?)
+    }
+
+    /// Runs a runnable container's entry point once: its module, its host
+    /// files and mounts ([`Device::host_io`]) with stdout and stderr sent
+    /// where `stdio` says.
+    pub fn run_once(
+        &self,
+        r: &Runnable,
+        stdio: Stdio,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<Outcome, DeviceError> {
+        let module = self.module(r)?;
+        let host = HostIo { stdio, ..self.host_io(r, Arc::new(crate::clock::SystemClock::new()))? };
+        Ok(self.sandbox.run(&module, &r.release.config, host, stop)?.0)
     }
 
     /// Installs a release given whole (see [`Device::stage`] for one that
@@ -276,9 +446,26 @@ impl Device {
         let name = staged.release.config.name.clone();
         let module = staged.release.module().clone();
         let wasm = self.store().read_staged(&staged, &module)?;
+        // Every blob tree the config mounts or seeds from must be a
+        // canonical archive: unpacked now, so a bad one is refused before
+        // the switch. A disk that cannot hold it refuses nothing (the next
+        // start unpacks it again).
+        let config = &staged.release.config;
+        let trees = config.mounts.iter().filter_map(|m| m.blob()).chain(config.seed.as_deref());
+        for blob in trees {
+            let Some(p) = staged.release.blob(blob).cloned() else { continue };
+            match self.blob_tree(&p.sha256, || Ok(self.store().read_staged(&staged, &p)?)) {
+                Err(DeviceError::Tree(e @ (tree::TreeError::Refused(_) | tree::TreeError::NotCanonical))) => {
+                    self.store().abandon(&name);
+                    let reason = format!("blob {blob:?} is not a blob tree: {e}");
+                    return Ok(UpdateEvent::Refused { name, reason: Refusal::Sandbox(reason) });
+                }
+                _ => {}
+            }
+        }
         let artifact = match self.sandbox.install(&module.sha256, &wasm, &staged.release.config) {
             Ok(a) => a,
-            Err(e @ (SandboxError::Import(_) | SandboxError::Compile(_))) => {
+            Err(e @ (SandboxError::Module(_) | SandboxError::Compile(_))) => {
                 self.store().abandon(&name);
                 return Ok(UpdateEvent::Refused { name, reason: Refusal::Sandbox(e.to_string()) });
             }

@@ -282,7 +282,7 @@ fn supervise(
             return;
         }
         let config = r.release.config.clone();
-        let (module, io) = match (device.module(&r), device.host_io(&r.name, clock.clone())) {
+        let (module, io) = match (device.module(&r), device.host_io(&r, clock.clone())) {
             (Ok(m), Ok(io)) => (m, io),
             (Err(e), _) | (_, Err(e)) => {
                 send(Report::GaveUp { name: r.name.clone(), reason: e.to_string() });
@@ -316,6 +316,8 @@ fn supervise(
             Ok(x) => x,
             Err(e) => (Outcome::Failed(e.to_string()), None),
         };
+        // For `status`; a disk too full to keep it loses only that.
+        let _ = device.record_run(&r.name, r.release.sequence, &outcome, unix_now());
         send(Report::Ended { name: r.name.clone(), outcome: outcome.clone() });
         let bytes = dropped.swap(0, Ordering::Relaxed);
         if bytes > 0 {

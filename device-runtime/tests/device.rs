@@ -21,7 +21,7 @@ fn run(device: &Device, name: &str) -> (Outcome, String) {
     let (runnable, _) = device.store().start().unwrap();
     let r = runnable.iter().find(|r| r.name == name).expect("runnable");
     let module = device.module(r).unwrap();
-    let io = device.host_io(name, Arc::new(SystemClock::new())).unwrap();
+    let io = device.host_io(r, Arc::new(SystemClock::new())).unwrap();
     let _ = std::fs::remove_file(&io.log);
     let (outcome, _) = device.sandbox().run(&module, &r.release.config, io.clone(), Arc::default()).unwrap();
     (outcome, std::fs::read_to_string(&io.log).unwrap_or_default())

@@ -208,7 +208,7 @@ fn install(device: &Device, fleet: &Fleet, toml: &str, wasm: &[u8], seq: u64) ->
 fn run_installed(device: &Device, name: &str) -> Outcome {
     let r = device.store().runnable(name).unwrap().expect("runnable");
     let module = device.module(&r).unwrap();
-    let io = device.host_io(name, Arc::new(SystemClock::new())).unwrap();
+    let io = device.host_io(&r, Arc::new(SystemClock::new())).unwrap();
     device.sandbox().run(&module, &r.release.config, io, Arc::default()).unwrap().0
 }
 

@@ -10,6 +10,13 @@
 //! args = ["--rate", "10"]
 //! capabilities = ["wasi:clocks", "wasi:stdout", "gantry:sensor"]
 //! success_codes = [0]      # exit codes that mean success (a SAT solver: [10, 20])
+//! stdin = "input"          # a blob of the release read as stdin (default: empty)
+//! seed = "initial-data"    # a blob tree the data directory starts from
+//!
+//! [[mounts]]               # directories the guest sees (preopens)
+//! path = "/share"          # where, in the guest
+//! source = "blob:stdlib"   # "data", "data/SUBDIR" or "blob:NAME" (a tree)
+//! mode = "ro"              # "ro" (default) or "rw" (data only)
 //!
 //! [env]
 //! LOG_LEVEL = "info"
@@ -96,6 +103,96 @@ pub struct ContainerConfig {
     /// (a SAT solver exits 10 for sat and 20 for unsat); any other exit is a
     /// failure for the restart policy and the probation.
     pub success_codes: Vec<i32>,
+    /// Directories preopened for the guest, in the order given, besides
+    /// `/data` when `wasi:data-dir` is granted; at most [`MAX_MOUNTS`],
+    /// each at its own guest path.
+    pub mounts: Vec<Mount>,
+    /// A blob of the release whose bytes are the guest's stdin (empty
+    /// otherwise).
+    pub stdin: Option<String>,
+    /// A blob tree the private data directory is created from when it does
+    /// not exist (the first start, or after `remove`).
+    pub seed: Option<String>,
+}
+
+/// Most mounts one config may declare.
+pub const MAX_MOUNTS: usize = 16;
+
+/// Longest guest path of a mount, and longest data subdirectory, in bytes.
+pub const MAX_GUEST_PATH: usize = 255;
+
+/// Longest blob name, in bytes (the release builder refuses longer ones).
+pub const MAX_BLOB_NAME: usize = 63;
+
+/// A directory the guest sees at `path` (a WASI preopen).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Mount {
+    /// Absolute, normalized guest path (`/`, `/share`, ...).
+    pub path: String,
+    /// What it shows.
+    pub source: MountSource,
+    /// Whether the guest may change it (only a data directory may be).
+    pub writable: bool,
+}
+
+/// What a mount shows.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum MountSource {
+    /// The container's private data directory (`None`), or a directory
+    /// under it (relative, normalized; created at start). Bounded by
+    /// `limits.data`, like `/data`.
+    Data(Option<String>),
+    /// A blob of the release holding a directory tree
+    /// ([`crate::tree`]), verified from flash; always read-only.
+    Blob(String),
+}
+
+/// Whether `name` is a valid blob name: 1 to [`MAX_BLOB_NAME`] of `a-z`,
+/// `0-9`, `.`, `_` and `-`.
+pub fn is_blob_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_BLOB_NAME
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+/// Whether `path` is a normalized relative path: components separated by
+/// single `/`, none empty, `.` or `..`, no control character, at most
+/// [`MAX_GUEST_PATH`] bytes.
+fn is_relative_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.len() <= MAX_GUEST_PATH
+        && !path.chars().any(char::is_control)
+        && path.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+impl Mount {
+    fn check(&self) -> Result<(), Error> {
+        let p = &self.path;
+        let path_ok = p == "/" || (p.len() <= MAX_GUEST_PATH && p.strip_prefix('/').is_some_and(is_relative_path));
+        if !path_ok {
+            return Err(cfg_err(format!(
+                "mount path {p:?}: use an absolute path like \"/share\" (at most {MAX_GUEST_PATH} bytes, no \".\", \"..\", \"//\" or trailing \"/\")"
+            )));
+        }
+        match &self.source {
+            MountSource::Data(Some(sub)) if !is_relative_path(sub) => {
+                Err(cfg_err(format!("mount {p:?}: data subdirectory {sub:?} is not a plain relative path")))
+            }
+            MountSource::Blob(b) if !is_blob_name(b) => Err(cfg_err(format!("mount {p:?}: {b:?} is not a blob name"))),
+            MountSource::Blob(_) if self.writable => {
+                Err(cfg_err(format!("mount {p:?}: a blob is read-only; use mode = \"ro\"")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The blob this mount shows, if it shows one.
+    pub fn blob(&self) -> Option<&str> {
+        match &self.source {
+            MountSource::Blob(b) => Some(b),
+            MountSource::Data(_) => None,
+        }
+    }
 }
 
 /// Most exit codes a config may declare successful.
@@ -208,6 +305,42 @@ struct TomlConfig {
     restart: TomlRestart,
     #[serde(default = "default_success_codes")]
     success_codes: Vec<i32>,
+    #[serde(default)]
+    mounts: Vec<TomlMount>,
+    stdin: Option<String>,
+    seed: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TomlMount {
+    path: String,
+    source: String,
+    mode: Option<String>,
+}
+
+impl TomlMount {
+    fn parse(self) -> Result<Mount, Error> {
+        let source = match self.source.as_str() {
+            "data" => MountSource::Data(None),
+            s => match (s.strip_prefix("data/"), s.strip_prefix("blob:")) {
+                (Some(sub), _) => MountSource::Data(Some(sub.to_owned())),
+                (_, Some(blob)) => MountSource::Blob(blob.to_owned()),
+                _ => {
+                    return Err(cfg_err(format!(
+                        "mount {:?}: source {s:?}: use \"data\", \"data/SUBDIR\" or \"blob:NAME\"",
+                        self.path
+                    )));
+                }
+            },
+        };
+        let writable = match self.mode.as_deref().unwrap_or("ro") {
+            "ro" => false,
+            "rw" => true,
+            m => return Err(cfg_err(format!("mount {:?}: mode {m:?}: use \"ro\" or \"rw\"", self.path))),
+        };
+        Ok(Mount { path: self.path, source, writable })
+    }
 }
 
 fn default_success_codes() -> Vec<i32> {
@@ -332,6 +465,9 @@ impl ContainerConfig {
                 backoff_max_ms: t.restart.backoff_max_ms.unwrap_or(30_000),
             },
             success_codes,
+            mounts: t.mounts.into_iter().map(TomlMount::parse).collect::<Result<_, _>>()?,
+            stdin: t.stdin,
+            seed: t.seed,
         };
         config.validate()?;
         Ok(config)
@@ -416,7 +552,39 @@ impl ContainerConfig {
         if let Some(w) = codes.windows(2).find(|w| w[0] >= w[1]) {
             return Err(cfg_err(format!("success_codes: {} listed twice or out of order", w[1])));
         }
+        if self.mounts.len() > MAX_MOUNTS {
+            return Err(cfg_err(format!("at most {MAX_MOUNTS} mounts")));
+        }
+        let mut paths = std::collections::BTreeSet::new();
+        if has("wasi:data-dir") {
+            paths.insert("/data");
+        }
+        for m in &self.mounts {
+            m.check()?;
+            if !paths.insert(&m.path) {
+                let also = if m.path == "/data" { " (\"wasi:data-dir\" mounts the data directory there)" } else { "" };
+                return Err(cfg_err(format!("mount path {:?} is used twice{also}", m.path)));
+            }
+        }
+        for (what, blob) in [("stdin", &self.stdin), ("seed", &self.seed)] {
+            if let Some(b) = blob.as_deref().filter(|b| !is_blob_name(b)) {
+                return Err(cfg_err(format!("{what}: {b:?} is not a blob name")));
+            }
+        }
         Ok(())
+    }
+
+    /// Every blob the config refers to (mounts, stdin, seed): the release
+    /// must carry each of them.
+    pub fn blobs(&self) -> impl Iterator<Item = &str> {
+        self.mounts.iter().filter_map(Mount::blob).chain(self.stdin.as_deref()).chain(self.seed.as_deref())
+    }
+
+    /// Whether the private data directory is preopened somewhere writable:
+    /// then `limits.data` must be enforced on writes.
+    pub fn writes_data(&self) -> bool {
+        self.capabilities.iter().any(|c| c == "wasi:data-dir")
+            || self.mounts.iter().any(|m| m.writable && matches!(m.source, MountSource::Data(_)))
     }
 
     /// The canonical CBOR form (see `docs/formats.md` for the CDDL).
@@ -431,7 +599,10 @@ impl ContainerConfig {
             let optional = u64::from(!self.env.is_empty())
                 + u64::from(!self.args.is_empty())
                 + u64::from(self.health.is_some())
-                + u64::from(codes);
+                + u64::from(codes)
+                + u64::from(!self.mounts.is_empty())
+                + u64::from(self.stdin.is_some())
+                + u64::from(self.seed.is_some());
             e.map(6 + optional)?;
             e.u8(1)?.str(&self.name)?;
             e.u8(2)?.str(&self.version)?;
@@ -492,6 +663,24 @@ impl ContainerConfig {
                 for &code in &self.success_codes {
                     e.i32(code)?;
                 }
+            }
+            // Mounts, stdin and seed, like every member added after the
+            // first release, are written only when set.
+            if !self.mounts.is_empty() {
+                e.u8(11)?.array(self.mounts.len() as u64)?;
+                for m in &self.mounts {
+                    let (kind, arg) = match &m.source {
+                        MountSource::Data(sub) => (0u8, sub.as_deref().unwrap_or("")),
+                        MountSource::Blob(b) => (1, b.as_str()),
+                    };
+                    e.array(4)?.str(&m.path)?.u8(kind)?.str(arg)?.bool(m.writable)?;
+                }
+            }
+            if let Some(b) = &self.stdin {
+                e.u8(12)?.str(b)?;
+            }
+            if let Some(b) = &self.seed {
+                e.u8(13)?.str(b)?;
             }
             Ok(())
         })();
@@ -554,6 +743,9 @@ impl ContainerConfig {
                 backoff_max_ms: 0,
             },
             success_codes: vec![0],
+            mounts: Vec::new(),
+            stdin: None,
+            seed: None,
         };
         let mut seen = 0u16;
         let mut order = KeyOrder::new();
@@ -608,6 +800,24 @@ impl ContainerConfig {
                         c.success_codes.push(i32::try_from(code).map_err(|_| Error::Invalid("success code"))?);
                     }
                 }
+                11 => {
+                    for _ in 0..r.array("mounts")? {
+                        if r.array("mount")? != 4 {
+                            return Err(Error::Invalid("mount"));
+                        }
+                        let path = r.str("mount path")?.to_owned();
+                        let (kind, arg) = (r.u64("mount source")?, r.str("mount source")?.to_owned());
+                        let source = match kind {
+                            0 if arg.is_empty() => MountSource::Data(None),
+                            0 => MountSource::Data(Some(arg)),
+                            1 => MountSource::Blob(arg),
+                            _ => return Err(Error::Invalid("mount source")),
+                        };
+                        c.mounts.push(Mount { path, source, writable: r.bool("mount mode")? });
+                    }
+                }
+                12 => c.stdin = Some(r.str("stdin")?.to_owned()),
+                13 => c.seed = Some(r.str("seed")?.to_owned()),
                 _ => return Err(Error::Invalid("unknown config member")),
             }
             seen |= 1 << key;
@@ -820,6 +1030,76 @@ policy = "always"
         let end = pos + 2 + [0x01, 0x1a, 0x01, 0, 0, 0, 0x02, 0x18, 0x64, 0x03, 0x1a, 0, 0x08, 0, 0].len();
         explicit.splice(end..end, [0x05, 0x1a, 0, 0x10, 0, 0]);
         assert!(ContainerConfig::from_cbor(&explicit).is_err(), "5 => the default is not canonical");
+    }
+
+    #[test]
+    fn mounts_stdin_and_seed_round_trip_and_refuse_mistakes() {
+        let base = "name = \"py\"\nversion = \"1\"\n";
+        let text = format!(
+            "{base}stdin = \"input\"\nseed = \"initial\"\n\
+             [[mounts]]\npath = \"/usr/local/lib/python3.11\"\nsource = \"blob:stdlib\"\n\
+             [[mounts]]\npath = \"/\"\nsource = \"data\"\nmode = \"rw\"\n\
+             [[mounts]]\npath = \"/out\"\nsource = \"data/out/today\"\nmode = \"ro\"\n"
+        );
+        let c = ContainerConfig::from_toml(&text).unwrap();
+        assert_eq!(c.mounts[0].source, MountSource::Blob("stdlib".into()));
+        assert!(!c.mounts[0].writable && c.mounts[1].writable && !c.mounts[2].writable);
+        assert_eq!(c.mounts[2].source, MountSource::Data(Some("out/today".into())));
+        assert_eq!(c.blobs().collect::<Vec<_>>(), ["stdlib", "input", "initial"]);
+        assert!(c.writes_data());
+        let bytes = c.to_cbor();
+        assert_eq!(ContainerConfig::from_cbor(&bytes).unwrap(), c);
+        for cut in 0..bytes.len() {
+            assert!(ContainerConfig::from_cbor(&bytes[..cut]).is_err());
+        }
+        // Without them, a config encodes as before they existed.
+        let plain = ContainerConfig::from_toml(base).unwrap();
+        assert!(plain.mounts.is_empty() && plain.stdin.is_none() && !plain.writes_data());
+        assert!(!plain.to_cbor().windows(2).any(|w| w[0] == 0x0b || w[0] == 0x0c || w[0] == 0x0d));
+
+        let mount = |path: &str, source: &str, mode: &str| {
+            format!("{base}[[mounts]]\npath = {path:?}\nsource = {source:?}\nmode = {mode:?}\n")
+        };
+        for (bad, why) in [
+            (mount("share", "data", "ro"), "absolute path"),
+            (mount("/share/", "data", "ro"), "absolute path"),
+            (mount("/a//b", "data", "ro"), "absolute path"),
+            (mount("/a/../b", "data", "ro"), "absolute path"),
+            (mount("/a/./b", "data", "ro"), "absolute path"),
+            (mount(&format!("/{}", "x".repeat(255)), "data", "ro"), "absolute path"),
+            (mount("/x", "data/../etc", "rw"), "plain relative path"),
+            (mount("/x", "data/", "rw"), "plain relative path"),
+            (mount("/x", "/etc", "ro"), "use \"data\""),
+            (mount("/x", "blob:Bad", "ro"), "not a blob name"),
+            (mount("/x", "blob:lib", "rw"), "read-only"),
+            (mount("/x", "data", "rwx"), "mode"),
+            (format!("{}[[mounts]]\npath = \"/x\"\nsource = \"data\"\n", mount("/x", "data", "ro")), "used twice"),
+            (format!("{base}stdin = \"../x\"\n"), "stdin"),
+            (format!("{base}seed = \"\"\n"), "seed"),
+            (format!("{base}[[mounts]]\npath = \"/x\"\n"), "source"),
+        ] {
+            let err = ContainerConfig::from_toml(&bad).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        let clash = format!(
+            "name = \"a\"\nversion = \"1\"\ncapabilities = [\"wasi:data-dir\"]\n\
+             [[mounts]]\npath = \"/data\"\nsource = \"data\"\n"
+        );
+        assert!(ContainerConfig::from_toml(&clash).unwrap_err().to_string().contains("wasi:data-dir"));
+        let many: String =
+            (0..=MAX_MOUNTS).map(|i| format!("[[mounts]]\npath = \"/m{i}\"\nsource = \"data\"\n")).collect();
+        assert!(ContainerConfig::from_toml(&format!("{base}{many}")).unwrap_err().to_string().contains("at most"));
+
+        // In CBOR: an unknown mount kind, a blob mount marked writable.
+        let one = ContainerConfig::from_toml(&mount("/x", "blob:lib", "ro")).unwrap().to_cbor();
+        let pos = one.windows(3).position(|w| w == [0x0b, 0x81, 0x84]).unwrap();
+        let kind = pos + 3 + 3; // array(4), "/x" (3 bytes), then the kind
+        let mut bad = one.clone();
+        bad[kind] = 2;
+        assert!(ContainerConfig::from_cbor(&bad).is_err(), "kind 2");
+        let mut bad = one.clone();
+        *bad.last_mut().unwrap() = 0xf5;
+        assert!(ContainerConfig::from_cbor(&bad).is_err(), "a writable blob");
     }
 
     #[test]

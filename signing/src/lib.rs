@@ -56,6 +56,10 @@ pub mod build;
 pub mod config;
 #[cfg(feature = "std")]
 pub mod inspect;
+#[cfg(feature = "wasm")]
+pub mod module;
+#[cfg(feature = "wasm")]
+pub mod tree;
 
 pub use error::Error;
 

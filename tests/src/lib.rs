@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bins;
 pub mod fleet;
 pub mod mitm;
 pub mod proxy;

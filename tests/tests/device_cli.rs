@@ -2,51 +2,16 @@
 //! pre-authorization, then `run --server` pulls, installs and confirms a
 //! release by itself, and the server sees it in the inventory.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::time::SystemTime;
 
+use gantry_e2e::bins::workspace_bin;
 use gantry_e2e::fleet::{Body, Fleet, fixture};
 use serde_json::{Value, json};
 
-/// The `gantry-device` binary of this workspace. `cargo test --workspace`
-/// has built it next to this test; when it is missing or older than the
-/// sources it is built from (`cargo test -p gantry-e2e` after a change), it
-/// is built here, so a stale binary is never tested.
+/// The `gantry-device` binary of this workspace.
 fn gantry_device() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let bin = exe.parent().and_then(|d| d.parent()).expect("target dir").join("gantry-device");
-    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let newest =
-        ["device-runtime", "signing", "keys", "bootloader"].iter().filter_map(|c| newest_file(&root.join(c))).max();
-    if built.is_none() || newest > built {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "gantry-device", "--bin", "gantry-device"])
-            .current_dir(&root)
-            .status()
-            .expect("running cargo");
-        assert!(status.success(), "building gantry-device");
-    }
-    bin
-}
-
-/// The newest modification time of a source file under `dir`.
-fn newest_file(dir: &Path) -> Option<SystemTime> {
-    let mut newest = None;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).ok()?.flatten() {
-            let path = entry.path();
-            let name = entry.file_name();
-            if path.is_dir() && name != "target" && name != "fixtures" {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs" || e == "toml") {
-                newest = newest.max(entry.metadata().and_then(|m| m.modified()).ok());
-            }
-        }
-    }
-    newest
+    workspace_bin("gantry-device", "gantry-device")
 }
 
 #[test]

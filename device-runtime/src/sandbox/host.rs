@@ -1,5 +1,5 @@
 //! Gantry's host API, linked function by function only when the signed
-//! config grants it (`caps::gantry_capability`). Every call bounds what it
+//! config grants it (`gantry_signing::module::gantry_capability`). Every call bounds what it
 //! reads from and writes to guest memory and returns an error code rather
 //! than trapping on a bad argument.
 //!
@@ -47,6 +47,35 @@ pub struct HostIo {
     pub heartbeat: Arc<AtomicU64>,
     /// Time base of heartbeats and the sensor: the supervisor's clock.
     pub clock: Arc<dyn Clock>,
+    /// Directories preopened besides `/data`, in the config's order.
+    pub mounts: Vec<HostMount>,
+    /// The guest's stdin; empty when `None`.
+    pub stdin: Option<bytes::Bytes>,
+    /// Where stdout and stderr go: the log, or (`gantry-device run
+    /// --once`) the runtime's own stdout and stderr, apart.
+    pub stdio: Stdio,
+}
+
+/// Where a container's stdout and stderr go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stdio {
+    /// Into its log, in order, as far as `wasi:stdout` / `wasi:stderr`
+    /// are granted.
+    Log,
+    /// To the runtime's own stdout and stderr, each to its own (a batch
+    /// run), as far as they are granted.
+    Inherit,
+}
+
+/// A host directory preopened for the guest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostMount {
+    /// The directory on the host.
+    pub host: PathBuf,
+    /// Where the guest sees it.
+    pub guest: String,
+    /// Whether the guest may change it.
+    pub writable: bool,
 }
 
 impl HostIo {
@@ -60,6 +89,9 @@ impl HostIo {
             kv: dir.join("kv"),
             heartbeat: Arc::new(AtomicU64::new(0)),
             clock: Arc::new(SystemClock::new()),
+            mounts: Vec::new(),
+            stdin: None,
+            stdio: Stdio::Log,
         }
     }
 
@@ -77,7 +109,8 @@ pub(crate) struct Grants {
     log: bool,
     kv: bool,
     sensor: bool,
-    /// `wasi:data-dir`: the `/data` quota's wrappers are linked.
+    /// The data directory is mounted writable: the quota's wrappers are
+    /// linked.
     pub(crate) data: bool,
 }
 
@@ -88,7 +121,7 @@ impl Grants {
             log: has("gantry:log"),
             kv: has("gantry:kv"),
             sensor: has("gantry:sensor"),
-            data: has("wasi:data-dir"),
+            data: config.writes_data(),
         }
     }
 }

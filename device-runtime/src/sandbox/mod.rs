@@ -21,7 +21,6 @@
 //! from there under the same hash check, and the failure is reported
 //! ([`Sandbox::cache_faults`]). A later process compiles it again.
 
-pub mod caps;
 mod host;
 mod log;
 mod quota;
@@ -37,8 +36,8 @@ use gantry_signing::config::ContainerConfig;
 use sha2::{Digest as _, Sha256};
 use wasmtime::{Config, Engine, Linker, Module, ModuleVersionStrategy, OptLevel};
 
-pub use caps::{ImportRefused, check_imports};
-pub use host::HostIo;
+pub use gantry_signing::module::{ModuleRefused, check as check_module, check_imports};
+pub use host::{HostIo, HostMount, Stdio};
 pub use run::{Outcome, Running};
 
 /// The compilation settings every artifact is bound to. `preserve-all`:
@@ -83,9 +82,10 @@ const HOST_STACK: u64 = 1024 * 1024;
 /// Sandbox errors.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    /// The module imports something its config does not grant.
+    /// The module imports something its config does not grant, or needs
+    /// more memory than it allows: found before it is compiled.
     #[error("refused at install: {0}")]
-    Import(#[from] ImportRefused),
+    Module(#[from] ModuleRefused),
     /// The module is not valid Wasm or does not compile.
     #[error("the module does not compile: {0}")]
     Compile(String),
@@ -324,9 +324,10 @@ impl Sandbox {
         self.cache.join(format!("{hex}.cwasm"))
     }
 
-    /// Install-time work: check the module's imports against `config`,
-    /// compile it, and write the artifact to the cache. `wasm` must already
-    /// be verified against the signed `module_sha256`.
+    /// Install-time work: check the module's imports and memory against
+    /// `config` (before compiling: a refusal costs no compile), compile
+    /// it, and write the artifact to the cache. `wasm` must already be
+    /// verified against the signed `module_sha256`.
     pub fn install(
         &self,
         module_sha256: &[u8; 32],
@@ -336,9 +337,9 @@ impl Sandbox {
         if Sha256::digest(wasm)[..] != module_sha256[..] {
             return Err(SandboxError::Artifact("the module does not match its signed digest".into()));
         }
+        check_module(wasm, config)?;
         let engine = self.compiler(config.limits.stack_bytes)?;
         let module = Module::new(&engine, wasm).map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
-        check_imports(module.imports().map(|i| (i.module(), i.name(), i.ty().func().is_some())), config)?;
         let bytes = module.serialize().map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
         let artifact = Artifact { sha256: Sha256::digest(&bytes).into() };
         let path = self.artifact_path(module_sha256);

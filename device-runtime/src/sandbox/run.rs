@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 use gantry_signing::config::ContainerConfig;
 use rustix::time::{ClockId, clock_gettime};
 use wasmtime::{Instance, Module, ResourceLimiter, Store, Trap, UpdateDeadline};
-use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use super::host::{Host, HostIo};
+use super::host::{Host, HostIo, Stdio};
 use super::log::LogWriter;
 use super::quota::DataQuota;
 use super::{Busy, Sandbox, SandboxError};
@@ -31,7 +32,7 @@ pub(crate) struct Ctx {
     pub(crate) wasi: WasiP1Ctx,
     limits: Limits,
     pub(crate) host: Host,
-    /// `/data`'s quota, when it is granted.
+    /// The data directory's quota, when it is mounted writable.
     pub(crate) quota: Option<DataQuota>,
     deadline: Option<Instant>,
     stop: Arc<AtomicBool>,
@@ -133,6 +134,34 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Its kind, as `status --json` and `run --json` name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Exited(_) => "exited",
+            Outcome::Trapped(_) => "trapped",
+            Outcome::Deadline => "deadline",
+            Outcome::MemoryLimit => "memory-limit",
+            Outcome::Stopped => "stopped",
+            Outcome::Failed(_) => "failed",
+        }
+    }
+
+    /// The exit code, if it exited.
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            Outcome::Exited(code) => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// What a trap or a failure to start said.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Outcome::Trapped(why) | Outcome::Failed(why) => Some(why),
+            _ => None,
+        }
+    }
+
     /// Whether this counts as a failure for the restart policy and the
     /// probation of a container with `config`: anything but an exit with one
     /// of its `success_codes` (`[0]` unless it says otherwise) or a stop by
@@ -308,20 +337,35 @@ fn check(ctx: &Ctx) -> Result<(), Interrupt> {
 type Wasi = (WasiP1Ctx, Option<LogWriter>, Option<DataQuota>);
 
 /// The WASI context, the log writer for `gantry.log` (one writer, shared
-/// with stdout and stderr, capped at `limits.log`) and `/data`'s quota,
-/// as far as they are granted.
+/// with stdout and stderr, capped at `limits.log`) and the data
+/// directory's quota, as far as they are granted.
 fn wasi_ctx(config: &ContainerConfig, io: &HostIo) -> Result<Wasi, SandboxError> {
     let has = |cap: &str| config.capabilities.iter().any(|c| c == cap);
     let mut b = WasiCtxBuilder::new();
-    let log = (has("wasi:stdout") || has("wasi:stderr") || has("gantry:log"))
+    let logged = io.stdio == Stdio::Log && (has("wasi:stdout") || has("wasi:stderr"));
+    let log = (logged || has("gantry:log"))
         .then(|| LogWriter::open(&io.log, config.limits.log_bytes, io.log_dropped.clone()));
-    if let Some(log) = log.as_ref() {
-        if has("wasi:stdout") {
-            b.stdout(log.clone());
+    match (io.stdio, log.as_ref()) {
+        (Stdio::Log, Some(log)) => {
+            if has("wasi:stdout") {
+                b.stdout(log.clone());
+            }
+            if has("wasi:stderr") {
+                b.stderr(log.clone());
+            }
         }
-        if has("wasi:stderr") {
-            b.stderr(log.clone());
+        (Stdio::Log, None) => {}
+        (Stdio::Inherit, _) => {
+            if has("wasi:stdout") {
+                b.inherit_stdout();
+            }
+            if has("wasi:stderr") {
+                b.inherit_stderr();
+            }
         }
+    }
+    if let Some(stdin) = &io.stdin {
+        b.stdin(MemoryInputPipe::new(stdin.clone()));
     }
     if has("wasi:args") {
         let mut args = vec![config.name.clone()];
@@ -333,13 +377,19 @@ fn wasi_ctx(config: &ContainerConfig, io: &HostIo) -> Result<Wasi, SandboxError>
             b.env(k, v);
         }
     }
-    let quota = if has("wasi:data-dir") {
+    if has("wasi:data-dir") {
         std::fs::create_dir_all(&io.data_dir)?;
-        b.preopened_dir(&io.data_dir, "/data", wasmtime_wasi::FsPerms::ReadWrite)
+        b.preopened_dir(&io.data_dir, "/data", FsPerms::ReadWrite)
             .map_err(|e| SandboxError::Engine(format!("data dir: {e}")))?;
-        Some(DataQuota::measure(&io.data_dir, config.limits.data_bytes)?)
-    } else {
-        None
+    }
+    for m in &io.mounts {
+        let perms = if m.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+        b.preopened_dir(&m.host, &m.guest, perms)
+            .map_err(|e| SandboxError::Engine(format!("mount {:?} ({}): {e}", m.guest, m.host.display())))?;
+    }
+    let quota = match config.writes_data() {
+        true => Some(DataQuota::measure(&io.data_dir, config.limits.data_bytes)?),
+        false => None,
     };
     let log = log.filter(|_| has("gantry:log"));
     Ok((b.build_p1(), log, quota))

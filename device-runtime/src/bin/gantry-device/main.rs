@@ -125,7 +125,13 @@ enum Command {
     /// Runs the enabled containers, supervised, until SIGINT or SIGTERM
     /// (or for --seconds). With --server, also pulls updates: enrolls,
     /// polls, verifies ticket and release, downloads, installs, reports.
+    /// With --once NAME, runs that container's entry point once, its
+    /// stdout and stderr to this process's, and exits with its exit code.
     Run {
+        /// Run only this container, once, unsupervised, and exit with its
+        /// exit code (a trap, deadline or memory limit: 134; not runnable: 2).
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["seconds", "server"])]
+        once: Option<String>,
         /// Stop after this many seconds.
         #[arg(long)]
         seconds: Option<u64>,
@@ -195,7 +201,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 })
                 .collect::<Result<Vec<_>>>()?;
             let device = Device::open(state)?;
-            let event = install(&device, &envelope, &module, &blobs)?;
+            // A directory given as a blob is its canonical archive, as
+            // `gantry-sign container` made it from the same directory.
+            let mut archives = Vec::new();
+            let blobs = blobs
+                .into_iter()
+                .map(|(name, path)| {
+                    if !path.is_dir() {
+                        return Ok((name, path));
+                    }
+                    let tar = state.join(format!(".install.{name}.tar"));
+                    let file = std::fs::File::create(&tar).with_context(|| format!("writing {}", tar.display()))?;
+                    gantry_signing::tree::archive(&path, std::io::BufWriter::new(file))
+                        .with_context(|| format!("blob {name}: {}", path.display()))?;
+                    archives.push(tar.clone());
+                    Ok((name, tar))
+                })
+                .collect::<Result<Vec<_>>>();
+            let event = blobs.and_then(|blobs| install(&device, &envelope, &module, &blobs));
+            for tar in archives {
+                let _ = std::fs::remove_file(tar);
+            }
+            let event = event?;
             for f in device.sandbox().cache_faults() {
                 eprintln!("note: the compiled module was not cached ({}); it is compiled again at start", f.error);
             }
@@ -253,7 +280,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }),
             };
             if json {
-                let list: Vec<_> = table.containers.iter().map(container_json).collect();
+                let list: Vec<_> = table
+                    .containers
+                    .iter()
+                    .map(|c| {
+                        let mut v = container_json(c);
+                        v["last_run"] = device.last_run(&c.name).map_or(json!(null), |l| l.to_json());
+                        v
+                    })
+                    .collect();
                 let faults: Vec<String> = faults.iter().map(ToString::to_string).collect();
                 let root = json!({ "version": version, "expires": expires, "expired": expired });
                 let status =
@@ -325,7 +360,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print!("device {id}\n{pem}");
             }
         }
-        Command::Run { seconds, json, server, enroll_token, poll_seconds, firmware_probation } => {
+        Command::Run { once: Some(name), .. } => return run_once(state, &name),
+        Command::Run { once: None, seconds, json, server, enroll_token, poll_seconds, firmware_probation } => {
             let agent = server.map(|server| AgentConfig {
                 server,
                 enrollment_token: enroll_token,
@@ -337,6 +373,37 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `gantry-device run --once NAME`: the container's active slot verified
+/// from flash, its entry point run once with stdout and stderr apart (this
+/// process's own), the outcome kept for `status`, and its exit code
+/// returned. A release on probation without a health check is confirmed
+/// when the run succeeds, as the supervisor would; nothing is reverted.
+fn run_once(state: &Path, name: &str) -> Result<ExitCode> {
+    let device = Device::open(state)?;
+    let Some(r) = device.store().runnable(name)? else {
+        bail!("{name} is not installed, or not enabled, or its slot does not verify (`gantry-device status`)");
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    let outcome = device.run_once(&r, gantry_device::sandbox::Stdio::Inherit, stop)?;
+    device.record_run(name, r.release.sequence, &outcome, supervisor::unix_now())?;
+    let on_probation = device.store().table()?.get(name).is_some_and(|c| matches!(c.phase, Phase::Probation { .. }));
+    if on_probation && r.release.config.health.is_none() && !outcome.is_failure(&r.release.config) {
+        if let Some(event) = device.store().confirm(name)? {
+            eprintln!("{}", describe(&event));
+        }
+    }
+    Ok(match outcome {
+        // As a shell sees an exit code: its low 8 bits.
+        gantry_device::sandbox::Outcome::Exited(code) => ExitCode::from(code as u8),
+        other => {
+            eprintln!("{name}: {}{}", other.kind(), other.detail().map(|d| format!(": {d}")).unwrap_or_default());
+            ExitCode::from(134)
+        }
+    })
 }
 
 /// `gantry-device run`: power-on after power-on until `seconds` pass or a
@@ -838,9 +905,13 @@ fn report_text(r: &Report) -> String {
 fn report_json(r: &Report) -> serde_json::Value {
     match r {
         Report::Started { name, sequence } => json!({ "report": "started", "name": name, "sequence": sequence }),
-        Report::Ended { name, outcome } => {
-            json!({ "report": "ended", "name": name, "outcome": format!("{outcome:?}") })
-        }
+        Report::Ended { name, outcome } => json!({
+            "report": "ended",
+            "name": name,
+            "outcome": outcome.kind(),
+            "exit_code": outcome.exit_code(),
+            "detail": outcome.detail(),
+        }),
         Report::Unhealthy { name } => json!({ "report": "unhealthy", "name": name }),
         Report::GaveUp { name, reason } => json!({ "report": "gave-up", "name": name, "reason": reason }),
         Report::StoreFailed { name, error } => json!({ "report": "store-failed", "name": name, "error": error }),

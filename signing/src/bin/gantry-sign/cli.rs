@@ -68,7 +68,9 @@ pub(crate) enum Command {
         /// The container config (TOML; see docs/formats.md).
         #[arg(long, value_name = "C.toml")]
         config: PathBuf,
-        /// An extra payload, e.g. --blob model=model.tflite (repeatable).
+        /// An extra payload, e.g. --blob model=model.tflite (repeatable). A
+        /// directory is shipped as its canonical archive, written next to
+        /// the envelope as OUT.NAME.tar, for a config to mount.
         #[arg(long, value_name = "NAME=PATH")]
         blob: Vec<String>,
         /// Sequence number of this release in the container's stream; devices

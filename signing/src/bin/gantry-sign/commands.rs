@@ -123,11 +123,32 @@ fn container(
     anyhow::ensure!(module_bytes.starts_with(b"\0asm"), "{} is not a Wasm module (no \\0asm header)", module.display());
     let text = std::fs::read_to_string(config).with_context(|| format!("cannot read config {}", config.display()))?;
     let config = ContainerConfig::from_toml(&text).with_context(|| format!("in {}", config.display()))?;
+    // The same check the device makes before it compiles: refused here,
+    // not on every device.
+    gantry_signing::module::check(&module_bytes, &config)
+        .with_context(|| format!("{} does not fit its config", module.display()))?;
     let mut blob_data = Vec::new();
     for b in blobs {
         let (name, path) = b.split_once('=').with_context(|| format!("--blob {b:?}: use NAME=PATH"))?;
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read blob {path}"))?;
+        let bytes = if Path::new(path).is_dir() {
+            // A directory travels as its canonical archive, written next
+            // to the envelope for shipping (the device makes the same bytes
+            // from the same directory).
+            let mut tar = Vec::new();
+            gantry_signing::tree::archive(Path::new(path), &mut tar).with_context(|| format!("blob {name}: {path}"))?;
+            let file = PathBuf::from(format!("{}.{name}.tar", out.display()));
+            write_atomic(&file, &tar)?;
+            if !json {
+                errln!("blob {name}: the tree {path} archived as {} ({} bytes)", file.display(), tar.len());
+            }
+            tar
+        } else {
+            std::fs::read(path).with_context(|| format!("cannot read blob {path}"))?
+        };
         blob_data.push((name.to_owned(), bytes));
+    }
+    if let Some(missing) = config.blobs().find(|b| !blob_data.iter().any(|(n, _)| n == b)) {
+        anyhow::bail!("the config names blob {missing:?}: give it with --blob {missing}=PATH");
     }
     let blob_refs: Vec<(String, &[u8])> = blob_data.iter().map(|(n, b)| (n.clone(), &b[..])).collect();
     let (vendor, class) = resolve_identity(identity)?;
