@@ -9,7 +9,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 vectors="${VECTORS:-$here/../../shared/vectors}"
 corpus="$here/corpus"
-mkdir -p "$corpus"/{envelope,verify,manifest,cose_sign1,cose_key,trust_root,boot_slot,boot_keys,boot_record,slot_table,container_slot,ticket,device_api}
+mkdir -p "$corpus"/{envelope,verify,manifest,cose_sign1,cose_key,trust_root,boot_slot,boot_keys,boot_record,slot_table,container_slot,ticket,device_api,container_config,wasm_module,blob_tree}
 
 # Envelopes: draft examples, libcsuit files, derived (Ed25519 + negative) vectors.
 envelopes=("$vectors"/suit/*.cbor "$vectors"/suit/libcsuit/*.suit "$vectors"/suit/derived/*.cbor)
@@ -77,3 +77,26 @@ printf '{"device_id":"00000000000000000000000000000001","token":"t","expires_in"
 for t in "$corpus"/*/; do
     printf '%-12s %3d seeds\n' "$(basename "$t")" "$(ls "$t" | wc -l)"
 done
+
+# Wasm modules: the runtime's own fixtures. Blob trees: canonical archives
+# of small trees, made by the same code the release tool uses.
+cp "$here"/../device-runtime/fixtures/misbehave/*.wasm "$corpus/wasm_module/"
+python3 - "$corpus/blob_tree" <<'PY'
+import io, os, sys, tarfile, hashlib
+def put(data):
+    with open(os.path.join(sys.argv[1], hashlib.sha1(data).hexdigest()), "wb") as f:
+        f.write(data)
+for entries in ([("lib/", None), ("lib/os.py", b"import sys\n")], [("a", b"x"), ("d/", None), ("d/" + "n" * 120, b"long")]):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as t:
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            if data is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                t.addfile(info)
+            else:
+                info.mode, info.size = 0o644, len(data)
+                t.addfile(info, io.BytesIO(data))
+    put(buf.getvalue())
+PY

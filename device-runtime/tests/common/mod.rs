@@ -134,6 +134,29 @@ impl Fleet {
         .unwrap();
         add_signature(&unsigned, &self.release).unwrap()
     }
+
+    /// A signed release of `config` with `module` and `blobs` (name,
+    /// bytes): install it with the payloads `[module, blobs...]` in the
+    /// same order.
+    pub fn release_with_blobs(
+        &self,
+        config: &ContainerConfig,
+        module: &[u8],
+        blobs: &[(String, &[u8])],
+        seq: u64,
+    ) -> Vec<u8> {
+        let unsigned = ContainerRelease {
+            config,
+            module,
+            blobs,
+            sequence: seq,
+            vendor_id: self.identity.vendor_id,
+            class_id: self.identity.class_id,
+        }
+        .build_unsigned()
+        .unwrap();
+        add_signature(&unsigned, &self.release).unwrap()
+    }
 }
 
 /// A sweep's knob from the environment (`GANTRY_SWEEP_STRIDE`,
