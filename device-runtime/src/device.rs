@@ -388,6 +388,37 @@ impl Device {
         LastRun::from_json(&serde_json::from_slice(&bytes).ok()?)
     }
 
+    /// Deletes every blob tree in `STATE/blobs/` that none of `running`
+    /// mounts or seeds from (trees of older releases, of removed
+    /// containers, unpacks a crash interrupted). Call it before any of
+    /// them runs: a tree in use is never deleted, and one a later revert
+    /// needs is unpacked again from its slot. Returns how many it deleted.
+    pub fn collect_blob_trees(&self, running: &[Runnable]) -> Result<usize, DeviceError> {
+        let _one = self.blobs.lock();
+        let keep: std::collections::BTreeSet<String> = running
+            .iter()
+            .flat_map(|r| {
+                let c = &r.release.config;
+                let trees = c.mounts.iter().filter_map(|m| m.blob()).chain(c.seed.as_deref());
+                trees.filter_map(|b| r.release.blob(b)).map(|p| hex::encode(p.sha256)).collect::<Vec<_>>()
+            })
+            .collect();
+        let dir = self.dir.join("blobs");
+        let entries = match std::fs::read_dir(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            other => other.map_err(io(&dir))?,
+        };
+        let mut deleted = 0;
+        for entry in entries {
+            let entry = entry.map_err(io(&dir))?;
+            if !entry.file_name().to_str().is_some_and(|n| keep.contains(n)) {
+                tree::remove(&entry.path()).map_err(DeviceError::Tree)?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Runs a runnable container's entry point once: its module, its host
     /// files and mounts ([`Device::host_io`]) with stdout and stderr sent
     /// where `stdio` says.

@@ -110,6 +110,10 @@ pub fn run_controlled(
     for e in events {
         let _ = tx.send(Report::Update(e));
     }
+    // Before anything runs: trees no running release mounts are deleted (a
+    // revert unpacks its own again from flash). Not fatal: a tree left
+    // behind only takes space.
+    let _ = device.collect_blob_trees(&runnable);
     std::thread::scope(|s| {
         let spawn = |r: Runnable| {
             let flag = Arc::new(AtomicBool::new(false));

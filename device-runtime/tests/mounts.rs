@@ -123,6 +123,17 @@ fn a_blob_tree_is_unpacked_at_install_and_checked_at_every_start() {
     std::fs::remove_file(unpacked.join("sub/other.txt")).unwrap();
     assert_eq!(env.run("cat"), expected);
     assert!(unpacked.join("sub/other.txt").exists());
+
+    // Trees no running release mounts are collected before a start; the
+    // running one's stays.
+    let stale = env.state.join("blobs").join("0".repeat(64));
+    std::fs::create_dir_all(stale.join("left")).unwrap();
+    std::fs::write(env.state.join("blobs").join(format!("{sha}.tmp")), "a cut unpack").unwrap();
+    let (running, _) = env.device.store().start().unwrap();
+    assert_eq!(env.device.collect_blob_trees(&running).unwrap(), 2);
+    assert!(!stale.exists() && unpacked.join("greeting.txt").exists());
+    assert_eq!(env.device.collect_blob_trees(&[]).unwrap(), 1, "nothing runs: nothing kept");
+    assert_eq!(env.run("cat"), expected, "unpacked again from flash");
 }
 
 #[test]

@@ -140,7 +140,12 @@ fn a_module_whose_memory_starts_above_its_limit_is_refused_before_compiling() {
         Err(SandboxError::Module(e)) => assert!(e.to_string().contains("not a valid Wasm module"), "{e}"),
         other => panic!("{:?}", other.map(|_| ())),
     }
-    env.install(&wasm, &config("big", "capabilities = [\"wasi:random\"]\n[limits]\nmemory = \"8 MiB\"\n")).unwrap();
+    let roomy = config("big", "capabilities = [\"wasi:random\"]\n[limits]\nmemory = \"8 MiB\"\n");
+    let (module, _) = env.install(&wasm, &roomy).unwrap();
+    // Run under a config whose limit is below that minimum (what a module
+    // installed before the check could meet): a memory limit, not a failure.
+    let (outcome, _) = env.sandbox.run(&module, &limited, env.io("big"), Arc::default()).unwrap();
+    assert_eq!(outcome, Outcome::MemoryLimit);
 }
 
 #[test]
@@ -228,8 +233,9 @@ fn a_cpu_share_holds_a_spinning_container_to_its_share() {
     let share = cpu.as_secs_f64() / wall.as_secs_f64();
     println!("cpu_percent 25, spinning: {cpu:?} of CPU in {wall:?} = {:.1} %", share * 100.0);
     // Generous bounds: the machine may be busy (less CPU than the share is
-    // the scheduler's doing), but more than the share must never happen.
-    assert!((0.05..=0.35).contains(&share), "share {share:.3}");
+    // the scheduler's doing: 3.6 % measured with two builds beside it on two
+    // cores), but more than the share must never happen.
+    assert!((0.01..=0.35).contains(&share), "share {share:.3}");
     assert!(wall < Duration::from_secs(3), "stopped after {wall:?}");
 }
 

@@ -283,6 +283,9 @@ impl Sandbox {
 
         let instance = match linker.instantiate(&mut store, module) {
             Ok(i) => i,
+            // Its initial memory above the limit (a module installed before
+            // install checked its declared minimum) is what it is.
+            Err(_) if store.data().limits.hit => return Ok((Outcome::MemoryLimit, None)),
             Err(e) => return Ok((Outcome::Failed(format!("{e:#}")), None)),
         };
         let entry = match instance.get_typed_func::<(), ()>(&mut store, &config.entry) {
