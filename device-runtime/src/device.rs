@@ -174,9 +174,23 @@ pub struct Device {
     sandbox: Sandbox,
     /// What the last [`Device::power_on`] found (confirmed since, if it was).
     firmware: parking_lot::Mutex<Firmware>,
-    /// One blob tree unpacked at a time (containers starting together may
-    /// share one).
-    blobs: parking_lot::Mutex<()>,
+}
+
+/// An exclusive `flock` on a file of the state directory, held until it
+/// drops (the kernel releases it when the process dies, kill -9 included).
+pub struct StateLock(#[allow(dead_code)] std::fs::File);
+
+impl StateLock {
+    fn take(path: &Path, wait: bool) -> Result<Option<StateLock>, DeviceError> {
+        use rustix::fs::{FlockOperation, flock};
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(io(path))?;
+        let op = if wait { FlockOperation::LockExclusive } else { FlockOperation::NonBlockingLockExclusive };
+        match flock(&file, op) {
+            Ok(()) => Ok(Some(StateLock(file))),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(io(path)(e.into())),
+        }
+    }
 }
 
 impl Device {
@@ -189,6 +203,9 @@ impl Device {
         now: u64,
     ) -> Result<Device, DeviceError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
+        // Containers' data, seeds and logs are theirs alone.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
         let toml = dir.join("device.toml");
         if toml.exists() {
             return Err(DeviceError::Config(format!(
@@ -229,8 +246,7 @@ impl Device {
         let sandbox = Sandbox::new(&dir.join("cache"))?;
         let warnings = warnings.into_iter().collect();
         let firmware = parking_lot::Mutex::new(Firmware::Unknown);
-        let blobs = parking_lot::Mutex::new(());
-        Ok(Device { dir: dir.to_owned(), warnings, store: ReentrantMutex::new(store), sandbox, firmware, blobs })
+        Ok(Device { dir: dir.to_owned(), warnings, store: ReentrantMutex::new(store), sandbox, firmware })
     }
 
     /// Power-on ([`Store::power_on`]): the bootloader's decision over this
@@ -356,7 +372,7 @@ impl Device {
         sha256: &[u8; 32],
         read: impl FnOnce() -> Result<Vec<u8>, DeviceError>,
     ) -> Result<PathBuf, DeviceError> {
-        let _one = self.blobs.lock();
+        let _one = self.blobs_lock()?;
         let dir = self.dir.join("blobs").join(hex::encode(sha256));
         if tree::digest(&dir).is_ok_and(|d| d == *sha256) {
             return Ok(dir);
@@ -384,22 +400,40 @@ impl Device {
     /// back (a file that does not is ignored).
     pub fn last_run(&self, name: &str) -> Option<LastRun> {
         let path = self.dir.join("containers").join(name).join("last-run");
-        let bytes = std::fs::read(path).ok().filter(|b| b.len() <= MAX_LAST_RUN)?;
+        let mut bytes = Vec::new();
+        let file = std::fs::File::open(path).ok()?;
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_LAST_RUN as u64 + 1), &mut bytes).ok()?;
+        if bytes.len() > MAX_LAST_RUN {
+            return None;
+        }
         LastRun::from_json(&serde_json::from_slice(&bytes).ok()?)
     }
 
+    /// The right to run containers on this device: one process at a time
+    /// (`gantry-device run` or `run --once`), so two instances of one
+    /// container never race on its files and a start never collects a tree
+    /// another process runs. `None` while another process holds it.
+    pub fn runner_lock(&self) -> Result<Option<StateLock>, DeviceError> {
+        StateLock::take(&self.dir.join("run.lock"), false)
+    }
+
+    /// One process and thread at a time unpacks or collects blob trees.
+    fn blobs_lock(&self) -> Result<StateLock, DeviceError> {
+        let path = self.dir.join("blobs.lock");
+        StateLock::take(&path, true)?.ok_or_else(|| io(&path)(std::io::ErrorKind::WouldBlock.into()))
+    }
+
     /// Deletes every blob tree in `STATE/blobs/` that none of `running`
-    /// mounts or seeds from (trees of older releases, of removed
+    /// mounts (trees of older releases, of removed
     /// containers, unpacks a crash interrupted). Call it before any of
     /// them runs: a tree in use is never deleted, and one a later revert
     /// needs is unpacked again from its slot. Returns how many it deleted.
     pub fn collect_blob_trees(&self, running: &[Runnable]) -> Result<usize, DeviceError> {
-        let _one = self.blobs.lock();
+        let _one = self.blobs_lock()?;
         let keep: std::collections::BTreeSet<String> = running
             .iter()
             .flat_map(|r| {
-                let c = &r.release.config;
-                let trees = c.mounts.iter().filter_map(|m| m.blob()).chain(c.seed.as_deref());
+                let trees = r.release.config.mounts.iter().filter_map(|m| m.blob());
                 trees.filter_map(|b| r.release.blob(b)).map(|p| hex::encode(p.sha256)).collect::<Vec<_>>()
             })
             .collect();
@@ -482,8 +516,8 @@ impl Device {
         // the switch. A disk that cannot hold it refuses nothing (the next
         // start unpacks it again).
         let config = &staged.release.config;
-        let trees = config.mounts.iter().filter_map(|m| m.blob()).chain(config.seed.as_deref());
-        for blob in trees {
+        let mounted: Vec<&str> = config.mounts.iter().filter_map(|m| m.blob()).collect();
+        for blob in mounted.iter().copied().chain(config.seed.as_deref()) {
             let Some(p) = staged.release.blob(blob).cloned() else { continue };
             match self.blob_tree(&p.sha256, || Ok(self.store().read_staged(&staged, &p)?)) {
                 Err(DeviceError::Tree(e @ (tree::TreeError::Refused(_) | tree::TreeError::NotCanonical))) => {
@@ -491,10 +525,27 @@ impl Device {
                     let reason = format!("blob {blob:?} is not a blob tree: {e}");
                     return Ok(UpdateEvent::Refused { name, reason: Refusal::Sandbox(reason) });
                 }
+                // A seed is checked, not kept: its copy is the data
+                // directory's, made at the first start.
+                Ok(dir) if !mounted.contains(&blob) => {
+                    let _one = self.blobs_lock()?;
+                    let _ = tree::remove(&dir);
+                }
                 _ => {}
             }
         }
-        let artifact = match self.sandbox.install(&module.sha256, &wasm, &staged.release.config) {
+        // The same module compiled before (another release, another
+        // config): its recorded artifact is used if it still loads, once
+        // the module passes this config's check; else it is compiled.
+        let recorded = self.store().artifact(&module.sha256)?.map(|sha256| Artifact { sha256 });
+        let reusable = recorded.filter(|a| {
+            crate::sandbox::check_module(&wasm, config).is_ok() && self.sandbox.load(&module.sha256, a, config).is_ok()
+        });
+        let installed = match reusable {
+            Some(a) => Ok(a),
+            None => self.sandbox.install(&module.sha256, &wasm, config),
+        };
+        let artifact = match installed {
             Ok(a) => a,
             Err(e @ (SandboxError::Module(_) | SandboxError::Compile(_))) => {
                 self.store().abandon(&name);

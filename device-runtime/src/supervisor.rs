@@ -289,6 +289,15 @@ fn supervise(
         let (module, io) = match (device.module(&r), device.host_io(&r, clock.clone())) {
             (Ok(m), Ok(io)) => (m, io),
             (Err(e), _) | (_, Err(e)) => {
+                // A new version that cannot even start (its module or its
+                // mounts) is reverted on probation, like one that crashes.
+                if probation.is_some() {
+                    let verdict = Verdict::Revert(format!("cannot start: {e}"));
+                    if let Next::Run(next) = settle(device, &r, &mut probation, verdict, tx) {
+                        r = *next;
+                        continue 'versions;
+                    }
+                }
                 send(Report::GaveUp { name: r.name.clone(), reason: e.to_string() });
                 return;
             }

@@ -84,3 +84,43 @@ fn two_store_guards_in_one_statement_do_not_deadlock() {
         assert_eq!(other.join().unwrap(), 0);
     });
 }
+
+/// A release whose module was compiled before (another config) reuses the
+/// recorded artifact instead of compiling again; one whose module does not
+/// fit its config is still refused.
+#[test]
+fn the_same_module_under_another_config_is_not_compiled_again() {
+    let fleet = Fleet::new();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let device = Device::init(&state, geometry(), &fleet.identity, &fleet.trust_root, NOW).unwrap();
+    let hello = fixture("hello");
+    let first = fleet.release_with("name = \"hello\"\nversion = \"1\"\ncapabilities = [\"wasi:stdout\"]\n", &hello, 1);
+    assert!(matches!(device.install(&first, &[&hello], NOW).unwrap(), UpdateEvent::Switched { .. }));
+    device.store().confirm("hello").unwrap();
+    let cache = std::fs::read_dir(state.join("cache")).unwrap().next().unwrap().unwrap().path();
+    let artifact = std::fs::read_dir(&cache).unwrap().next().unwrap().unwrap().path();
+    let compiled = std::fs::metadata(&artifact).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+
+    // Without wasi:stdout its fd_write still links (the base set): the same
+    // module, a new config, no compile.
+    let quiet = fleet.release_with("name = \"hello\"\nversion = \"2\"\n", &hello, 2);
+    assert!(matches!(device.install(&quiet, &[&hello], NOW).unwrap(), UpdateEvent::Switched { .. }));
+    assert_eq!(std::fs::metadata(&artifact).unwrap().modified().unwrap(), compiled, "compiled again");
+    assert_eq!(run(&device, "hello"), (Outcome::Exited(0), String::new()));
+    device.store().confirm("hello").unwrap();
+
+    // A recorded artifact never skips the check: the same module under a
+    // config that does not grant what it imports is refused.
+    let counter = fixture("counter");
+    let granted = "name = \"counter\"\nversion = \"1\"\ncapabilities = [\"gantry:kv\", \"gantry:log\"]\n";
+    let release = fleet.release_with(granted, &counter, 1);
+    assert!(matches!(device.install(&release, &[&counter], NOW).unwrap(), UpdateEvent::Switched { .. }));
+    device.store().confirm("counter").unwrap();
+    let release = fleet.release_with("name = \"counter\"\nversion = \"2\"\n", &counter, 2);
+    match device.install(&release, &[&counter], NOW).unwrap() {
+        UpdateEvent::Refused { reason, .. } => assert!(reason.to_string().contains("gantry:log"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -155,6 +155,21 @@ fn a_tree_that_is_not_canonical_or_a_missing_blob_is_refused_with_nothing_switch
     assert!(env.device.store().table().unwrap().get("cat").is_none());
     assert!(!env.state.join("blobs").join(hex::encode(Sha256::digest(&other))).exists());
 
+    // Not an archive at all, a path given twice, a file before its
+    // directory: the archive's fault, refused (not taken for a full disk).
+    let lib = tree(&[("greeting.txt", "hi\n")]);
+    let twice = [&lib[..1024], &lib[..]].concat();
+    let orphan = tree(&[("d/x", "hi\n")])[512..].to_vec();
+    for (bad, what) in [(&b"not a tar archive, just text"[..], "garbage"), (&twice, "twice"), (&orphan, "orphan")] {
+        match env.install(CONFIG, &[("lib", bad), ("input", b"")]) {
+            UpdateEvent::Refused { reason: Refusal::Sandbox(why), .. } => {
+                assert!(why.contains("not a blob tree"), "{why}")
+            }
+            e => panic!("{what}: {e:?}"),
+        }
+        assert!(env.device.store().table().unwrap().get("cat").is_none(), "{what}");
+    }
+
     // The config names `input`, the release does not carry it.
     let lib = tree(&[("greeting.txt", "hi\n")]);
     match env.install(CONFIG, &[("lib", &lib)]) {
@@ -201,4 +216,15 @@ fn the_seed_fills_the_data_directory_once_and_a_link_never_becomes_a_mount() {
     std::fs::remove_dir_all(&data).unwrap();
     env.device.host_io(&r, clock).unwrap();
     assert_eq!(std::fs::read_to_string(data.join("greeting.txt")).unwrap(), "seeded\n");
+}
+
+#[test]
+fn one_process_runs_the_containers_of_a_device() {
+    let env = Env::new();
+    let held = env.device.runner_lock().unwrap().expect("free");
+    assert!(env.device.runner_lock().unwrap().is_none(), "a second runner while the first holds it");
+    let other = Device::open(&env.state).unwrap();
+    assert!(other.runner_lock().unwrap().is_none(), "another opener of the same state");
+    drop(held);
+    assert!(other.runner_lock().unwrap().is_some(), "released when the holder drops it");
 }

@@ -1081,11 +1081,9 @@ policy = "always"
             let err = ContainerConfig::from_toml(&bad).unwrap_err().to_string();
             assert!(err.contains(why), "{bad}: {err}");
         }
-        let clash = format!(
-            "name = \"a\"\nversion = \"1\"\ncapabilities = [\"wasi:data-dir\"]\n\
-             [[mounts]]\npath = \"/data\"\nsource = \"data\"\n"
-        );
-        assert!(ContainerConfig::from_toml(&clash).unwrap_err().to_string().contains("wasi:data-dir"));
+        let clash = "name = \"a\"\nversion = \"1\"\ncapabilities = [\"wasi:data-dir\"]\n\
+                     [[mounts]]\npath = \"/data\"\nsource = \"data\"\n";
+        assert!(ContainerConfig::from_toml(clash).unwrap_err().to_string().contains("wasi:data-dir"));
         let many: String =
             (0..=MAX_MOUNTS).map(|i| format!("[[mounts]]\npath = \"/m{i}\"\nsource = \"data\"\n")).collect();
         assert!(ContainerConfig::from_toml(&format!("{base}{many}")).unwrap_err().to_string().contains("at most"));

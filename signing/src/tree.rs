@@ -77,6 +77,9 @@ fn names(dir: &Path) -> Result<Vec<String>, TreeError> {
 /// The entries under `dir`, depth first, each directory's sorted by name
 /// bytes; links and special files refused.
 fn walk(dir: &Path) -> Result<Vec<Entry>, TreeError> {
+    if !fs::symlink_metadata(dir).map_err(at(dir))?.is_dir() {
+        return Err(refused(format!("{}: not a directory (a link?)", dir.display())));
+    }
     let mut out = Vec::new();
     let mut stack = vec![(dir.to_owned(), String::new(), names(dir)?)];
     while let Some((host, rel, pending)) = stack.last_mut() {
@@ -175,7 +178,8 @@ pub fn digest(dir: &Path) -> Result<[u8; 32], TreeError> {
 
 /// Unpacks the canonical archive `bytes`, whose signed SHA-256 is
 /// `sha256`, into `dest`, which must not exist. Files and directories are
-/// left read-only when `read_only` (0444 / 0555, 0555 for executables).
+/// left read-only when `read_only` (0444 / 0555, 0555 for executables),
+/// else the owner's only (0600 / 0700).
 /// Anything but a canonical archive of files and directories with that
 /// digest is refused, and `dest` removed.
 pub fn unpack(bytes: &[u8], sha256: &[u8; 32], dest: &Path, read_only: bool) -> Result<usize, TreeError> {
@@ -197,12 +201,31 @@ pub fn unpack(bytes: &[u8], sha256: &[u8; 32], dest: &Path, read_only: bool) -> 
     result
 }
 
+/// What an error while unpacking means: the storage failing (full, read
+/// only, broken) is [`TreeError::Io`], which refuses no release; anything
+/// else (a malformed header, a path given twice, a file before its
+/// directory) is the archive's fault: [`TreeError::Refused`].
+fn unpacking(path: &Path) -> impl FnOnce(io::Error) -> TreeError + '_ {
+    /// Linux's `EIO`, which `io::ErrorKind` does not name.
+    const EIO: i32 = 5;
+    move |error| {
+        use io::ErrorKind::{QuotaExceeded, ReadOnlyFilesystem, StorageFull};
+        if matches!(error.kind(), StorageFull | QuotaExceeded | ReadOnlyFilesystem) || error.raw_os_error() == Some(EIO)
+        {
+            at(path)(error)
+        } else {
+            refused(format!("{}: not a blob tree archive ({error})", path.display()))
+        }
+    }
+}
+
 fn unpack_into(bytes: &[u8], dest: &Path) -> Result<usize, TreeError> {
     fs::create_dir(dest).map_err(at(dest))?;
+    fs::set_permissions(dest, fs::Permissions::from_mode(0o700)).map_err(at(dest))?;
     let mut archive = tar::Archive::new(bytes);
     let mut count = 0usize;
-    for entry in archive.entries().map_err(at(dest))? {
-        let mut entry = entry.map_err(at(dest))?;
+    for entry in archive.entries().map_err(unpacking(dest))? {
+        let mut entry = entry.map_err(unpacking(dest))?;
         count += 1;
         if count > MAX_TREE_ENTRIES {
             return Err(refused(format!("more than {MAX_TREE_ENTRIES} entries")));
@@ -218,15 +241,20 @@ fn unpack_into(bytes: &[u8], dest: &Path) -> Result<usize, TreeError> {
             return Err(refused(format!("{rel:?}: not a plain relative path")));
         }
         let host = dest.join(path);
+        // Owner only until the digest is checked (and for good in a
+        // writable tree: a data directory's seed is the container's).
         match entry.header().entry_type() {
-            tar::EntryType::Directory => fs::create_dir(&host).map_err(at(&host))?,
+            tar::EntryType::Directory => {
+                fs::create_dir(&host).map_err(unpacking(&host))?;
+                fs::set_permissions(&host, fs::Permissions::from_mode(0o700)).map_err(at(&host))?;
+            }
             tar::EntryType::Regular => {
                 // `create_new`: a path given twice is refused, and nothing
                 // is written through a link (there are none to follow).
-                let mut file = File::create_new(&host).map_err(at(&host))?;
-                io::copy(&mut entry, &mut file).map_err(at(&host))?;
-                let exec = entry.header().mode().map_err(at(&host))? & 0o111 != 0;
-                let mode = if exec { 0o755 } else { 0o644 };
+                let mut file = File::create_new(&host).map_err(unpacking(&host))?;
+                io::copy(&mut entry, &mut file).map_err(unpacking(&host))?;
+                let exec = entry.header().mode().map_err(unpacking(&host))? & 0o111 != 0;
+                let mode = if exec { 0o700 } else { 0o600 };
                 fs::set_permissions(&host, fs::Permissions::from_mode(mode)).map_err(at(&host))?;
             }
             other => return Err(refused(format!("{rel}: a {other:?} entry; only files and directories"))),

@@ -210,8 +210,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     if !path.is_dir() {
                         return Ok((name, path));
                     }
+                    if !gantry_signing::config::is_blob_name(&name) {
+                        bail!("--blob {name:?}: not a blob name (1-63 of a-z, 0-9, '.', '_', '-')");
+                    }
                     let tar = state.join(format!(".install.{name}.tar"));
-                    let file = std::fs::File::create(&tar).with_context(|| format!("writing {}", tar.display()))?;
+                    let _ = std::fs::remove_file(&tar);
+                    let file = std::fs::File::create_new(&tar).with_context(|| format!("writing {}", tar.display()))?;
                     gantry_signing::tree::archive(&path, std::io::BufWriter::new(file))
                         .with_context(|| format!("blob {name}: {}", path.display()))?;
                     archives.push(tar.clone());
@@ -382,6 +386,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
 /// when the run succeeds, as the supervisor would; nothing is reverted.
 fn run_once(state: &Path, name: &str) -> Result<ExitCode> {
     let device = Device::open(state)?;
+    let Some(_running) = device.runner_lock()? else {
+        bail!("another gantry-device run uses {}: one process runs containers at a time", state.display());
+    };
     let Some(r) = device.store().runnable(name)? else {
         bail!("{name} is not installed, or not enabled, or its slot does not verify (`gantry-device status`)");
     };
@@ -391,10 +398,12 @@ fn run_once(state: &Path, name: &str) -> Result<ExitCode> {
     let outcome = device.run_once(&r, gantry_device::sandbox::Stdio::Inherit, stop)?;
     device.record_run(name, r.release.sequence, &outcome, supervisor::unix_now())?;
     let on_probation = device.store().table()?.get(name).is_some_and(|c| matches!(c.phase, Phase::Probation { .. }));
-    if on_probation && r.release.config.health.is_none() && !outcome.is_failure(&r.release.config) {
-        if let Some(event) = device.store().confirm(name)? {
-            eprintln!("{}", describe(&event));
-        }
+    if on_probation
+        && r.release.config.health.is_none()
+        && !outcome.is_failure(&r.release.config)
+        && let Some(event) = device.store().confirm(name)?
+    {
+        eprintln!("{}", describe(&event));
     }
     Ok(match outcome {
         // As a shell sees an exit code: its low 8 bits.
@@ -421,6 +430,9 @@ fn run_device(
     probation: Duration,
 ) -> Result<()> {
     let device = Device::open(state)?;
+    let Some(_running) = device.runner_lock()? else {
+        bail!("another gantry-device run uses {}: one process runs containers at a time", state.display());
+    };
     for w in device.warnings() {
         eprintln!("warning: {w}");
     }

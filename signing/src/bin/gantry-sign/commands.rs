@@ -130,6 +130,11 @@ fn container(
     let mut blob_data = Vec::new();
     for b in blobs {
         let (name, path) = b.split_once('=').with_context(|| format!("--blob {b:?}: use NAME=PATH"))?;
+        anyhow::ensure!(
+            gantry_signing::config::is_blob_name(name),
+            "--blob {name:?}: use 1-{} of a-z, 0-9, '.', '_' and '-'",
+            gantry_signing::config::MAX_BLOB_NAME
+        );
         let bytes = if Path::new(path).is_dir() {
             // A directory travels as its canonical archive, written next
             // to the envelope for shipping (the device makes the same bytes
