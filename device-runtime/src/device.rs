@@ -643,6 +643,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_last_run_reads_back_as_written_and_nothing_else_does() {
+        let long = "é".repeat(400);
+        for outcome in [
+            Outcome::Exited(-7),
+            Outcome::Exited(255),
+            Outcome::Trapped("wasm trap: unreachable".into()),
+            Outcome::Deadline,
+            Outcome::MemoryLimit,
+            Outcome::Stopped,
+            Outcome::Failed(long.clone()),
+        ] {
+            let run = LastRun { sequence: 9, ended_at: 1_800_000_000, outcome: outcome.clone() };
+            let json = run.to_json();
+            assert_eq!(json["exit_code"].as_i64(), outcome.exit_code().map(i64::from));
+            let back = LastRun::from_json(&json).unwrap();
+            match outcome {
+                // Kept to the slot table's reason bound, on a character boundary.
+                Outcome::Failed(_) => {
+                    let Outcome::Failed(d) = back.outcome else { panic!() };
+                    assert!(d.len() <= crate::table::MAX_REASON && long.starts_with(d.trim_end_matches('…')));
+                }
+                _ => assert_eq!(back, run),
+            }
+        }
+        for bad in [
+            serde_json::json!({}),
+            serde_json::json!({"sequence": 1, "ended_at": 2, "outcome": "exited", "exit_code": 1u64 << 40}),
+            serde_json::json!({"sequence": 1, "ended_at": 2, "outcome": "exploded"}),
+            serde_json::json!({"sequence": -1, "ended_at": 2, "outcome": "stopped"}),
+            serde_json::json!({"sequence": 1, "ended_at": 2, "outcome": "trapped"}),
+        ] {
+            assert!(LastRun::from_json(&bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
     fn geometry_file_round_trip() {
         let g = Geometry { firmware_pages: 3, device_kv_pages: 5, max_containers: 2, slot_size: 1 << 20 };
         assert_eq!(parse_geometry(&geometry_toml(&g).unwrap()), Ok(g));

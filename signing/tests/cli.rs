@@ -33,7 +33,9 @@ fn json(dir: &Path, args: &[&str], code: i32) -> serde_json::Value {
 
 fn setup() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("app.wasm"), b"\0asm\x01\0\0\0 pretend module").unwrap();
+    // A valid module (gantry-sign checks it against the config): a custom
+    // section named "pretend modu", 23 bytes in all.
+    std::fs::write(dir.path().join("app.wasm"), b"\0asm\x01\0\0\0\x00\x0d\x0cpretend modu").unwrap();
     std::fs::write(dir.path().join("model.bin"), vec![3u8; 5000]).unwrap();
     std::fs::write(
         dir.path().join("app.toml"),
