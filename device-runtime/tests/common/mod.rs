@@ -121,18 +121,7 @@ impl Fleet {
 
     /// A signed release of `config_toml` with `module` and no blobs.
     pub fn release_with(&self, config_toml: &str, module: &[u8], seq: u64) -> Vec<u8> {
-        let config = ContainerConfig::from_toml(config_toml).unwrap();
-        let unsigned = ContainerRelease {
-            config: &config,
-            module,
-            blobs: &[],
-            sequence: seq,
-            vendor_id: self.identity.vendor_id,
-            class_id: self.identity.class_id,
-        }
-        .build_unsigned()
-        .unwrap();
-        add_signature(&unsigned, &self.release).unwrap()
+        self.release_with_blobs(&ContainerConfig::from_toml(config_toml).unwrap(), module, &[], seq)
     }
 
     /// A signed release of `config` with `module` and `blobs` (name,
