@@ -31,6 +31,9 @@ impl PublicKey {
 
 /// Parses an SPKI PEM public key (Ed25519 or P-256).
 pub fn read_public_key_pem(pem: &str, what: &str) -> Result<PublicKey, KeyError> {
+    // Whitespace around the armour is no part of it: `jq -r .key > f` and
+    // editors add a blank line.
+    let pem = pem.trim();
     if let Ok(k) = ed25519_dalek::VerifyingKey::from_public_key_pem(pem) {
         return Ok(PublicKey::Ed25519(k));
     }
@@ -45,6 +48,7 @@ pub fn read_public_key_pem(pem: &str, what: &str) -> Result<PublicKey, KeyError>
 
 /// Parses a PKCS#8 PEM private key (Ed25519 or P-256).
 pub fn read_private_key_pem(pem: &str, what: &str) -> Result<SigningKey, KeyError> {
+    let pem = pem.trim();
     if let Ok(k) = ed25519_dalek::SigningKey::from_pkcs8_pem(pem) {
         return Ok(SigningKey::Ed25519(k));
     }
@@ -79,4 +83,28 @@ pub(crate) fn read_bounded(path: &Path) -> Result<Vec<u8>, KeyError> {
         return Err(KeyError::Pem { what: path.display().to_string(), reason: "file too large for a key".into() });
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::KeyType;
+
+    #[test]
+    fn whitespace_around_the_armour_is_accepted() {
+        for t in [KeyType::Ed25519, KeyType::P256] {
+            let key = SigningKey::generate(t);
+            let public = key.public_key().to_spki_pem();
+            // What `jq -r .server_public_key_pem > server.pub` writes: the
+            // document's own newline, then jq's.
+            for text in [format!("{public}\n"), format!("\n  {public}\n\n"), format!("{public}\r\n")] {
+                assert_eq!(read_public_key_pem(&text, "t").unwrap(), key.public_key(), "{text:?}");
+            }
+            let private = key.to_pkcs8_pem().unwrap();
+            let back = read_private_key_pem(&format!("{}\n\n", &*private), "t").unwrap();
+            assert_eq!(back.public_key(), key.public_key());
+            // Still refused: anything else around it.
+            assert!(read_public_key_pem(&format!("x{public}"), "t").is_err());
+        }
+    }
 }

@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ValidationError;
-use crate::limits::{FIRMWARE_STREAM, MAX_BOOT_REASON, MAX_INVENTORY, MAX_POLL_AFTER, valid_digest, valid_stream};
+use crate::limits::{
+    FIRMWARE_STREAM, MAX_BOOT_REASON, MAX_INVENTORY, MAX_POLL_AFTER, UUID_HEX_LEN, valid_digest, valid_stream,
+};
 
 /// What a device's container is doing with the version it runs, as its
 /// inventory says. The wire strings never change: the server stores them.
@@ -148,11 +150,27 @@ pub struct CheckinRequest {
     /// with the newer ones ([`CheckinResponse::trust_roots`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_root_version: Option<u64>,
+    /// The device's SUIT vendor id (a UUID, 32 lowercase hex digits): the
+    /// server deploys a release only to devices of its vendor and class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor_id: Option<String>,
+    /// The device's SUIT class id (a UUID, 32 lowercase hex digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_id: Option<String>,
+}
+
+/// Whether `s` is a SUIT vendor or class id as the API writes it: a UUID
+/// as [`UUID_HEX_LEN`] lowercase hex digits.
+pub fn valid_uuid_hex(s: &str) -> bool {
+    s.len() == UUID_HEX_LEN && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 impl CheckinRequest {
-    /// Checks the inventory against the limits the server enforces.
+    /// Checks the inventory and ids against the limits the server enforces.
     pub fn validate(&self) -> Result<(), ValidationError> {
+        if [&self.vendor_id, &self.class_id].into_iter().flatten().any(|id| !valid_uuid_hex(id)) {
+            return Err(ValidationError::Uuid);
+        }
         if self.inventory.len() > MAX_INVENTORY {
             return Err(ValidationError::InventoryTooLong { count: self.inventory.len() });
         }
@@ -288,8 +306,14 @@ mod tests {
             nonce: "AAAAAAAAAAAAAAAAAAAAAA==".into(),
             inventory: vec![item(); MAX_INVENTORY],
             trust_root_version: Some(1),
+            vendor_id: Some("0123456789abcdef".repeat(2)),
+            class_id: None,
         };
         assert_eq!(ok.validate(), Ok(()));
+        for bad in ["0123456789ABCDEF".repeat(2), "ab".into(), "g".repeat(32)] {
+            let r = CheckinRequest { class_id: Some(bad.clone()), ..ok.clone() };
+            assert_eq!(r.validate(), Err(ValidationError::Uuid), "{bad}");
+        }
         let too_many = CheckinRequest { inventory: vec![item(); MAX_INVENTORY + 1], ..ok.clone() };
         assert_eq!(too_many.validate(), Err(ValidationError::InventoryTooLong { count: MAX_INVENTORY + 1 }));
         let refused = |bad: InventoryItem| {
@@ -305,6 +329,13 @@ mod tests {
         assert_eq!(refused(InventoryItem { stream: long, ..item() }), ValidationError::Stream { len: MAX_STREAM + 1 });
         assert_eq!(refused(InventoryItem { manifest_digest: "ab".into(), ..item() }), ValidationError::Digest);
         assert_eq!(refused(InventoryItem { manifest_digest: "g".repeat(64), ..item() }), ValidationError::Digest);
+        let upper = "AB".repeat(32);
+        assert_eq!(refused(InventoryItem { manifest_digest: upper, ..item() }), ValidationError::Digest);
+        let forged = "app\n2026-12-04 INFO forged".to_owned();
+        assert_eq!(
+            refused(InventoryItem { stream: forged.clone(), ..item() }),
+            ValidationError::Stream { len: forged.len() }
+        );
         let boot = |b: BootMeasurement| InventoryItem { stream: FIRMWARE_STREAM.into(), boot: Some(b), ..item() };
         assert_eq!(boot(measurement()).validate(), Ok(()));
         assert_eq!(boot(BootMeasurement { last_failure: None, ..measurement() }).validate(), Ok(()));

@@ -37,15 +37,19 @@ pub enum ValidationError {
         /// Why.
         cause: Box<ValidationError>,
     },
-    /// A stream name that is empty or longer than [`MAX_STREAM`] bytes.
-    #[error("stream: {len} bytes, 1 to {MAX_STREAM} allowed")]
+    /// A stream name that is empty, longer than [`MAX_STREAM`] bytes, or
+    /// holds a control character ([`crate::printable`]).
+    #[error("stream: {len} bytes, 1 to {MAX_STREAM} allowed, no control or bidirectional formatting characters")]
     Stream {
         /// Its length in bytes.
         len: usize,
     },
-    /// A `manifest_digest` that is not 64 hex digits.
-    #[error("manifest_digest: not 64 hex digits")]
+    /// A `manifest_digest` that is not 64 lowercase hex digits.
+    #[error("manifest_digest: not 64 lowercase hex digits")]
     Digest,
+    /// A `vendor_id` or `class_id` that is not 32 lowercase hex digits.
+    #[error("vendor_id, class_id: 32 lowercase hex digits (a UUID)")]
+    Uuid,
     /// A boot measurement on an inventory entry other than the firmware's.
     #[error("boot: only the {FIRMWARE_STREAM:?} entry carries a boot measurement")]
     BootNotFirmware,

@@ -54,11 +54,12 @@ mod report;
 pub use auth::{ChallengeRequest, ChallengeResponse, EnrollRequest, LoginRequest, LoginResponse};
 pub use checkin::{
     Assignment, BlobRef, BootMeasurement, BootSlot, CheckinRequest, CheckinResponse, InventoryItem, InventoryState,
-    parse_poll_after,
+    parse_poll_after, valid_uuid_hex,
 };
 pub use error::{ErrorBody, ValidationError};
 pub use limits::{
     DIGEST_HEX_LEN, FIRMWARE_STREAM, MAX_BOOT_REASON, MAX_DETAIL, MAX_INVENTORY, MAX_POLL_AFTER, MAX_PROGRESS,
-    MAX_STREAM, MAX_TOKEN_TTL, MAX_TRUST_ROOTS, POLL_AFTER_HEADER, valid_digest, valid_stream,
+    MAX_STREAM, MAX_TOKEN_TTL, MAX_TRUST_ROOTS, POLL_AFTER_HEADER, UUID_HEX_LEN, is_control_char, printable,
+    valid_digest, valid_stream,
 };
 pub use report::{Report, ReportState};

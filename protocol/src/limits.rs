@@ -31,6 +31,9 @@ pub const MAX_PROGRESS: i64 = 100;
 /// A manifest or blob digest is this many hex digits (SHA-256).
 pub const DIGEST_HEX_LEN: usize = 64;
 
+/// A SUIT vendor or class id (a UUID) is this many hex digits.
+pub const UUID_HEX_LEN: usize = 32;
+
 /// Longest token lifetime a device believes, in seconds (one day). The
 /// server's default is 15 minutes; an `expires_in` above this only makes
 /// the device log in again sooner than it had to. What matters is that a
@@ -45,16 +48,31 @@ pub const MAX_POLL_AFTER: u64 = 24 * 60 * 60;
 /// behind catches up over several check-ins).
 pub const MAX_TRUST_ROOTS: usize = 16;
 
-/// Whether `s` is a stream name the API takes: 1 to [`MAX_STREAM`] bytes.
-pub fn valid_stream(s: &str) -> bool {
-    (1..=MAX_STREAM).contains(&s.len())
+/// Whether no name may hold `c`: the control characters (C0, DEL, C1: a
+/// newline forges a log line, an escape drives a terminal, a NUL cuts a C
+/// string) and Unicode's bidirectional formatting characters (they make a
+/// name read differently from what it is; "Trojan Source", CVE-2021-42574).
+pub fn is_control_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
-/// Whether `s` is a digest as the API takes it: [`DIGEST_HEX_LEN`] hex
-/// digits. Devices and the server write lowercase; the server has always
-/// also taken uppercase, and still does.
+/// Whether `s` holds no [`is_control_char`] character.
+pub fn printable(s: &str) -> bool {
+    !s.chars().any(is_control_char)
+}
+
+/// Whether `s` is a stream name the API takes: 1 to [`MAX_STREAM`] bytes,
+/// none of them a control character ([`printable`]).
+pub fn valid_stream(s: &str) -> bool {
+    (1..=MAX_STREAM).contains(&s.len()) && printable(s)
+}
+
+/// Whether `s` is a digest as the API takes it: [`DIGEST_HEX_LEN`]
+/// lowercase hex digits, as devices and the server write them (one digest,
+/// one spelling: the server compares and stores them as text).
 pub fn valid_digest(s: &str) -> bool {
-    s.len() == DIGEST_HEX_LEN && s.bytes().all(|b| b.is_ascii_hexdigit())
+    s.len() == DIGEST_HEX_LEN && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 #[cfg(test)]
@@ -65,10 +83,15 @@ mod tests {
     fn streams_and_digests() {
         assert!(valid_stream("a") && valid_stream(&"s".repeat(MAX_STREAM)));
         assert!(!valid_stream("") && !valid_stream(&"s".repeat(MAX_STREAM + 1)));
-        assert!(valid_digest(&"ab".repeat(32)) && valid_digest(&"AB".repeat(32)));
+        assert!(valid_digest(&"ab".repeat(32)) && !valid_digest(&"AB".repeat(32)));
         assert!(!valid_digest(&"ab".repeat(31)) && !valid_digest(&"zz".repeat(32)) && !valid_digest(""));
         // Lengths are in bytes: 33 two-byte characters are 66 bytes.
         assert!(!valid_digest(&"é".repeat(32)));
         assert!(!valid_stream(&"é".repeat(33)));
+        // Control and bidirectional formatting characters are refused.
+        for bad in ["a\nb", "a\0", "\u{1b}[31m", "a\u{7f}", "\u{85}", "abc\u{202E}fed", "x\u{2066}y"] {
+            assert!(!valid_stream(bad), "{bad:?}");
+        }
+        assert!(valid_stream("sensor-filter") && valid_stream("é"));
     }
 }

@@ -82,6 +82,10 @@ impl Fleet {
             ..gantry_server::Config::default()
         };
         config.devices.poll_jitter = gantry_server::config::Span(Duration::ZERO);
+        // The whole fleet logs in from one loopback address, again after
+        // every server restart: a larger site than the default is sized
+        // for. What the limits do is tested in the server's own tests.
+        config.rate_limits.device_auth_per_source = gantry_server::config::Rate { per_minute: 60_000, burst: 5_000 };
         let (runtime, server) = serve(&config).expect("server starts");
         let url = format!("http://{}", server.addr);
         let admin = server.admin_token.clone().expect("first start makes an admin token");

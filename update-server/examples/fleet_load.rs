@@ -273,10 +273,21 @@ fn start_server(args: &Args, data: &Path, url: &str) -> anyhow::Result<(Guard, S
         "{} not found: cargo build --release -p gantry-server --bin gantry-server (or --server-bin PATH)",
         args.server_bin.display()
     );
+    // One loopback address stands for the whole fleet: the per-source
+    // limits off. The per-device ones stay on (their cost is measured; the
+    // poll phase picks devices at random, so none reaches its limit).
+    let config = data.with_extension("toml");
+    std::fs::write(
+        &config,
+        "[rate_limits]\ndevice_auth_per_source = { per_minute = 0, burst = 1 }\n\
+         operator_per_source = { per_minute = 0, burst = 1 }\n",
+    )?;
     let mut child = Command::new(&args.server_bin)
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .args(["--database-url", url])
+        .arg("--config")
+        .arg(&config)
         .env("GANTRY_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -603,14 +614,13 @@ async fn measure(args: &Args, data: &Path, scratch: &Path, url: &str) -> anyhow:
     let keys: Vec<(Vec<u8>, String)> =
         pool.iter().map(|k| (k.public_key().to_cose_key(), k.public_key().key_id().to_string())).collect();
     seed(url, args, &keys).await?;
-    // The key devices' tokens are made with: created here first, so the
-    // server adopts it (the same call it makes at start).
-    let token_key = {
-        let store = Store::open(url).await?;
-        let k = store.secret("device-token-hmac", || gantry_server::auth::random_bytes::<32>().to_vec()).await?;
-        store.close().await;
-        k
-    };
+    // The key devices' tokens are made with: the server secret, created
+    // here first so that the server adopts it (the same call it makes at
+    // start).
+    std::fs::create_dir_all(data)?;
+    let token_key = gantry_server::secrets::device_token_key(&gantry_server::secrets::load_or_create_secret(
+        &data.join("server-secret"),
+    )?);
     let t0 = Instant::now();
     let (mut server, addr) = start_server(args, data, url)?;
     let pid = server.0.id();

@@ -29,8 +29,12 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let args: Vec<String> = std::env::args().collect();
     let database_url = args.iter().position(|a| a == "--database-url").and_then(|i| args.get(i + 1)).cloned();
-    let config =
-        Config { listen: "127.0.0.1:0".parse()?, data_dir: dir.path().join("data"), database_url, ..Config::default() };
+    let config = Config {
+        listen: "127.0.0.1:0".parse()?,
+        data_dir: dir.path().join("data"),
+        database_url: database_url.map(Into::into),
+        ..Config::default()
+    };
     let running = gantry_server::start(config, std::future::pending()).await?;
     let base = format!("http://{}", running.addr);
     let admin = running.admin_token.clone().unwrap_or_default();

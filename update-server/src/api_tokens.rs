@@ -10,6 +10,6 @@ pub async fn bootstrap_admin(store: &Store) -> Result<Option<String>, ApiError> 
     if store.api_token_count().await? > 0 {
         return Ok(None);
     }
-    let (_, secret) = create_api_token(store, "bootstrap-admin", Role::Admin, "bootstrap").await?;
+    let (_, secret) = create_api_token(store, "bootstrap-admin", Role::Admin, "bootstrap", None).await?;
     Ok(Some(secret))
 }

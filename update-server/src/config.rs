@@ -55,6 +55,81 @@ impl Span {
     }
 }
 
+/// A database URL. Its `Debug` and `Display` hide the password, so the
+/// configuration can be printed and logged; [`DatabaseUrl::expose`] gives
+/// the URL to connect with.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL itself, password included.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for DatabaseUrl {
+    fn from(url: String) -> Self {
+        DatabaseUrl(url)
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", redact_url(&self.0))
+    }
+}
+
+/// `url` with the password of its user part (`scheme://user:PASSWORD@host`)
+/// and the value of any `password=` / `sslpassword=` query parameter
+/// replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(scheme_end) = out.find("://") {
+        let rest = scheme_end + 3;
+        let authority_end = out[rest..].find(['/', '?', '#']).map_or(out.len(), |i| rest + i);
+        if let Some(at) = out[rest..authority_end].rfind('@') {
+            let userinfo = &out[rest..rest + at];
+            if let Some(colon) = userinfo.find(':') {
+                out.replace_range(rest + colon + 1..rest + at, "***");
+            }
+        }
+    }
+    if let Some(q) = out.find('?') {
+        let (head, query) = out.split_at(q + 1);
+        let query = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("sslpassword") => {
+                    format!("{k}=***")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        out = format!("{head}{query}");
+    }
+    out
+}
+
+/// A rate: `per_minute` requests on average, up to `burst` at once
+/// (a token bucket). `per_minute = 0` turns the limit off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Sustained requests per minute; 0: no limit.
+    pub per_minute: u32,
+    /// Requests allowed at once before the sustained rate applies (at least 1).
+    pub burst: u32,
+}
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -76,12 +151,17 @@ pub struct Config {
     /// live by default.
     pub data_dir: PathBuf,
     /// `sqlite://PATH` or `postgres://...`; default `sqlite://<data_dir>/gantry.db`.
-    pub database_url: Option<String>,
+    pub database_url: Option<DatabaseUrl>,
     /// The server's online ticket-signing key (PKCS#8 PEM, mode 0600);
     /// default `<data_dir>/server-key.pem`, generated on first start.
     pub server_key: Option<PathBuf>,
     /// Key type generated on first start: `ed25519` or `p256`.
     pub server_key_type: String,
+    /// The server secret (32 random bytes, hex; 0600), the key the
+    /// device-token HMAC key is derived from; default
+    /// `<data_dir>/server-secret`, generated on first start. Every node of
+    /// one fleet needs the same file.
+    pub secret_file: Option<PathBuf>,
     /// `text` or `json`.
     pub log_format: LogFormat,
     /// Blob storage.
@@ -92,6 +172,81 @@ pub struct Config {
     pub limits: Limits,
     /// TLS; plain HTTP unless both files are set.
     pub tls: TlsConfig,
+    /// Per-source and per-device request rates.
+    pub rate_limits: RateLimits,
+    /// What is kept of device reports.
+    pub reports: ReportConfig,
+    /// Bounds on enrollment tokens.
+    pub enrollment: EnrollmentConfig,
+    /// Rollout timing.
+    pub rollouts: RolloutConfig,
+    /// Who may read `/metrics`.
+    pub metrics: MetricsConfig,
+}
+
+/// Request rates; beyond one, the answer is `429` with `Retry-After`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimits {
+    /// Where the client address comes from behind a reverse proxy or load
+    /// balancer: the name of a header it sets (e.g. `x-forwarded-for`; the
+    /// last address in it is used). Empty: the TCP peer. Set it only when
+    /// every request comes through such a proxy, or clients choose their
+    /// own address.
+    pub source_header: String,
+    /// Device challenges, logins and enrollments from one source address
+    /// (IPv6: one /64).
+    pub device_auth_per_source: Rate,
+    /// Operator API requests from one source address.
+    pub operator_per_source: Rate,
+    /// Check-ins of one device.
+    pub checkins_per_device: Rate,
+    /// Reports of one device.
+    pub reports_per_device: Rate,
+}
+
+/// What is kept of device reports.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReportConfig {
+    /// Newest reports kept per device; older ones are deleted as new ones
+    /// arrive.
+    pub max_per_device: u32,
+    /// Reports older than this are deleted (hourly).
+    pub max_age: Span,
+    /// Streams a device may report on (rows of its confirmed state); a
+    /// report on one more is refused.
+    pub max_streams_per_device: u32,
+}
+
+/// Bounds on what an enrollment token may grant.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnrollmentConfig {
+    /// Most devices one token may enroll.
+    pub max_uses: u32,
+    /// Longest lifetime of a token.
+    pub max_lifetime: Span,
+}
+
+/// Rollout timing.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RolloutConfig {
+    /// A device of a rollout whose last report is `downloading`,
+    /// `downloaded` or `installing` and that has reported nothing for this
+    /// long counts as failed (`stuck`) for the error threshold.
+    pub stuck_after: Span,
+}
+
+/// Who may read `/metrics`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` on this address only (and no longer on the API's).
+    pub listen: Option<SocketAddr>,
+    /// Require an API token (any role) to read `/metrics`.
+    pub require_token: bool,
 }
 
 /// TLS certificate and key (PEM). Both, or neither.
@@ -166,6 +321,9 @@ pub struct Limits {
     pub max_envelope_bytes: usize,
     /// Largest blob.
     pub max_blob_bytes: u64,
+    /// After SIGTERM, how long requests in flight (downloads included) may
+    /// take to finish; then their connections are cut.
+    pub shutdown_grace: Span,
 }
 
 impl Default for Config {
@@ -176,12 +334,56 @@ impl Default for Config {
             database_url: None,
             server_key: None,
             server_key_type: "ed25519".into(),
+            secret_file: None,
             log_format: LogFormat::Text,
             blobs: BlobConfig::default(),
             devices: DeviceConfig::default(),
             limits: Limits::default(),
             tls: TlsConfig::default(),
+            rate_limits: RateLimits::default(),
+            reports: ReportConfig::default(),
+            enrollment: EnrollmentConfig::default(),
+            rollouts: RolloutConfig::default(),
+            metrics: MetricsConfig::default(),
         }
+    }
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            source_header: String::new(),
+            // A site behind one NAT logs its devices in from one address:
+            // ten a second sustained, 300 at once.
+            device_auth_per_source: Rate { per_minute: 600, burst: 300 },
+            operator_per_source: Rate { per_minute: 1200, burst: 600 },
+            // A device polls every few minutes; this leaves room for retries.
+            checkins_per_device: Rate { per_minute: 60, burst: 20 },
+            // Progress and results of a few updates at once.
+            reports_per_device: Rate { per_minute: 120, burst: 60 },
+        }
+    }
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        ReportConfig {
+            max_per_device: 1000,
+            max_age: Span(Duration::from_secs(90 * 24 * 3600)),
+            max_streams_per_device: gantry_protocol::MAX_INVENTORY as u32,
+        }
+    }
+}
+
+impl Default for EnrollmentConfig {
+    fn default() -> Self {
+        EnrollmentConfig { max_uses: 10_000, max_lifetime: Span(Duration::from_secs(30 * 24 * 3600)) }
+    }
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        RolloutConfig { stuck_after: Span(Duration::from_secs(3600)) }
     }
 }
 
@@ -217,6 +419,7 @@ impl Default for Limits {
             max_json_bytes: 64 * 1024,
             max_envelope_bytes: 1024 * 1024,
             max_blob_bytes: 1 << 30,
+            shutdown_grace: Span(Duration::from_secs(30)),
         }
     }
 }
@@ -247,10 +450,13 @@ impl Config {
             self.data_dir = v.into();
         }
         if let Some(v) = get("GANTRY_DATABASE_URL") {
-            self.database_url = Some(v);
+            self.database_url = Some(v.into());
         }
         if let Some(v) = get("GANTRY_SERVER_KEY") {
             self.server_key = Some(v.into());
+        }
+        if let Some(v) = get("GANTRY_SECRET_FILE") {
+            self.secret_file = Some(v.into());
         }
         if let Some(v) = get("GANTRY_LOG_FORMAT") {
             self.log_format = match v.as_str() {
@@ -290,8 +496,15 @@ impl Config {
     }
 
     /// The database URL in effect.
-    pub fn database_url(&self) -> String {
-        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("gantry.db").display()))
+    pub fn database_url(&self) -> DatabaseUrl {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| DatabaseUrl(format!("sqlite://{}", self.data_dir.join("gantry.db").display())))
+    }
+
+    /// The server secret's file in effect.
+    pub fn secret_path(&self) -> PathBuf {
+        self.secret_file.clone().unwrap_or_else(|| self.data_dir.join("server-secret"))
     }
 
     /// The server key path in effect.
@@ -322,8 +535,23 @@ mod tests {
         assert!(toml::from_str::<Config>("lisen = \"x\"").is_err(), "unknown keys are refused");
         let mut c = Config::default();
         c.apply_env(|n| (n == "GANTRY_DATA_DIR").then(|| "/srv/gantry".to_owned())).unwrap();
-        assert_eq!(c.database_url(), "sqlite:///srv/gantry/gantry.db");
+        assert_eq!(c.database_url().expose(), "sqlite:///srv/gantry/gantry.db");
         assert_eq!(c.server_key_path(), PathBuf::from("/srv/gantry/server-key.pem"));
         assert!(c.apply_env(|n| (n == "GANTRY_LISTEN").then(|| "nope".to_owned())).is_err());
+    }
+
+    #[test]
+    fn passwords_are_never_printed() {
+        let url = "postgres://gantry:s3cr%40t@db.internal:5432/gantry?sslmode=require&password=other";
+        let mut c = Config::default();
+        c.apply_env(|n| (n == "GANTRY_DATABASE_URL").then(|| url.to_owned())).unwrap();
+        let printed = format!("{c:?} {c:#?} {}", c.database_url());
+        assert!(!printed.contains("s3cr") && !printed.contains("other"), "{printed}");
+        assert!(printed.contains("postgres://gantry:***@db.internal:5432/gantry?sslmode=require&password=***"));
+        assert_eq!(c.database_url().expose(), url);
+        // No password, nothing to hide; an `@` in the path is not a user part.
+        assert_eq!(redact_url("postgres://gantry@db/gantry"), "postgres://gantry@db/gantry");
+        assert_eq!(redact_url("sqlite:///srv/a:b@c/gantry.db"), "sqlite:///srv/a:b@c/gantry.db");
+        assert_eq!(redact_url("postgres://u:p@h/d"), "postgres://u:***@h/d");
     }
 }

@@ -1,6 +1,9 @@
 //! The accept loop, plain or TLS: HTTP/1.1 per connection, at most
 //! `max_connections` at once, a deadline for each request's headers and
-//! graceful shutdown.
+//! graceful shutdown with a deadline (`limits.shutdown_grace`): after it,
+//! connections still open (a client that stopped reading a download) are
+//! cut, so a stop never waits on a client. Each request carries its peer's
+//! address (`ConnectInfo`) for the rate limits.
 //!
 //! The header deadline is what stops a slow client (slowloris) from holding
 //! a connection: hyper starts it whenever the connection waits for a request
@@ -12,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -19,12 +23,14 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Limits;
 
 /// Serves `app` on `listener` (over TLS with `tls`) until `shutdown`
-/// resolves, then waits for the requests in flight.
+/// resolves, then waits for the requests in flight, at most
+/// `limits.shutdown_grace`.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -37,8 +43,10 @@ pub async fn serve(
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout.0);
     let handshake = limits.header_timeout.0;
+    let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
+        while connections.try_join_next().is_some() {}
         // At the limit, stop accepting: new clients wait in the kernel's
         // backlog rather than each costing a task and a buffer here.
         let slot = tokio::select! {
@@ -59,7 +67,7 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let (http, app, tls, watcher) = (http.clone(), app.clone(), tls.clone(), graceful.watcher());
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _slot = slot;
             match tls {
                 None => connection(&http, tcp, app, watcher, peer).await,
@@ -72,7 +80,14 @@ pub async fn serve(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(limits.shutdown_grace.0, graceful.shutdown()).await.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            grace = ?limits.shutdown_grace.0,
+            "connections still open after the shutdown grace period: cut"
+        );
+    }
+    connections.shutdown().await;
     Ok(())
 }
 
@@ -80,6 +95,10 @@ async fn connection<I>(http: &http1::Builder, io: I, app: Router, watcher: Watch
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let app = tower::ServiceExt::map_request(app, move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        req
+    });
     let conn = http.serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");

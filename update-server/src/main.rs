@@ -26,13 +26,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server until SIGINT or SIGTERM (then finish requests in
-    /// flight, flush last-seen times and exit 0).
+    /// flight within `limits.shutdown_grace`, cut what is left, flush
+    /// last-seen times and exit 0).
     ///
     /// On first start it creates the data directory (mode 0700), the
-    /// SQLite database, the blob directory, an online ticket-signing key
-    /// (server-key.pem, 0600; add its key id to the trust root's `server`
-    /// role) and an admin API token (printed once, and written to
-    /// admin-token, 0600).
+    /// SQLite database (0600), the blob directory, the server secret
+    /// (server-secret, 0600), an online ticket-signing key (server-key.pem,
+    /// 0600; add its key id to the trust root's `server` role) and an admin
+    /// API token (printed once, and written to admin-token, 0600). It
+    /// refuses to start while a secret file is readable by other users.
     Serve {
         /// Address to listen on [default: 127.0.0.1:8080; env GANTRY_LISTEN].
         #[arg(long, value_name = "ADDR")]
@@ -49,7 +51,7 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Print the effective configuration (defaults, file, environment) as
-    /// the server would use it, and exit.
+    /// the server would use it, passwords hidden, and exit.
     Config {
         /// TOML configuration file [env GANTRY_CONFIG].
         #[arg(long, value_name = "FILE", env = "GANTRY_CONFIG")]
@@ -62,28 +64,33 @@ fn init_logs(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.init(),
+        // Field values escaped: a device's string cannot forge a line.
+        LogFormat::Text => builder.fmt_fields(gantry_server::logfmt::fields()).init(),
         LogFormat::Json => builder.json().init(),
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Resolves at SIGINT or SIGTERM. The handlers are installed here, before
+/// the server starts, not when the future is first polled: a signal that
+/// arrives right after "listening" is printed must stop it gracefully too,
+/// not kill it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = (signal(SignalKind::terminate()).ok(), signal(SignalKind::interrupt()).ok());
+    async move {
+        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            () = wait(term.take()) => {}
+            () = wait(int.take()) => {}
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
     }
-    tracing::info!("shutting down: finishing requests in flight");
 }
 
 #[tokio::main]
@@ -103,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
                 c.data_dir = d;
             }
             if let Some(u) = database_url {
-                c.database_url = Some(u);
+                c.database_url = Some(u.into());
             }
             init_logs(c.log_format);
             let data_dir = c.data_dir.clone();

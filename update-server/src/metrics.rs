@@ -26,6 +26,8 @@ pub struct Metrics {
     pub releases_refused: AtomicU64,
     /// Last-seen rows flushed.
     pub last_seen_flushed: AtomicU64,
+    /// Requests refused by a rate limit (`429`).
+    pub rate_limited: AtomicU64,
 }
 
 /// Adds one.
@@ -34,10 +36,11 @@ pub fn inc(c: &AtomicU64) {
 }
 
 impl Metrics {
-    /// The text exposition format; `cached_devices` is a gauge.
-    pub fn render(&self, cached_devices: usize) -> String {
+    /// The text exposition format; `cached_devices` and `rate_limit_keys`
+    /// are gauges.
+    pub fn render(&self, cached_devices: usize, rate_limit_keys: usize) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64, &str); 10] = [
+        let counters: [(&str, &str, &AtomicU64, &str); 11] = [
             ("gantry_checkins_total", "Device check-ins", &self.checkins_unchanged, "result=\"not-modified\""),
             ("gantry_checkins_total", "Device check-ins", &self.checkins_ticket, "result=\"ticket\""),
             ("gantry_inventory_writes_total", "Inventories written", &self.inventory_writes, ""),
@@ -48,6 +51,7 @@ impl Metrics {
             ("gantry_releases_total", "Release uploads", &self.releases_accepted, "result=\"accepted\""),
             ("gantry_releases_total", "Release uploads", &self.releases_refused, "result=\"refused\""),
             ("gantry_last_seen_flushed_total", "Last-seen rows written", &self.last_seen_flushed, ""),
+            ("gantry_rate_limited_total", "Requests refused by a rate limit", &self.rate_limited, ""),
         ];
         let mut described = Vec::new();
         for (name, help, value, labels) in counters {
@@ -61,6 +65,10 @@ impl Metrics {
         let _ = writeln!(
             out,
             "# HELP gantry_cached_devices Devices held in the check-in cache.\n# TYPE gantry_cached_devices gauge\ngantry_cached_devices {cached_devices}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP gantry_rate_limit_keys Sources and devices with rate-limit state.\n# TYPE gantry_rate_limit_keys gauge\ngantry_rate_limit_keys {rate_limit_keys}"
         );
         out
     }

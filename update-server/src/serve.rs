@@ -4,18 +4,22 @@
 //!
 //! ```text
 //!  <data_dir>/            (0700, created on first start)
-//!  ├── gantry.db          SQLite database (default; -wal/-shm beside it)
+//!  ├── gantry.db          SQLite database (default; 0600, -wal/-shm beside it)
 //!  ├── blobs/sha256/<hex> content-addressed blobs (default local store)
+//!  ├── server-secret      the server secret (0600, generated once; crate::secrets)
 //!  ├── server-key.pem     online ticket-signing key (0600, generated once)
 //!  └── admin-token        first admin API token (0600, written once)
 //! ```
+//!
+//! Every secret file is checked before anything else happens: one that
+//! another user could read stops the start (`crate::secrets`).
 
-use std::io::Write as _;
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use gantry_keys::{FileKeySource, KeyError, KeyId, KeySource as _, KeyType, SigningKey};
 use tokio::net::TcpListener;
@@ -25,11 +29,12 @@ use tokio::task::JoinHandle;
 use crate::api::{AppState, Shared, router};
 use crate::api_tokens::bootstrap_admin;
 use crate::auth::device::DeviceAuth;
-use crate::auth::random_bytes;
 use crate::blobs::{BlobError, BlobStore};
 use crate::config::Config;
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
+use crate::ratelimit::Limiters;
+use crate::secrets::{SecretError, check_private};
 use crate::store::{Store, StoreError};
 
 /// Why the server could not start.
@@ -58,6 +63,9 @@ pub enum StartError {
     /// The TLS certificate or key cannot be used.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// A secret file is readable by others, or cannot be used.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
@@ -68,6 +76,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
 pub struct Running {
     /// The address it listens on.
     pub addr: SocketAddr,
+    /// The address `/metrics` is served on, when it has one of its own.
+    pub metrics_addr: Option<SocketAddr>,
     /// `https` with TLS configured, else `http`.
     pub scheme: &'static str,
     /// The admin token created on this start (first start only).
@@ -109,31 +119,53 @@ pub async fn start(
 ) -> Result<Running, StartError> {
     let data = config.data_dir.clone();
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&data).map_err(io(&data))?;
-    let store = Store::open(&config.database_url()).await?;
+    let key_file = config.server_key_path();
+    let admin_token_file = data.join("admin-token");
+    check_private(&key_file)?;
+    check_private(&admin_token_file)?;
+    if let Some(tls_key) = &config.tls.key {
+        crate::secrets::check_not_public(tls_key)?;
+    }
+    let secret = crate::secrets::load_or_create_secret(&config.secret_path())?;
+    let url = config.database_url();
+    if url.expose().starts_with("sqlite:")
+        && let Some(file) = crate::secrets::sqlite_file(url.expose())
+    {
+        crate::secrets::prepare_sqlite_file(&file)?;
+    }
+    let store = Store::open(url.expose()).await?;
     let blobs = open_blobs(&config)?;
+    blobs.remove_stale_uploads(config.limits.upload_timeout.0).await;
     let tls = match (&config.tls.cert, &config.tls.key) {
         (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
         (None, None) => None,
         _ => return Err(StartError::Config("tls.cert and tls.key go together".into())),
     };
-    let key_file = config.server_key_path();
     let server_key = load_or_create_key(&key_file, &config.server_key_type)?;
     let server_key_id = server_key.key_id();
-    let device_key = store.secret("device-token-hmac", || random_bytes::<32>().to_vec()).await?;
-    let admin_token_file = data.join("admin-token");
     let admin_token = bootstrap_admin(&store).await.map_err(|e| StartError::Config(e.message))?;
     if let Some(token) = &admin_token {
-        write_secret_file(&admin_token_file, token)?;
+        crate::secrets::write_secret_file(&admin_token_file, token)?;
     }
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|error| StartError::Io { path: format!("listen address {}", config.listen), error })?;
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr).await.map_err(|error| StartError::Io { path: format!("listen address {addr}"), error })
+    };
+    let listener = bind(config.listen).await?;
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let addr = listener.local_addr().map_err(io(Path::new("listener")))?;
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(l.local_addr().map_err(io(Path::new("metrics listener")))?),
+        None => None,
+    };
     let state: Shared = Arc::new(AppState {
+        limiters: Limiters::new(&config.rate_limits),
         config,
         store,
         blobs,
-        device_auth: DeviceAuth::new(device_key),
+        device_auth: DeviceAuth::new(crate::secrets::device_token_key(&secret)),
         server_key: Arc::new(server_key),
         fleet: Fleet::default(),
         metrics: Metrics::default(),
@@ -144,19 +176,34 @@ pub async fn start(
 
     let scheme = if tls.is_some() { "https" } else { "http" };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (bg_stop_tx, bg_stop_rx) = tokio::sync::watch::channel(false);
-    let background = tokio::spawn(background(state.clone(), bg_stop_rx));
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
+    let background = tokio::spawn(background(state.clone(), closing.clone()));
     let app = router(state.clone());
     let served = state.clone();
     let task = tokio::spawn(async move {
+        let closed = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|c| *c).await;
+        };
+        let limits = served.config.limits.clone();
+        let metrics = metrics_listener.map(|l| {
+            let (app, limits, closed) =
+                (crate::api::metrics_router(served.clone()), limits.clone(), closed(closing.clone()));
+            tokio::spawn(async move { crate::listener::serve(l, None, app, &limits, closed).await })
+        });
         let signal = async move {
             tokio::select! {
                 _ = stop_rx => {}
                 _ = shutdown => {}
             }
+            tracing::info!("shutting down: finishing requests in flight");
+            let _ = closing_tx.send(true);
         };
-        let result = crate::listener::serve(listener, tls, app, &served.config.limits, signal).await;
-        let _ = bg_stop_tx.send(true);
+        let (result, ()) = tokio::join!(crate::listener::serve(listener, tls, app, &limits, closed(closing)), signal);
+        if let Some(m) = metrics
+            && let Ok(Err(e)) = m.await
+        {
+            tracing::warn!(error = %e, "metrics listener");
+        }
         let _ = background.await;
         flush_last_seen(&served).await;
         served.store.close().await;
@@ -165,6 +212,7 @@ pub async fn start(
     });
     Ok(Running {
         addr,
+        metrics_addr,
         scheme,
         admin_token,
         admin_token_file,
@@ -216,18 +264,8 @@ fn load_or_create_key(path: &Path, key_type: &str) -> Result<FileKeySource, Star
         SigningKey::generate(t).write_pkcs8_file(path)?;
         tracing::info!(path = %path.display(), "generated the server's online key");
     }
+    check_private(path)?;
     Ok(FileKeySource::open(path)?)
-}
-
-fn write_secret_file(path: &Path, secret: &str) -> Result<(), StartError> {
-    // Written beside and renamed over, so a stale file (from a database
-    // that was reset) is replaced whole and never readable by others.
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
-    f.write_all(format!("{secret}\n").as_bytes()).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
 }
 
 async fn flush_last_seen(s: &Shared) {
@@ -252,20 +290,27 @@ async fn evaluate_rollouts(s: &Shared) {
         Err(e) => return tracing::warn!(error = %e, "cannot list running rollouts"),
     };
     for r in running {
-        if let Err(e) = crate::rollout::evaluate(&s.store, &r.id).await {
+        if let Err(e) = crate::rollout::evaluate(&s.store, &r.id, s.config.rollouts.stuck_after.0).await {
             tracing::warn!(rollout = %r.id, error = %e, "rollout evaluation failed");
         }
     }
 }
 
+/// How often expired rate-limit state is dropped.
+const LIMITER_PRUNE: Duration = Duration::from_secs(60);
+/// How often reports older than `reports.max_age` are deleted.
+const REPORT_RETENTION: Duration = Duration::from_secs(3600);
+
 async fn background(s: Shared, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut flush =
-        tokio::time::interval(s.config.devices.last_seen_flush.0.max(std::time::Duration::from_millis(100)));
-    let mut refresh =
-        tokio::time::interval(s.config.devices.cache_refresh.0.max(std::time::Duration::from_millis(100)));
+    let every = |d: Duration| tokio::time::interval(d.max(Duration::from_millis(100)));
+    let mut flush = every(s.config.devices.last_seen_flush.0);
+    let mut refresh = every(s.config.devices.cache_refresh.0);
     // Rollouts are also moved by reports; this catches what another node or
-    // a restart left waiting.
-    let mut rollouts = tokio::time::interval(std::time::Duration::from_secs(5));
+    // a restart left waiting, and devices that went quiet mid-update.
+    let mut rollouts = every(Duration::from_secs(5));
+    let mut prune = every(LIMITER_PRUNE);
+    let mut retention = every(REPORT_RETENTION);
+    let mut uploads = every(s.config.limits.upload_timeout.0);
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -275,6 +320,16 @@ async fn background(s: Shared, mut stop: tokio::sync::watch::Receiver<bool>) {
                 Err(e) => tracing::warn!(error = %e, "cannot read the desired-state generation"),
             },
             _ = rollouts.tick() => evaluate_rollouts(&s).await,
+            _ = prune.tick() => s.limiters.prune(),
+            _ = retention.tick() => {
+                let before = crate::store::now().saturating_sub(s.config.reports.max_age.0.as_secs() as i64);
+                match s.store.delete_reports_before(before).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "reports past reports.max_age deleted"),
+                    Err(e) => tracing::warn!(error = %e, "report retention failed; retrying in an hour"),
+                }
+            }
+            _ = uploads.tick() => s.blobs.remove_stale_uploads(s.config.limits.upload_timeout.0).await,
         }
     }
 }

@@ -250,7 +250,7 @@ async fn reports_and_inventories_follow_the_shared_rules(s: &TestServer) {
         json!({"stream": "sensor", "manifest_digest": digest, "state": "failed", "at": 1}),
     ] {
         let (status, body) = refusal(s.post("/api/v1/device/reports", dev.token(), bad).await).await;
-        assert_eq!((status, body.error.as_str()), (422, "bad-request"), "{}", body.message);
+        assert_eq!((status, body.error.as_str()), (422, "invalid-body"), "{}", body.message);
     }
 
     // Every inventory state is taken; another state, or one entry too many, is not.

@@ -60,7 +60,7 @@ async fn a_rollout_advances_stage_by_stage(s: &TestServer) {
     let created: Value = r.json().await.unwrap();
     let id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(created["state"], "running");
-    assert_eq!(created["progress"], json!({"targeted": 10, "assigned": 2, "installed": 0, "failed": 0}));
+    assert_eq!(created["progress"], json!({"targeted": 10, "assigned": 2, "installed": 0, "failed": 0, "stuck": 0}));
     let per_stage: Vec<i64> =
         created["stage_devices"].as_array().unwrap().iter().map(|s| s["devices"].as_i64().unwrap()).collect();
     assert_eq!(per_stage, [2, 4, 4]);

@@ -141,7 +141,7 @@ async fn two_nodes_serve_one_fleet(a: &TestServer) {
     }
     let r: Value = b.get(&format!("/api/v1/rollouts/{id}"), &b.admin).await.json().await.unwrap();
     assert_eq!(r["state"], "completed", "{r}");
-    assert_eq!(r["progress"], json!({"targeted": 9, "assigned": 9, "installed": 9, "failed": 0}));
+    assert_eq!(r["progress"], json!({"targeted": 9, "assigned": 9, "installed": 9, "failed": 0, "stuck": 0}));
     b.stop().await;
 }
 on_both_backends!(two_nodes_serve_one_fleet);

@@ -33,7 +33,14 @@ async fn the_api_is_served_over_tls_only() {
     std::fs::write(&key_file, cert.key_pair.serialize_pem()).unwrap();
     let mut config = common::test_config(dir.path(), None);
     config.tls.cert = Some(cert_file);
-    config.tls.key = Some(key_file);
+    config.tls.key = Some(key_file.clone());
+    // A key anyone may read is refused; one its group may read is not
+    // (Debian's ssl-cert convention).
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = gantry_server::start(config.clone(), std::future::pending()).await.err().expect("refused");
+    assert!(e.to_string().contains("0644 are too open"), "{e}");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o640)).unwrap();
     let running = gantry_server::start(config.clone(), std::future::pending()).await.unwrap();
     assert_eq!(running.scheme, "https");
 

@@ -52,9 +52,15 @@ pub(super) async fn download(
         RangeAnswer::Partial(r) => (StatusCode::PARTIAL_CONTENT, Some(r)),
         RangeAnswer::Unsatisfiable => {
             let unsatisfiable = HeaderValue::from_str(&format!("bytes */{size}")).map_err(ApiError::internal)?;
-            return Ok(
-                (StatusCode::RANGE_NOT_SATISFIABLE, common, [(header::CONTENT_RANGE, unsatisfiable)]).into_response()
+            let e = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range-not-satisfiable",
+                format!("the range is outside the blob's {size} bytes"),
             );
+            let mut r = e.into_response();
+            r.headers_mut().extend(common);
+            r.headers_mut().insert(header::CONTENT_RANGE, unsatisfiable);
+            return Ok(r);
         }
     };
     let length = range.as_ref().map_or(size, |r| r.end - r.start);

@@ -21,7 +21,8 @@ use crate::auth::secret_hash;
 use crate::error::ApiError;
 use crate::fleet::CachedDevice;
 use crate::metrics::inc;
-use crate::store::{NewDevice, now};
+use crate::ratelimit::DeviceLimit;
+use crate::store::{DeviceOutcome, NewDevice, Recorded, now};
 
 /// Header carrying the seconds until the next check-in (on 200 and 304).
 const POLL_AFTER: HeaderName = HeaderName::from_static(POLL_AFTER_HEADER);
@@ -57,7 +58,8 @@ pub(super) fn parse_public_key(text: &str) -> Result<PublicKey, ApiError> {
 }
 
 /// `POST /api/v1/device/challenge`: a fresh challenge to sign. Answered
-/// for any well-formed id, enrolled or not, so it reveals nothing.
+/// for any well-formed id, enrolled or not, so it reveals nothing (and
+/// neither do enroll and login: see [`enroll`]).
 pub(super) async fn challenge(
     State(s): State<Shared>,
     ApiJson(req): ApiJson<ChallengeRequest>,
@@ -120,9 +122,16 @@ pub(super) async fn login(
     Ok(Json(issue_token(&s, &req.device_id)))
 }
 
+/// One answer for every enrollment refused for its token, whatever the
+/// device id: without a valid token, nobody learns which ids are enrolled.
+fn token_refused() -> ApiError {
+    ApiError::forbidden("enrollment token unknown, revoked, used up or expired")
+}
+
 /// `POST /api/v1/device/enroll`: a device enrolls itself with an
 /// enrollment token, proving it holds the key it enrolls; answered like a
-/// login.
+/// login. The token is checked before anything about the device id is
+/// looked at.
 pub(super) async fn enroll(
     State(s): State<Shared>,
     ApiJson(req): ApiJson<EnrollRequest>,
@@ -130,21 +139,28 @@ pub(super) async fn enroll(
     check_device_id(&req.device_id)?;
     let key = parse_public_key(&req.public_key)?;
     check_proof(&s, &req.device_id, &key, &req.challenge, &req.proof)?;
+    let hash = secret_hash(&req.enrollment_token);
+    let token = match s.store.find_enrollment_token(&hash).await? {
+        Some(t) if t.live(now()) => t,
+        _ => return Err(token_refused()),
+    };
     let cose = key.to_cose_key();
     if let Some(existing) = s.store.device(&req.device_id).await? {
-        // Enrolling again with the same key (a retry after a lost answer)
-        // is a login; another key is someone else's device id.
-        return if existing.public_key == cose {
-            Ok((StatusCode::OK, Json(issue_token(&s, &req.device_id))))
-        } else {
+        // The caller holds a valid token now. Enrolling again with the same
+        // key (a retry after a lost answer) is a login; another key is
+        // someone else's device id; a disabled device stays out.
+        return if existing.public_key != cose {
             Err(ApiError::conflict("device-exists", format!("device {} is enrolled with another key", req.device_id)))
+        } else if existing.disabled {
+            Err(ApiError::forbidden(format!("device {} is disabled", req.device_id)))
+        } else {
+            Ok((StatusCode::OK, Json(issue_token(&s, &req.device_id))))
         };
     }
-    let grant = s
-        .store
-        .use_enrollment_token(&secret_hash(&req.enrollment_token))
-        .await?
-        .ok_or_else(|| ApiError::forbidden("enrollment token unknown, used up or expired"))?;
+    if token.uses_left <= 0 {
+        return Err(token_refused());
+    }
+    let grant = s.store.use_enrollment_token(&hash).await?.ok_or_else(token_refused)?;
     let key_id = key.key_id().to_string();
     let by = format!("enrollment-token:{}", grant.token_id);
     let new = NewDevice {
@@ -183,13 +199,21 @@ pub(super) async fn checkin(
     }
     req.validate().map_err(|e| invalid("check-in", e))?;
     let id = &caller.device_id;
+    s.limiters.device(DeviceLimit::Checkin, id).inspect_err(|_| inc(&s.metrics.rate_limited))?;
     let device = enrolled(&s, id).await?;
 
-    // The inventory is written only when it changed.
+    // The inventory (with the vendor and class) is written only when it
+    // changed.
     let inventory = serde_json::to_string(&req.inventory).map_err(ApiError::internal)?;
-    let hash: [u8; 32] = Sha256::digest(inventory.as_bytes()).into();
+    let mut h = Sha256::new();
+    for part in [Some(inventory.as_str()), req.vendor_id.as_deref(), req.class_id.as_deref()] {
+        let part = part.unwrap_or_default();
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    let hash: [u8; 32] = h.finalize().into();
     if device.inventory_hash != Some(hash) {
-        s.store.save_inventory(id, &inventory, &hash).await?;
+        s.store.save_inventory(id, &inventory, &hash, req.vendor_id.as_deref(), req.class_id.as_deref()).await?;
         s.fleet.set_inventory_hash(id, hash);
         inc(&s.metrics.inventory_writes);
     }
@@ -259,15 +283,29 @@ pub(super) async fn report(
     ApiJson(report): ApiJson<Report>,
 ) -> Result<StatusCode, ApiError> {
     report.validate().map_err(|e| invalid("report", e))?;
+    s.limiters.device(DeviceLimit::Report, &caller.device_id).inspect_err(|_| inc(&s.metrics.rate_limited))?;
     enrolled(&s, &caller.device_id).await?;
-    s.store.record_report(&caller.device_id, &report).await?;
+    let keep = s.config.reports.max_per_device.max(1);
+    let max_streams = s.config.reports.max_streams_per_device;
+    if let Recorded::TooManyStreams { max } =
+        s.store.record_report(&caller.device_id, &report, keep, max_streams).await?
+    {
+        return Err(ApiError::refused(
+            "too-many-streams",
+            format!("this device already reports on {max} streams (reports.max_streams_per_device)"),
+        ));
+    }
+    // A report on a release a rollout assigned moves that rollout.
+    let outcome = match report.state {
+        ReportState::Installed => DeviceOutcome::Installed,
+        ReportState::Failed | ReportState::Reverted => DeviceOutcome::Failed,
+        ReportState::Downloading | ReportState::Downloaded | ReportState::Installing => DeviceOutcome::Updating,
+    };
+    let rollout = s.store.rollout_report(&caller.device_id, &report.stream, &report.manifest_digest, outcome).await?;
     if report.state.is_result() {
-        // A result for a release a rollout assigned moves that rollout.
-        let installed = report.state == ReportState::Installed;
-        let rollout =
-            s.store.rollout_result(&caller.device_id, &report.stream, &report.manifest_digest, installed).await?;
         if let Some(id) = rollout
-            && crate::rollout::evaluate(&s.store, &id).await? != crate::rollout::Outcome::Unchanged
+            && crate::rollout::evaluate(&s.store, &id, s.config.rollouts.stuck_after.0).await?
+                != crate::rollout::Outcome::Unchanged
         {
             super::refresh_generation(&s).await;
         }

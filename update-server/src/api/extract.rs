@@ -1,6 +1,8 @@
-//! Extractors: JSON bodies with API errors, and the two kinds of caller.
+//! Extractors: JSON and raw bodies with API errors, and the two kinds of
+//! caller.
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -9,7 +11,7 @@ use serde::de::DeserializeOwned;
 use super::Shared;
 use crate::auth::operator::{Permission, Role};
 use crate::auth::secret_hash;
-use crate::error::ApiError;
+use crate::error::{ApiError, body_rejection};
 use crate::store::{ApiTokenRecord, now};
 
 /// A JSON body; malformed ones are answered with an [`ApiError`].
@@ -21,7 +23,36 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(ApiError::new(rejection.status(), "bad-request", rejection.body_text())),
+            Err(rejection) => Err(body_rejection(rejection.status(), rejection.body_text())),
+        }
+    }
+}
+
+/// A query string; a malformed one is answered `400 bad-request` as JSON.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(rejection) => Err(ApiError::bad_request("bad-request", rejection.body_text())),
+        }
+    }
+}
+
+/// A raw body (an envelope, a trust root); one over the route's limit is
+/// answered `413 too-large` as JSON, like every other error.
+pub struct ApiBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Bytes::from_request(req, state).await {
+            Ok(b) => Ok(ApiBytes(b)),
+            Err(rejection) => Err(body_rejection(rejection.status(), rejection.body_text())),
         }
     }
 }

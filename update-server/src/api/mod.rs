@@ -7,6 +7,10 @@
 //!  /blobs/sha256/<h>  content-addressed blobs, ETag + Range, no credential
 //!  /healthz /metrics /openapi.json
 //! ```
+//!
+//! Every error, the router's own included (unknown path, wrong method, a
+//! body over its limit), is the JSON `ErrorBody` with a code from
+//! `openapi.json`; `tests/error_contract.rs` walks them.
 
 mod blobs;
 mod device;
@@ -18,18 +22,20 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::routing::{get, post, put};
+use axum::response::{IntoResponse as _, Response};
+use axum::routing::{delete, get, post, put};
 use gantry_keys::KeySource;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::auth::device::DeviceAuth;
 use crate::blobs::BlobStore;
 use crate::config::Config;
+use crate::error::ApiError;
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
+use crate::ratelimit::Limiters;
 use crate::store::Store;
 
-pub use extract::{ApiJson, DeviceCaller, OperatorCaller};
+pub use extract::{ApiBytes, ApiJson, ApiQuery, DeviceCaller, OperatorCaller};
 pub use operator::create_api_token;
 
 /// Everything a request handler may need.
@@ -48,6 +54,8 @@ pub struct AppState {
     pub fleet: Fleet,
     /// Counters.
     pub metrics: Metrics,
+    /// Request rates per source and per device.
+    pub limiters: Limiters,
 }
 
 /// The state handlers share.
@@ -57,16 +65,19 @@ pub type Shared = Arc<AppState>;
 pub fn router(state: Shared) -> Router {
     let limits = &state.config.limits;
     let envelope_limit = || DefaultBodyLimit::max(limits.max_envelope_bytes);
-    let device = Router::new()
+    let device_auth = Router::new()
         .route("/challenge", post(device::challenge))
         .route("/login", post(device::login))
         .route("/enroll", post(device::enroll))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::ratelimit::device_auth));
+    let device = Router::new()
         .route("/checkin", post(device::checkin))
-        .route("/reports", post(device::report));
+        .route("/reports", post(device::report))
+        .merge(device_auth);
     let operator = Router::new()
         .route("/server", get(operator::server_info))
         .route("/tokens", get(operator::list_tokens).post(operator::create_token))
-        .route("/tokens/{id}", axum::routing::delete(operator::revoke_token))
+        .route("/tokens/{id}", delete(operator::revoke_token))
         .route("/trust-root", get(operator::get_trust_root).put(operator::put_trust_root).layer(envelope_limit()))
         .route("/releases", get(operator::list_releases).post(operator::upload_release).layer(envelope_limit()))
         .route("/releases/{digest}", get(operator::get_release))
@@ -74,25 +85,70 @@ pub fn router(state: Shared) -> Router {
         .route("/devices/{id}", get(operator::get_device).patch(operator::update_device))
         .route("/devices/{id}/assignments/{stream}", put(operator::assign).delete(operator::unassign))
         .route("/devices/{id}/reports", get(operator::device_reports))
-        .route("/enrollment-tokens", post(operator::create_enrollment_token))
+        .route("/enrollment-tokens", get(operator::list_enrollment_tokens).post(operator::create_enrollment_token))
+        .route("/enrollment-tokens/{id}", delete(operator::revoke_enrollment_token))
         .route("/rollouts", get(rollouts::list).post(rollouts::create))
         .route("/rollouts/{id}", get(rollouts::get))
-        .route("/rollouts/{id}/{action}", post(rollouts::act));
-    let api = Router::new()
+        .route("/rollouts/{id}/{action}", post(rollouts::act))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::ratelimit::operator));
+    let mut api = Router::new()
         .nest("/api/v1/device", device)
         .nest("/api/v1", operator)
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi))
+        .route("/openapi.json", get(openapi));
+    if state.config.metrics.listen.is_none() {
+        api = api.route("/metrics", get(metrics));
+    }
+    let api = api
         .layer(DefaultBodyLimit::max(limits.max_json_bytes))
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, limits.request_timeout.0));
+        .layer(axum::middleware::from_fn_with_state(state.clone(), deadline));
     // One span per request (method, path); responses logged at DEBUG.
     let trace = tower_http::trace::TraceLayer::new_for_http();
     // Blob uploads bound their own size and time; downloads stream.
     let blob_routes = Router::new()
-        .route("/api/v1/blobs/sha256/{hex}", put(blobs::upload).layer(DefaultBodyLimit::disable()))
+        .route(
+            "/api/v1/blobs/sha256/{hex}",
+            put(blobs::upload)
+                .layer(DefaultBodyLimit::disable())
+                .layer(axum::middleware::from_fn_with_state(state.clone(), crate::ratelimit::operator)),
+        )
         .route("/blobs/sha256/{hex}", get(blobs::download).head(blobs::download));
-    api.merge(blob_routes).layer(trace).with_state(state)
+    api.merge(blob_routes)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(trace)
+        .with_state(state)
+}
+
+/// Answers `408 timeout` (JSON, like every error) when a request takes
+/// longer than `limits.request_timeout`; blob bodies stream after it.
+async fn deadline(State(s): State<Shared>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(s.config.limits.request_timeout.0, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the request took longer than limits.request_timeout",
+        )
+        .into_response(),
+    }
+}
+
+/// `/metrics` alone, for `metrics.listen`.
+pub fn metrics_router(state: Shared) -> Router {
+    Router::new().route("/metrics", get(metrics)).fallback(not_found).with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint; see /openapi.json")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "this endpoint does not take that method; see /openapi.json",
+    )
 }
 
 /// Adopts the database's desired-state generation at once, so a change
@@ -104,8 +160,11 @@ pub(crate) async fn refresh_generation(s: &Shared) {
     }
 }
 
-async fn metrics(State(s): State<Shared>) -> String {
-    s.metrics.render(s.fleet.cached())
+async fn metrics(State(s): State<Shared>, caller: Result<OperatorCaller, ApiError>) -> Result<String, ApiError> {
+    if s.config.metrics.require_token {
+        caller?.require(crate::auth::operator::Permission::Read)?;
+    }
+    Ok(s.metrics.render(s.fleet.cached(), s.limiters.keys()))
 }
 
 async fn openapi() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {

@@ -2,8 +2,7 @@
 //! they should run.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use gantry_keys::trust::{Role as TrustRole, SignedTrustRoot, VerifiedTrustRoot};
@@ -11,14 +10,14 @@ use gantry_signing::{Policy, VerifiedManifest, verify};
 use serde::{Deserialize, Serialize};
 
 use super::device::parse_public_key;
-use super::{ApiJson, OperatorCaller, Shared};
+use super::{ApiBytes, ApiJson, ApiQuery, OperatorCaller, Shared};
 use crate::auth::operator::{Permission, Role};
 use crate::auth::{new_secret, random_bytes, secret_hash};
 use crate::error::ApiError;
 use crate::metrics::inc;
 use crate::store::{
-    ApiTokenRecord, DeviceFilter, DeviceRecord, NewDevice, PayloadRecord, ReleaseRecord, ReportRecord, StreamRecord,
-    now,
+    ApiTokenRecord, DeviceFilter, DeviceRecord, EnrollmentTokenRecord, NewDevice, PayloadRecord, ReleaseRecord,
+    ReportRecord, StreamRecord, now, storable,
 };
 
 fn new_id() -> String {
@@ -83,6 +82,30 @@ pub(super) async fn server_info(State(s): State<Shared>, caller: OperatorCaller)
 pub(super) struct NewToken {
     name: String,
     role: Role,
+    /// Lifetime, humantime (`"90d"`); none: until revoked.
+    expires_in: Option<String>,
+}
+
+/// Longest token name, in bytes.
+pub const MAX_TOKEN_NAME: usize = 64;
+
+/// A lifetime as the API takes it (humantime), as an expiry time.
+fn expiry(field: &str, text: &str, max: Option<std::time::Duration>) -> Result<i64, ApiError> {
+    let ttl =
+        humantime::parse_duration(text).map_err(|e| ApiError::bad_request("bad-request", format!("{field}: {e}")))?;
+    if ttl.is_zero() {
+        return Err(ApiError::bad_request("bad-request", format!("{field}: must be positive")));
+    }
+    if let Some(max) = max
+        && ttl > max
+    {
+        return Err(ApiError::bad_request(
+            "bad-request",
+            format!("{field}: at most {}", humantime::format_duration(max)),
+        ));
+    }
+    // Anything past the year 2^63 s would wrap; no lifetime needs that.
+    Ok(now().saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)))
 }
 
 #[derive(Serialize)]
@@ -99,6 +122,7 @@ pub async fn create_api_token(
     name: &str,
     role: Role,
     by: &str,
+    expires_at: Option<i64>,
 ) -> Result<(ApiTokenRecord, String), ApiError> {
     let secret = new_secret("gop_");
     let record = ApiTokenRecord {
@@ -108,6 +132,7 @@ pub async fn create_api_token(
         created_at: now(),
         created_by: by.to_owned(),
         revoked_at: None,
+        expires_at,
     };
     store.insert_api_token(&record, &secret_hash(&secret)).await?;
     Ok((record, secret))
@@ -120,10 +145,14 @@ pub(super) async fn create_token(
     ApiJson(req): ApiJson<NewToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     caller.require(Permission::ManageTokens)?;
-    if req.name.is_empty() || req.name.len() > 64 {
-        return Err(ApiError::bad_request("bad-request", "name: 1-64 bytes"));
+    if req.name.is_empty() || req.name.len() > MAX_TOKEN_NAME || !gantry_protocol::printable(&req.name) {
+        return Err(ApiError::bad_request(
+            "bad-request",
+            format!("name: 1-{MAX_TOKEN_NAME} bytes, no control or bidirectional formatting characters"),
+        ));
     }
-    let (record, token) = create_api_token(&s.store, &req.name, req.role, &caller.name()).await?;
+    let expires_at = req.expires_in.as_deref().map(|t| expiry("expires_in", t, None)).transpose()?;
+    let (record, token) = create_api_token(&s.store, &req.name, req.role, &caller.name(), expires_at).await?;
     tracing::info!(id = %record.id, name = %record.name, role = %record.role, by = %caller.name(), "API token created");
     Ok((StatusCode::CREATED, Json(CreatedToken { record, token })))
 }
@@ -182,10 +211,17 @@ pub(super) struct TrustRootInstalled {
 pub(super) async fn put_trust_root(
     State(s): State<Shared>,
     caller: OperatorCaller,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Json<TrustRootInstalled>, ApiError> {
     caller.require(Permission::ManageTrustRoot)?;
     let doc = SignedTrustRoot::from_bytes(&body).map_err(|e| ApiError::refused("trust-root-refused", e.to_string()))?;
+    let version = doc.unverified_content().version;
+    if storable(version).is_none() {
+        return Err(ApiError::refused(
+            "trust-root-refused",
+            format!("version {version} is above 2^63 - 1, the largest the database stores"),
+        ));
+    }
     let now = now() as u64;
     let current = match s.store.trust_root().await? {
         Some(bytes) => Some(SignedTrustRoot::from_bytes(&bytes).map_err(ApiError::internal)?),
@@ -231,6 +267,9 @@ pub(super) struct ReleaseView {
     #[serde(flatten)]
     release: ReleaseRecord,
     payloads: Vec<PayloadRecord>,
+    /// What the upload accepted but an operator should know.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
 }
 
 fn refused(s: &Shared, code: &'static str, message: String) -> ApiError {
@@ -254,7 +293,7 @@ fn stream_of(m: &VerifiedManifest<'_>) -> Option<String> {
 pub(super) async fn upload_release(
     State(s): State<Shared>,
     caller: OperatorCaller,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<(StatusCode, Json<ReleaseView>), ApiError> {
     caller.require(Permission::UploadReleases)?;
     let root = load_trust_root(&s)
@@ -267,6 +306,34 @@ pub(super) async fn upload_release(
     m.check_integrated_payloads().map_err(|e| refused(&s, e.code(), format!("release refused: {e}")))?;
     let stream = stream_of(&m)
         .ok_or_else(|| refused(&s, "malformed", "release refused: the first component id names no stream".into()))?;
+    let sequence = storable(m.sequence_number()).ok_or_else(|| {
+        refused(
+            &s,
+            "sequence-too-large",
+            format!(
+                "release refused: sequence number {} is above 2^63 - 1, the largest the database stores",
+                m.sequence_number()
+            ),
+        )
+    })?;
+    let digest = hex::encode(m.digest());
+    let (vendor_id, class_id) = (m.vendor_id().map(hex::encode), m.class_id().map(hex::encode));
+    // Devices refuse a release that is not newer than what they run: one
+    // not newer than what this stream already has can never be installed.
+    if s.store.release(&digest).await?.is_none()
+        && let Some(newest) = s.store.newest_release(&stream, vendor_id.as_deref(), class_id.as_deref()).await?
+        && newest.sequence >= sequence
+    {
+        inc(&s.metrics.releases_refused);
+        return Err(ApiError::conflict(
+            "sequence-not-newer",
+            format!(
+                "release refused: sequence {sequence} is not above {} of release {} already uploaded for stream \
+                 {stream}; devices refuse to go back, so build it with a higher sequence number",
+                newest.sequence, newest.manifest_digest
+            ),
+        ));
+    }
 
     let mut payloads = Vec::new();
     let mut missing = Vec::new();
@@ -314,14 +381,22 @@ pub(super) async fn upload_release(
 
     let envelope_sha256 = s.blobs.put_bytes(body.clone()).await?;
     s.store.insert_blob(&envelope_sha256, body.len() as u64).await?;
+    let mut warnings = Vec::new();
+    if let Some(class) = &class_id
+        && !s.store.class_in_fleet(class).await?
+    {
+        warnings.push(format!(
+            "no device of the fleet has reported class {class}: no device can be assigned this release yet"
+        ));
+    }
     let record = ReleaseRecord {
-        manifest_digest: hex::encode(m.digest()),
+        manifest_digest: digest,
         stream,
-        sequence: m.sequence_number() as i64,
+        sequence,
         envelope_sha256,
         envelope_size: body.len() as i64,
-        vendor_id: m.vendor_id().map(hex::encode),
-        class_id: m.class_id().map(hex::encode),
+        vendor_id,
+        class_id,
         created_at: now(),
         created_by: caller.name(),
     };
@@ -335,7 +410,7 @@ pub(super) async fn upload_release(
     };
     let release = s.store.release(&record.manifest_digest).await?.unwrap_or(record);
     let payloads = s.store.release_payloads(&release.manifest_digest).await?;
-    Ok((status, Json(ReleaseView { release, payloads })))
+    Ok((status, Json(ReleaseView { release, payloads, warnings })))
 }
 
 #[derive(Deserialize)]
@@ -349,7 +424,7 @@ pub(super) struct ReleaseQuery {
 pub(super) async fn list_releases(
     State(s): State<Shared>,
     caller: OperatorCaller,
-    Query(q): Query<ReleaseQuery>,
+    ApiQuery(q): ApiQuery<ReleaseQuery>,
 ) -> Result<Json<Vec<ReleaseRecord>>, ApiError> {
     caller.require(Permission::Read)?;
     Ok(Json(s.store.releases(q.stream.as_deref(), q.limit.unwrap_or(100).clamp(1, 1000)).await?))
@@ -364,7 +439,7 @@ pub(super) async fn get_release(
     caller.require(Permission::Read)?;
     let release = s.store.release(&digest).await?.ok_or_else(|| ApiError::not_found(format!("no release {digest}")))?;
     let payloads = s.store.release_payloads(&digest).await?;
-    Ok(Json(ReleaseView { release, payloads }))
+    Ok(Json(ReleaseView { release, payloads, warnings: Vec::new() }))
 }
 
 // ---- devices --------------------------------------------------------------
@@ -379,6 +454,8 @@ pub(super) struct DeviceView {
     last_seen: Option<i64>,
     groups: Vec<String>,
     tags: Vec<String>,
+    vendor_id: Option<String>,
+    class_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     inventory: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -404,6 +481,8 @@ impl DeviceView {
             last_seen: d.last_seen,
             groups: d.groups,
             tags: d.tags,
+            vendor_id: d.vendor_id,
+            class_id: d.class_id,
             inventory: d.inventory.and_then(|i| serde_json::from_str(&i).ok()),
             assignments: None,
             installed: None,
@@ -476,7 +555,7 @@ pub(super) struct DeviceList {
 pub(super) async fn list_devices(
     State(s): State<Shared>,
     caller: OperatorCaller,
-    Query(q): Query<DeviceQuery>,
+    ApiQuery(q): ApiQuery<DeviceQuery>,
 ) -> Result<Json<DeviceList>, ApiError> {
     caller.require(Permission::Read)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
@@ -553,7 +632,7 @@ pub(super) async fn assign(
     if !is_hex32(&req.manifest_digest) {
         return Err(ApiError::bad_request("bad-request", "manifest_digest: 64 lowercase hex digits"));
     }
-    s.store.device(&id).await?.ok_or_else(|| ApiError::not_found(format!("no device {id}")))?;
+    let device = s.store.device(&id).await?.ok_or_else(|| ApiError::not_found(format!("no device {id}")))?;
     let release = s
         .store
         .release(&req.manifest_digest)
@@ -564,6 +643,21 @@ pub(super) async fn assign(
             "wrong-stream",
             format!("release {} belongs to stream {}, not {stream}", release.manifest_digest, release.stream),
         ));
+    }
+    for (what, wanted, has) in
+        [("vendor", &release.vendor_id, &device.vendor_id), ("class", &release.class_id, &device.class_id)]
+    {
+        if let (Some(wanted), Some(has)) = (wanted, has)
+            && wanted != has
+        {
+            return Err(ApiError::refused(
+                "wrong-class",
+                format!(
+                    "release {} is for {what} {wanted}; device {id} reported {what} {has}",
+                    release.manifest_digest
+                ),
+            ));
+        }
     }
     s.store.assign(&id, &stream, &req.manifest_digest, &caller.name()).await?;
     s.fleet.invalidate(&id);
@@ -596,7 +690,7 @@ pub(super) async fn device_reports(
     State(s): State<Shared>,
     caller: OperatorCaller,
     Path(id): Path<String>,
-    Query(q): Query<ReportQuery>,
+    ApiQuery(q): ApiQuery<ReportQuery>,
 ) -> Result<Json<Vec<ReportRecord>>, ApiError> {
     caller.require(Permission::Read)?;
     Ok(Json(s.store.reports(&id, q.limit.unwrap_or(100).clamp(1, 1000)).await?))
@@ -632,17 +726,45 @@ pub(super) async fn create_enrollment_token(
     caller.require(Permission::ManageDevices)?;
     check_labels("groups", &req.groups)?;
     check_labels("tags", &req.tags)?;
+    let bounds = &s.config.enrollment;
     let uses = req.uses.unwrap_or(1);
-    if !(1..=1_000_000).contains(&uses) {
-        return Err(ApiError::bad_request("bad-request", "uses: 1 to 1000000"));
+    if !(1..=i64::from(bounds.max_uses)).contains(&uses) {
+        return Err(ApiError::bad_request(
+            "bad-request",
+            format!("uses: 1 to {} (enrollment.max_uses)", bounds.max_uses),
+        ));
     }
-    let ttl = humantime::parse_duration(req.expires_in.as_deref().unwrap_or("24h"))
-        .map_err(|e| ApiError::bad_request("bad-request", format!("expires_in: {e}")))?;
-    let expires_at = now().saturating_add(ttl.as_secs().min(i64::MAX as u64 / 2) as i64);
+    let expires_at = expiry("expires_in", req.expires_in.as_deref().unwrap_or("24h"), Some(bounds.max_lifetime.0))?;
     let (id, token) = (new_id(), new_secret("gen_"));
     s.store
         .insert_enrollment_token(&id, &secret_hash(&token), &req.groups, &req.tags, uses, expires_at, &caller.name())
         .await?;
     tracing::info!(%id, uses, by = %caller.name(), "enrollment token created");
     Ok((StatusCode::CREATED, Json(EnrollmentTokenCreated { id, token, uses, expires_at })))
+}
+
+/// `GET /api/v1/enrollment-tokens` (operator): every token, newest first,
+/// without its secret.
+pub(super) async fn list_enrollment_tokens(
+    State(s): State<Shared>,
+    caller: OperatorCaller,
+) -> Result<Json<Vec<EnrollmentTokenRecord>>, ApiError> {
+    caller.require(Permission::ManageDevices)?;
+    Ok(Json(s.store.list_enrollment_tokens().await?))
+}
+
+/// `DELETE /api/v1/enrollment-tokens/{id}` (operator): no device enrolls
+/// with it any more (devices enrolled with it stay).
+pub(super) async fn revoke_enrollment_token(
+    State(s): State<Shared>,
+    caller: OperatorCaller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Permission::ManageDevices)?;
+    if s.store.revoke_enrollment_token(&id).await? {
+        tracing::info!(%id, by = %caller.name(), "enrollment token revoked");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no enrollment token {id} that is not revoked")))
+    }
 }

@@ -1,11 +1,11 @@
 //! The rollout API: create, list, inspect, pause, resume, cancel.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiJson, OperatorCaller, Shared, refresh_generation};
+use super::{ApiJson, ApiQuery, OperatorCaller, Shared, refresh_generation};
 use crate::auth::operator::Permission;
 use crate::auth::random_bytes;
 use crate::error::ApiError;
@@ -34,6 +34,8 @@ pub(super) struct StageView {
     devices: i64,
     pending: i64,
     assigned: i64,
+    updating: i64,
+    stuck: i64,
     installed: i64,
     failed: i64,
 }
@@ -44,6 +46,10 @@ pub(super) struct RolloutView {
     rollout: RolloutRecord,
     progress: Progress,
     stage_devices: Vec<StageView>,
+    /// Devices of the filter left out because they reported another class
+    /// than the release's (on creation only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skipped_other_class: Option<usize>,
 }
 
 fn view(rollout: RolloutRecord, counts: &[StageCount]) -> RolloutView {
@@ -66,12 +72,14 @@ fn view(rollout: RolloutRecord, counts: &[StageCount]) -> RolloutView {
                 devices: n(None),
                 pending: n(Some("pending")),
                 assigned: n(Some("assigned")),
+                updating: n(Some("updating")),
+                stuck: n(Some("stuck")),
                 installed: n(Some("installed")),
                 failed: n(Some("failed")),
             }
         })
         .collect();
-    RolloutView { rollout, progress, stage_devices }
+    RolloutView { rollout, progress, stage_devices, skipped_other_class: None }
 }
 
 async fn load(s: &Shared, id: &str) -> Result<RolloutView, ApiError> {
@@ -111,9 +119,22 @@ pub(super) async fn create(
         .release(&req.manifest_digest)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no release {}", req.manifest_digest)))?;
-    let devices = s.store.target_devices(req.group.as_deref(), &req.tags).await?;
+    let matching = s.store.target_devices(req.group.as_deref(), &req.tags).await?;
+    let total = matching.len();
+    // A release reaches only devices of its class (or that never said
+    // theirs).
+    let devices: Vec<String> = matching
+        .into_iter()
+        .filter(|(_, class)| match (&release.class_id, class) {
+            (Some(want), Some(has)) => want == has,
+            _ => true,
+        })
+        .map(|(id, _)| id)
+        .collect();
+    let skipped = total - devices.len();
     if devices.is_empty() {
-        return Err(ApiError::refused("no-devices", "no enabled device matches the group and tags"));
+        let why = if skipped > 0 { " of the release's class" } else { "" };
+        return Err(ApiError::refused("no-devices", format!("no enabled device{why} matches the group and tags")));
     }
     let at = now();
     let record = RolloutRecord {
@@ -133,10 +154,12 @@ pub(super) async fn create(
     };
     let plan = rollout::plan(&record.id, devices, &record.stages);
     s.store.insert_rollout(&record, &plan).await?;
-    rollout::start(&s.store, &record).await?;
+    rollout::start(&s.store, &record, s.config.rollouts.stuck_after.0).await?;
     refresh_generation(&s).await;
-    tracing::info!(rollout = %record.id, devices = plan.len(), by = %caller.name(), "rollout created");
-    Ok((StatusCode::CREATED, Json(load(&s, &record.id).await?)))
+    tracing::info!(rollout = %record.id, devices = plan.len(), skipped_other_class = skipped, by = %caller.name(), "rollout created");
+    let mut view = load(&s, &record.id).await?;
+    view.skipped_other_class = Some(skipped);
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 #[derive(Deserialize)]
@@ -150,7 +173,7 @@ pub(super) struct RolloutQuery {
 pub(super) async fn list(
     State(s): State<Shared>,
     caller: OperatorCaller,
-    Query(q): Query<RolloutQuery>,
+    ApiQuery(q): ApiQuery<RolloutQuery>,
 ) -> Result<Json<Vec<RolloutView>>, ApiError> {
     caller.require(Permission::Read)?;
     let mut out = Vec::new();
@@ -190,7 +213,7 @@ pub(super) async fn act(
     }
     match to {
         "running" => {
-            rollout::evaluate(&s.store, &id).await?;
+            rollout::evaluate(&s.store, &id, s.config.rollouts.stuck_after.0).await?;
         }
         "cancelled" => {
             s.store.restore_rollout_devices(&r).await?;

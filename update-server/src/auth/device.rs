@@ -1,5 +1,6 @@
 //! Device challenges and bearer tokens, both stateless HMACs under a key
-//! every server node shares (kept in the database), so a device may
+//! every server node shares (derived from the server secret file,
+//! `crate::secrets`), so a device may
 //! challenge one node and log in or check in at another.
 //!
 //! ```text

@@ -50,6 +50,8 @@ pub enum BlobError {
 #[derive(Clone, Debug)]
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
+    /// The directory of a local store.
+    local: Option<Arc<std::path::PathBuf>>,
 }
 
 /// A blob's bytes, possibly a range of them.
@@ -96,12 +98,44 @@ impl BlobStore {
     pub fn local(dir: &Path) -> Result<Self, BlobError> {
         std::fs::create_dir_all(dir).map_err(|e| BlobError::Config(format!("{}: {e}", dir.display())))?;
         let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?;
-        Ok(BlobStore { store: Arc::new(fs) })
+        Ok(BlobStore { store: Arc::new(fs), local: Some(Arc::new(dir.to_path_buf())) })
     }
 
     /// Blobs in any object store (S3, or an in-memory one for tests).
     pub fn from_store(store: Arc<dyn ObjectStore>) -> Self {
-        BlobStore { store }
+        BlobStore { store, local: None }
+    }
+
+    /// Deletes what uploads cut short left in a local store: object_store
+    /// writes an upload to `sha256/<hex>#<n>` and renames it into place
+    /// when it completes, so a process killed mid-upload leaves that file
+    /// for good. Only files untouched for `older_than` (the upload timeout:
+    /// no upload in progress is that old) go, so nodes sharing the
+    /// directory never cut each other's uploads. Run at start and every
+    /// `older_than`. (S3 keeps cut multipart uploads as invisible parts: a
+    /// bucket lifecycle rule removes them; see docs/operations.md.)
+    pub async fn remove_stale_uploads(&self, older_than: std::time::Duration) {
+        let Some(dir) = self.local.clone() else { return };
+        let removed = tokio::task::spawn_blocking(move || {
+            let mut removed = Vec::new();
+            let Ok(entries) = std::fs::read_dir(dir.join("sha256")) else { return removed };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let stale = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age >= older_than));
+                if name.to_string_lossy().contains('#') && stale && std::fs::remove_file(entry.path()).is_ok() {
+                    removed.push(name.to_string_lossy().into_owned());
+                }
+            }
+            removed
+        })
+        .await
+        .unwrap_or_default();
+        if !removed.is_empty() {
+            tracing::info!(files = ?removed, "removed what cut uploads left");
+        }
     }
 
     /// The blob's size, if the store has it.

@@ -6,17 +6,22 @@
 //!     │      (stage i = the first stages[i] % of that order, cumulative)
 //!     ▼
 //!  running ─ stage k assigned ─► reports ─► evaluate():
-//!     │        failed ≥ error_threshold % of assigned  ─► halted (unconfirmed devices get their
+//!     │        failed + stuck ≥ error_threshold % of assigned ─► halted (unconfirmed devices get their
 //!     │                                                    previous assignment back)
 //!     │        installed ≥ success_threshold % of assigned ─► stage k+1 (or completed)
 //!  pause / resume / cancel (cancel restores like a halt)
 //! ```
 //!
 //! "Installed" is what a device confirmed in a report, never what was
-//! assigned. All state is in the database, and every transition is a
+//! assigned. A device whose last report says it is at work (`downloading`,
+//! `downloaded`, `installing`) and that then stays quiet for
+//! `rollouts.stuck_after` is `stuck`, and counts as failed: a fleet of
+//! devices that hang mid-update halts the rollout rather than stall it. All state is in the database, and every transition is a
 //! conditional update, so several nodes (or a restarted one) evaluating the
 //! same rollout move it once. Evaluation runs after every report that
 //! concerns a rollout and periodically in the background.
+
+use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
 
@@ -31,8 +36,11 @@ pub struct Progress {
     pub assigned: i64,
     /// Of those, devices that confirmed the install.
     pub installed: i64,
-    /// Of those, devices whose install failed or was reverted.
+    /// Of those, devices whose install failed or was reverted, or that are
+    /// stuck.
     pub failed: i64,
+    /// Of the failed, those stuck mid-update.
+    pub stuck: i64,
 }
 
 /// Sums `counts` for the stages up to `stage`.
@@ -47,6 +55,10 @@ pub fn progress(counts: &[StageCount], stage: i64) -> Progress {
         match c.state.as_str() {
             "installed" => p.installed += c.devices,
             "failed" => p.failed += c.devices,
+            "stuck" => {
+                p.failed += c.devices;
+                p.stuck += c.devices;
+            }
             _ => {}
         }
     }
@@ -92,9 +104,15 @@ pub enum Outcome {
     Halted,
 }
 
-/// Looks at a running rollout's reports and moves it if it must.
-pub async fn evaluate(store: &Store, id: &str) -> Result<Outcome, StoreError> {
+/// Looks at a running rollout's reports and moves it if it must; devices
+/// at work for longer than `stuck_after` without a report become `stuck`.
+pub async fn evaluate(store: &Store, id: &str, stuck_after: Duration) -> Result<Outcome, StoreError> {
     let mut outcome = Outcome::Unchanged;
+    let before = crate::store::now().saturating_sub(i64::try_from(stuck_after.as_secs()).unwrap_or(i64::MAX));
+    let stuck = store.mark_stuck(id, before).await?;
+    if stuck > 0 {
+        tracing::warn!(rollout = %id, stuck, ?stuck_after, "devices stuck mid-update count as failed");
+    }
     // Stages whose devices are all confirmed already (or that are empty)
     // are passed in the same evaluation.
     for _ in 0..=100 {
@@ -133,11 +151,11 @@ pub async fn evaluate(store: &Store, id: &str) -> Result<Outcome, StoreError> {
 }
 
 /// Starts a new rollout: assigns its first stage.
-pub async fn start(store: &Store, r: &RolloutRecord) -> Result<u64, StoreError> {
+pub async fn start(store: &Store, r: &RolloutRecord, stuck_after: Duration) -> Result<u64, StoreError> {
     let n = store.assign_rollout_stage(r, 0).await?;
     tracing::info!(rollout = %r.id, digest = %r.manifest_digest, stage0 = n, "rollout started");
     // An empty first stage (few devices) moves on at once.
-    evaluate(store, &r.id).await?;
+    evaluate(store, &r.id, stuck_after).await?;
     Ok(n)
 }
 
@@ -164,8 +182,9 @@ mod tests {
     #[test]
     fn progress_counts_started_stages_only() {
         let c = |stage, state: &str, devices| StageCount { stage, state: state.into(), devices };
-        let counts = [c(0, "installed", 2), c(1, "assigned", 3), c(1, "failed", 1), c(2, "pending", 4)];
-        assert_eq!(progress(&counts, 0), Progress { targeted: 10, assigned: 2, installed: 2, failed: 0 });
-        assert_eq!(progress(&counts, 1), Progress { targeted: 10, assigned: 6, installed: 2, failed: 1 });
+        let counts =
+            [c(0, "installed", 2), c(1, "assigned", 3), c(1, "failed", 1), c(1, "stuck", 2), c(2, "pending", 4)];
+        assert_eq!(progress(&counts, 0), Progress { targeted: 12, assigned: 2, installed: 2, failed: 0, stuck: 0 });
+        assert_eq!(progress(&counts, 1), Progress { targeted: 12, assigned: 8, installed: 2, failed: 3, stuck: 2 });
     }
 }

@@ -49,6 +49,22 @@ pub struct DeviceRecord {
     pub groups: Vec<String>,
     /// Tags, sorted.
     pub tags: Vec<String>,
+    /// Vendor id it reported at its last check-in, hex.
+    pub vendor_id: Option<String>,
+    /// Class id it reported at its last check-in, hex.
+    pub class_id: Option<String>,
+}
+
+/// What [`Store::record_report`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// Stored.
+    Stored,
+    /// Refused: the device already has `max` streams and this is a new one.
+    TooManyStreams {
+        /// The limit.
+        max: u32,
+    },
 }
 
 /// Which devices to list.
@@ -117,6 +133,8 @@ fn device(row: &AnyRow, groups: Vec<String>, tags: Vec<String>) -> Result<Device
         inventory_hash: row.try_get("inventory_hash")?,
         groups,
         tags,
+        vendor_id: row.try_get("vendor_id")?,
+        class_id: row.try_get("class_id")?,
     })
 }
 
@@ -302,15 +320,36 @@ impl Store {
         Ok(true)
     }
 
-    /// Stores a new inventory (only called when its hash changed).
-    pub async fn save_inventory(&self, id: &str, json: &str, hash: &[u8]) -> Result<(), StoreError> {
-        sqlx::query("UPDATE devices SET inventory = $1, inventory_hash = $2 WHERE id = $3")
-            .bind(json)
-            .bind(hash.to_vec())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+    /// Stores a new inventory and the vendor and class the device reported
+    /// with it (only called when their hash changed).
+    pub async fn save_inventory(
+        &self,
+        id: &str,
+        json: &str,
+        hash: &[u8],
+        vendor_id: Option<&str>,
+        class_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE devices SET inventory = $1, inventory_hash = $2, vendor_id = $3, class_id = $4 WHERE id = $5",
+        )
+        .bind(json)
+        .bind(hash.to_vec())
+        .bind(vendor_id.map(str::to_owned))
+        .bind(class_id.map(str::to_owned))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
+    }
+
+    /// Whether any device reported `class_id` (hex).
+    pub async fn class_in_fleet(&self, class_id: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM devices WHERE class_id = $1 LIMIT 1")
+            .bind(class_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
     }
 
     /// Writes a batch of last-seen times: one `UPDATE … FROM (VALUES …)`
@@ -408,10 +447,36 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Records a device's report; an `installed` one also becomes the
-    /// stream's confirmed state.
-    pub async fn record_report(&self, id: &str, report: &Report) -> Result<(), StoreError> {
+    /// Records a device's report, keeping its newest `keep` reports; an
+    /// `installed` one also becomes the stream's confirmed state. A report
+    /// on a stream the device has no row for yet is refused once it has
+    /// `max_streams` of them.
+    pub async fn record_report(
+        &self,
+        id: &str,
+        report: &Report,
+        keep: u32,
+        max_streams: u32,
+    ) -> Result<Recorded, StoreError> {
         let mut tx = self.pool.begin().await?;
+        if report.state.is_result() {
+            let known = sqlx::query("SELECT 1 FROM device_streams WHERE device_id = $1 AND stream = $2")
+                .bind(id)
+                .bind(&report.stream)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            if !known {
+                let n: i64 = sqlx::query("SELECT COUNT(*) FROM device_streams WHERE device_id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get(0)?;
+                if n >= i64::from(max_streams) {
+                    return Ok(Recorded::TooManyStreams { max: max_streams });
+                }
+            }
+        }
         let at = now();
         sqlx::query(
             "INSERT INTO device_reports (device_id, stream, manifest_digest, state, progress, detail, at) \
@@ -424,6 +489,16 @@ impl Store {
         .bind(report.progress)
         .bind(report.detail().map(str::to_owned))
         .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        // Only the newest `keep` stay: everything at or below the id of the
+        // (keep + 1)-th newest goes (nothing while there are fewer).
+        sqlx::query(
+            "DELETE FROM device_reports WHERE device_id = $1 AND id <= \
+             (SELECT id FROM device_reports WHERE device_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+        )
+        .bind(id)
+        .bind(i64::from(keep))
         .execute(&mut *tx)
         .await?;
         if report.state.is_result() {
@@ -447,7 +522,26 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(Recorded::Stored)
+    }
+
+    /// Deletes every report received before `at`, in batches; returns how
+    /// many went.
+    pub async fn delete_reports_before(&self, at: i64) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM device_reports WHERE id IN (SELECT id FROM device_reports WHERE at < $1 LIMIT 10000)",
+            )
+            .bind(at)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            total += done;
+            if done == 0 {
+                return Ok(total);
+            }
+        }
     }
 
     /// What a device confirmed, per stream.

@@ -18,10 +18,12 @@ type Embedded = &'static [(i64, &'static str, &'static str)];
 const SQLITE: Embedded = &[
     (1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql")),
     (2, "rollout previous", include_str!("../../migrations/sqlite/0002_rollout_previous.sql")),
+    (3, "second pass", include_str!("../../migrations/sqlite/0003_second_pass.sql")),
 ];
 const POSTGRES: Embedded = &[
     (1, "initial", include_str!("../../migrations/postgres/0001_initial.sql")),
     (2, "rollout previous", include_str!("../../migrations/postgres/0002_rollout_previous.sql")),
+    (3, "second pass", include_str!("../../migrations/postgres/0003_second_pass.sql")),
 ];
 
 #[derive(Debug)]

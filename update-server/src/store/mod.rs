@@ -19,10 +19,10 @@ use std::time::Duration;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row as _};
 
-pub use devices::{DesiredRow, DeviceFilter, DeviceRecord, NewDevice, ReportRecord, StreamRecord};
+pub use devices::{DesiredRow, DeviceFilter, DeviceRecord, NewDevice, Recorded, ReportRecord, StreamRecord};
 pub use releases::{PayloadRecord, ReleaseRecord};
-pub use rollouts::{RolloutRecord, StageCount};
-pub use tokens::{ApiTokenRecord, EnrollmentGrant};
+pub use rollouts::{DeviceOutcome, RolloutRecord, StageCount};
+pub use tokens::{ApiTokenRecord, EnrollmentGrant, EnrollmentTokenRecord};
 
 /// Which database a [`Store`] talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +55,13 @@ pub enum StoreError {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+}
+
+/// Both databases store integers as signed 64-bit (`BIGINT`): a `u64`
+/// above `i64::MAX` cannot be stored as a number that sorts right, so the
+/// API refuses it rather than let it wrap. `None` for those.
+pub fn storable(n: u64) -> Option<i64> {
+    i64::try_from(n).ok()
 }
 
 /// Seconds since the Unix epoch.
@@ -108,18 +115,6 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// The secret `name`, created with `make` by whichever node asks first.
-    pub async fn secret(&self, name: &str, make: impl FnOnce() -> Vec<u8>) -> Result<Vec<u8>, StoreError> {
-        sqlx::query("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-            .bind(name)
-            .bind(make())
-            .execute(&self.pool)
-            .await?;
-        let row =
-            sqlx::query("SELECT value FROM server_secrets WHERE name = $1").bind(name).fetch_one(&self.pool).await?;
-        Ok(row.try_get::<Vec<u8>, _>(0)?)
-    }
-
     /// The desired-state generation: bumped by every change to what any
     /// device should run, polled by every node to drop its caches.
     pub async fn desired_generation(&self) -> Result<i64, StoreError> {
@@ -156,10 +151,12 @@ impl Store {
             .collect()
     }
 
-    /// Records a verified trust root.
+    /// Records a verified trust root; its version must be storable
+    /// ([`storable`]).
     pub async fn insert_trust_root(&self, version: u64, document: &[u8], by: &str) -> Result<(), StoreError> {
+        let version = storable(version).ok_or_else(|| StoreError::Corrupt(format!("trust root version {version}")))?;
         sqlx::query("INSERT INTO trust_roots (version, document, installed_at, installed_by) VALUES ($1, $2, $3, $4)")
-            .bind(version as i64)
+            .bind(version)
             .bind(document.to_vec())
             .bind(now())
             .bind(by)

@@ -134,6 +134,26 @@ impl Store {
         Ok(rows.iter().map(release).collect::<Result<_, _>>()?)
     }
 
+    /// The release of `stream` with the highest sequence number, among those
+    /// of the same vendor and class (NULL matching NULL).
+    pub async fn newest_release(
+        &self,
+        stream: &str,
+        vendor_id: Option<&str>,
+        class_id: Option<&str>,
+    ) -> Result<Option<ReleaseRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT * FROM releases WHERE stream = $1 AND COALESCE(vendor_id, '') = $2 AND COALESCE(class_id, '') = $3 \
+             ORDER BY sequence DESC LIMIT 1",
+        )
+        .bind(stream)
+        .bind(vendor_id.unwrap_or_default())
+        .bind(class_id.unwrap_or_default())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(release).transpose()?)
+    }
+
     /// The payloads a release names.
     pub async fn release_payloads(&self, digest: &str) -> Result<Vec<PayloadRecord>, StoreError> {
         let rows = sqlx::query(

@@ -39,12 +39,24 @@ pub struct RolloutRecord {
     pub created_by: String,
 }
 
+/// What a device's report means for the rollout that assigned it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceOutcome {
+    /// `downloading`, `downloaded`, `installing`: it is at work (`updating`,
+    /// and `stuck` once it stays quiet for `rollouts.stuck_after`).
+    Updating,
+    /// `installed`.
+    Installed,
+    /// `failed` or `reverted`.
+    Failed,
+}
+
 /// How many of a rollout's devices of one stage are in one state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StageCount {
     /// Stage index.
     pub stage: i64,
-    /// `pending`, `assigned`, `installed` or `failed`.
+    /// `pending`, `assigned`, `updating`, `stuck`, `installed` or `failed`.
     pub state: String,
     /// Devices.
     pub devices: i64,
@@ -74,10 +86,15 @@ const SELECT_ROLLOUT: &str =
     "SELECT o.*, r.stream FROM rollouts o JOIN releases r ON r.manifest_digest = o.manifest_digest";
 
 impl Store {
-    /// Enabled devices in `group` (if set) carrying every tag in `tags`.
-    pub async fn target_devices(&self, group: Option<&str>, tags: &[String]) -> Result<Vec<String>, StoreError> {
+    /// Enabled devices in `group` (if set) carrying every tag in `tags`,
+    /// each with the class id it reported (if any).
+    pub async fn target_devices(
+        &self,
+        group: Option<&str>,
+        tags: &[String],
+    ) -> Result<Vec<(String, Option<String>)>, StoreError> {
         let mut sql = String::from(
-            "SELECT d.id FROM devices d WHERE d.disabled = 0 \
+            "SELECT d.id, d.class_id FROM devices d WHERE d.disabled = 0 \
              AND ($1 = '' OR EXISTS (SELECT 1 FROM device_groups g WHERE g.device_id = d.id AND g.name = $1))",
         );
         for i in 0..tags.len() {
@@ -92,7 +109,7 @@ impl Store {
             q = q.bind(t);
         }
         let rows = q.fetch_all(&self.pool).await?;
-        Ok(rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<_, _>>()?)
+        Ok(rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_, sqlx::Error>>()?)
     }
 
     /// Stores a rollout and its devices (each with its stage, pending).
@@ -248,14 +265,14 @@ impl Store {
         Ok(pending.len() as u64)
     }
 
-    /// Records a device's install result for the rollout that assigned it
-    /// `digest` on `stream`; returns that rollout's id.
-    pub async fn rollout_result(
+    /// Records what a device reported about `digest` on `stream` for the
+    /// rollout that assigned it that; returns that rollout's id.
+    pub async fn rollout_report(
         &self,
         device: &str,
         stream: &str,
         digest: &str,
-        installed: bool,
+        outcome: DeviceOutcome,
     ) -> Result<Option<String>, StoreError> {
         let row = sqlx::query(
             "SELECT rollout_id FROM device_assignments WHERE device_id = $1 AND stream = $2 AND manifest_digest = $3 \
@@ -268,10 +285,18 @@ impl Store {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let id: String = row.try_get(0)?;
-        sqlx::query(
-            "UPDATE rollout_devices SET state = $1, updated_at = $2 WHERE rollout_id = $3 AND device_id = $4 AND state <> 'pending'",
-        )
-        .bind(if installed { "installed" } else { "failed" })
+        // A result is final until the next one; progress only moves a
+        // device that has no result yet.
+        let (state, from) = match outcome {
+            DeviceOutcome::Updating => ("updating", "('assigned', 'updating', 'stuck')"),
+            DeviceOutcome::Installed => ("installed", "('assigned', 'updating', 'stuck', 'installed', 'failed')"),
+            DeviceOutcome::Failed => ("failed", "('assigned', 'updating', 'stuck', 'installed', 'failed')"),
+        };
+        sqlx::query(&format!(
+            "UPDATE rollout_devices SET state = $1, updated_at = $2 WHERE rollout_id = $3 AND device_id = $4 \
+             AND state IN {from}"
+        ))
+        .bind(state)
         .bind(now())
         .bind(&id)
         .bind(device)
@@ -280,12 +305,26 @@ impl Store {
         Ok(Some(id))
     }
 
+    /// Marks the rollout's devices that have been `updating` since before
+    /// `before` as `stuck`; returns how many.
+    pub async fn mark_stuck(&self, id: &str, before: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE rollout_devices SET state = 'stuck' WHERE rollout_id = $1 AND state = 'updating' AND updated_at < $2",
+        )
+        .bind(id)
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Gives every device the rollout assigned but which has not confirmed
     /// the install its previous assignment back (none, if it had none).
     pub async fn restore_rollout_devices(&self, r: &RolloutRecord) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(
-            "SELECT device_id, previous_digest FROM rollout_devices WHERE rollout_id = $1 AND state IN ('assigned', 'failed')",
+            "SELECT device_id, previous_digest FROM rollout_devices WHERE rollout_id = $1 \
+             AND state IN ('assigned', 'updating', 'stuck', 'failed')",
         )
         .bind(&r.id)
         .fetch_all(&mut *tx)

@@ -20,6 +20,37 @@ pub struct ApiTokenRecord {
     pub created_by: String,
     /// Revocation time, if revoked.
     pub revoked_at: Option<i64>,
+    /// Expiry time, if it expires.
+    pub expires_at: Option<i64>,
+}
+
+/// An enrollment token, without its secret.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct EnrollmentTokenRecord {
+    /// Public id (for listing and revoking).
+    pub id: String,
+    /// Groups a device enrolled with it joins.
+    pub groups: Vec<String>,
+    /// Tags it gets.
+    pub tags: Vec<String>,
+    /// Enrollments left.
+    pub uses_left: i64,
+    /// Expiry time.
+    pub expires_at: i64,
+    /// Creation time.
+    pub created_at: i64,
+    /// Who created it.
+    pub created_by: String,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<i64>,
+}
+
+impl EnrollmentTokenRecord {
+    /// Whether it can still be presented (not revoked, not expired); it may
+    /// be used up.
+    pub fn live(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.expires_at > now
+    }
 }
 
 /// What an enrollment token grants the device that uses it.
@@ -41,6 +72,24 @@ fn api_token(row: &sqlx::any::AnyRow) -> Result<ApiTokenRecord, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         created_by: row.try_get("created_by")?,
         revoked_at: row.try_get("revoked_at")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
+
+fn enrollment_token(row: &sqlx::any::AnyRow) -> Result<EnrollmentTokenRecord, StoreError> {
+    let list = |col: &str| -> Result<Vec<String>, StoreError> {
+        let s: String = row.try_get(col)?;
+        serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("enrollment token {col}: {e}")))
+    };
+    Ok(EnrollmentTokenRecord {
+        id: row.try_get("id")?,
+        groups: list("groups_json")?,
+        tags: list("tags_json")?,
+        uses_left: row.try_get("uses_left")?,
+        expires_at: row.try_get("expires_at")?,
+        created_at: row.try_get("created_at")?,
+        created_by: row.try_get("created_by")?,
+        revoked_at: row.try_get("revoked_at")?,
     })
 }
 
@@ -53,7 +102,8 @@ impl Store {
     /// Stores a new API token by the hash of its secret.
     pub async fn insert_api_token(&self, record: &ApiTokenRecord, hash: &str) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO api_tokens (id, name, role, token_hash, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO api_tokens (id, name, role, token_hash, created_at, created_by, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&record.id)
         .bind(&record.name)
@@ -61,17 +111,23 @@ impl Store {
         .bind(hash)
         .bind(record.created_at)
         .bind(&record.created_by)
+        .bind(record.expires_at)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    /// The live (not revoked) token whose secret hashes to `hash`.
+    /// The live (neither revoked nor expired) token whose secret hashes to
+    /// `hash`.
     pub async fn find_api_token(&self, hash: &str) -> Result<Option<ApiTokenRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL")
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT * FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > $2)",
+        )
+        .bind(hash)
+        .bind(now())
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.as_ref().map(api_token).transpose()?)
     }
 
@@ -121,13 +177,41 @@ impl Store {
         Ok(())
     }
 
+    /// The enrollment token whose secret hashes to `hash`, whatever its
+    /// state.
+    pub async fn find_enrollment_token(&self, hash: &str) -> Result<Option<EnrollmentTokenRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM enrollment_tokens WHERE token_hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(enrollment_token).transpose()
+    }
+
+    /// Every enrollment token, newest first.
+    pub async fn list_enrollment_tokens(&self) -> Result<Vec<EnrollmentTokenRecord>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM enrollment_tokens ORDER BY created_at DESC, id").fetch_all(&self.pool).await?;
+        rows.iter().map(enrollment_token).collect()
+    }
+
+    /// Revokes enrollment token `id`; false if there is no such token not
+    /// revoked yet.
+    pub async fn revoke_enrollment_token(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE enrollment_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Uses one enrollment of the token hashing to `hash`, if it has uses
-    /// left and has not expired; atomic, so two devices cannot share the
-    /// last use.
+    /// left, has not expired and is not revoked; atomic, so two devices
+    /// cannot share the last use.
     pub async fn use_enrollment_token(&self, hash: &str) -> Result<Option<EnrollmentGrant>, StoreError> {
         let row = sqlx::query(
             "UPDATE enrollment_tokens SET uses_left = uses_left - 1 \
-             WHERE token_hash = $1 AND uses_left > 0 AND expires_at > $2 \
+             WHERE token_hash = $1 AND uses_left > 0 AND expires_at > $2 AND revoked_at IS NULL \
              RETURNING id, groups_json, tags_json",
         )
         .bind(hash)

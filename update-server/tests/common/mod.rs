@@ -116,29 +116,43 @@ pub fn key(t: KeyType) -> FileKeySource {
     FileKeySource::from_key("mem".into(), SigningKey::generate(t))
 }
 
-/// The configuration tests use: a free loopback port, no poll jitter and a
-/// last-seen flush long enough that only `stop()` flushes.
+/// The configuration tests use: a free loopback port, no poll jitter, a
+/// last-seen flush long enough that only `stop()` flushes, and per-device
+/// check-in limits far above the default (tests poll in tight loops while
+/// they wait for something; `error_contract.rs` tests the limits).
 pub fn test_config(dir: &std::path::Path, database_url: Option<String>) -> Config {
     let mut c = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.join("data"),
-        database_url,
+        database_url: database_url.map(Into::into),
         ..Config::default()
     };
     c.devices.poll_jitter = gantry_server::config::Span(Duration::ZERO);
     c.devices.last_seen_flush = gantry_server::config::Span(Duration::from_secs(3600));
     c.limits.max_blob_bytes = 64 * 1024;
+    c.rate_limits.checkins_per_device = gantry_server::config::Rate { per_minute: 60_000, burst: 1_000 };
     c
 }
 
 impl TestServer {
     pub async fn start(backend: Backend) -> Option<TestServer> {
+        Self::start_with(backend, |_| {}, true).await
+    }
+
+    /// A server whose configuration `tweak` changes, with the test trust
+    /// root installed or not.
+    pub async fn start_with(
+        backend: Backend,
+        tweak: impl FnOnce(&mut Config),
+        with_trust_root: bool,
+    ) -> Option<TestServer> {
         let pg = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => Some(PgDatabase::create().await?),
         };
         let dir = tempfile::tempdir().unwrap();
-        let config = test_config(dir.path(), pg.as_ref().map(|p| p.url.clone()));
+        let mut config = test_config(dir.path(), pg.as_ref().map(|p| p.url.clone()));
+        tweak(&mut config);
         let running = gantry_server::start(config, std::future::pending()).await.expect("server starts");
         let base = format!("http://{}", running.addr);
         let admin = running.admin_token.clone().expect("first start creates an admin token");
@@ -154,7 +168,9 @@ impl TestServer {
             release_key: key(KeyType::P256),
             root_key: key(KeyType::Ed25519),
         };
-        s.install_trust_root(&server_key).await;
+        if with_trust_root {
+            s.install_trust_root(&server_key).await;
+        }
         Some(s)
     }
 
@@ -258,6 +274,21 @@ pub struct TestRelease {
 }
 
 pub fn release(name: &str, sequence: u64) -> TestRelease {
+    release_for(name, sequence, "gateway")
+}
+
+/// The SUIT class id (hex) of device model `model` of the test vendor.
+pub fn class_hex(model: &str) -> String {
+    hex::encode(class_id_from_model(&vendor_id_from_domain("example.com"), model))
+}
+
+/// The test vendor's SUIT vendor id (hex).
+pub fn vendor_hex() -> String {
+    hex::encode(vendor_id_from_domain("example.com"))
+}
+
+/// A release for devices of model `model`.
+pub fn release_for(name: &str, sequence: u64, model: &str) -> TestRelease {
     let config = ContainerConfig::from_toml(&format!("name = \"{name}\"\nversion = \"1.{sequence}\"\n")).unwrap();
     let module = format!("\0asm\x01\0\0\0 module {name} {sequence}").into_bytes();
     let vendor = vendor_id_from_domain("example.com");
@@ -267,7 +298,7 @@ pub fn release(name: &str, sequence: u64) -> TestRelease {
         blobs: &[],
         sequence,
         vendor_id: vendor,
-        class_id: class_id_from_model(&vendor, "gateway"),
+        class_id: class_id_from_model(&vendor, model),
     }
     .build_unsigned()
     .unwrap();
