@@ -294,3 +294,42 @@ async fn numbers_above_2_63_are_refused_not_wrapped(backend: Backend) {
     s.stop().await;
 }
 both!(numbers_above_2_63_are_refused_not_wrapped);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_live_on_an_address_of_their_own() {
+    let Some(s) = start(Backend::Sqlite, |c| c.metrics.listen = Some("127.0.0.1:0".parse().unwrap())).await else {
+        return;
+    };
+    let metrics = s.running.as_ref().unwrap().metrics_addr.expect("a metrics listener");
+    assert_eq!(s.http.get(s.url("/metrics")).send().await.unwrap().status(), 404, "not on the API's address");
+    let r = s.http.get(format!("http://{metrics}/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("gantry_checkins_total"));
+    assert_eq!(s.http.get(format!("http://{metrics}/api/v1/devices")).send().await.unwrap().status(), 404);
+    s.stop().await;
+}
+
+/// Reports of many devices at once all land: a report's transaction takes
+/// SQLite's write lock with its first statement (one that read first could
+/// not, once another writer committed, and answered 500).
+async fn concurrent_reports_all_land(backend: Backend) {
+    let Some(s) = start(backend, |_| {}).await else { return };
+    let mut devices = Vec::new();
+    for i in 0..24 {
+        let mut d = s.preauthorized_device(&format!("d{i}")).await;
+        d.login(&s).await;
+        devices.push(d);
+    }
+    for round in 0..3 {
+        let sends = devices.iter().map(|d| {
+            let body =
+                json!({"stream": format!("app{round}"), "manifest_digest": "ab".repeat(32), "state": "installed"});
+            s.post("/api/v1/device/reports", d.token(), body)
+        });
+        let statuses: Vec<u16> =
+            futures_util::future::join_all(sends).await.iter().map(|r| r.status().as_u16()).collect();
+        assert!(statuses.iter().all(|&st| st == 204), "round {round}: {statuses:?}");
+    }
+    s.stop().await;
+}
+both!(concurrent_reports_all_land);

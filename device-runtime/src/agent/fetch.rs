@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest as _, Sha256};
 use ureq::http::StatusCode;
 
-use super::client::Client;
+use super::client::{Client, retry_after};
 use crate::device::DeviceError;
 
 /// Time limits of one download.
@@ -54,6 +54,16 @@ pub enum FetchError {
     /// The deadline passed.
     #[error("download not done within {0:?}")]
     Deadline(Duration),
+    /// The server (or a proxy) is busy: `429` or `503`, with the wait its
+    /// `Retry-After` asked for, if any.
+    #[error("download: HTTP {status}, the server is busy")]
+    Busy {
+        /// HTTP status.
+        status: u16,
+        /// Its `Retry-After` in delta-seconds, capped; none if it sent
+        /// none, or a date.
+        retry_after: Option<Duration>,
+    },
     /// The server answered with something else than the blob.
     #[error("download: HTTP {0}")]
     Status(u16),
@@ -123,6 +133,9 @@ pub(crate) fn stream(
         }
         // The whole blob (the server or a proxy ignored the range).
         StatusCode::OK => from,
+        s @ (StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) => {
+            return Err(FetchError::Busy { status: s.as_u16(), retry_after: retry_after(r.headers()) });
+        }
         s => return Err(FetchError::Status(s.as_u16())),
     };
     let mut at = from;

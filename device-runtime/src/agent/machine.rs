@@ -52,10 +52,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use gantry_keys::PublicKey;
 use gantry_protocol::{CheckinResponse, LoginResponse, MAX_TRUST_ROOTS, Report, ReportState};
-use gantry_signing::ticket::{TicketPolicy, verify_ticket};
+use gantry_signing::ticket::{TicketError, TicketPolicy, VerifiedTicket, verify_ticket};
 
 use super::{AgentError, AgentEvent, MAX_ENVELOPE, Poller, Schedule};
-use crate::bundle::{self, Trust};
+use crate::bundle::{self, BundleError, Trust};
 use crate::firmware::FirmwareOutcome;
 use crate::table::{Container, Phase, SlotTable};
 use crate::update::UpdateEvent;
@@ -110,6 +110,8 @@ pub(crate) struct FirmwareView {
     pub(crate) running: Option<([u8; 32], u64)>,
     /// The last release that did not take here.
     pub(crate) failed: Option<[u8; 32]>,
+    /// The bootloader's anti-rollback counter: a release must be above it.
+    pub(crate) security_counter: u64,
 }
 
 /// What the world tells the machine.
@@ -214,15 +216,50 @@ struct Job {
 
 /// A verified ticket being worked through.
 struct Work {
+    /// The ticket, each release checked against it.
+    ticket: KeptTicket,
     /// Assignments not started yet.
     jobs: VecDeque<Job>,
     /// The answer's ETag, acknowledged if every assignment is handled.
     etag: String,
     poll_after: u64,
     all_done: bool,
+    /// The longest `Retry-After` of a busy server among failed assignments:
+    /// the next check-in, which tries them again, waits at least that.
+    retry_after: Option<Duration>,
     table: SlotTable,
     trust: Trust,
     firmware: Option<FirmwareView>,
+}
+
+/// A ticket that verified, kept for the releases it names. A
+/// [`VerifiedTicket`] borrows its bytes, so the bytes are kept with the
+/// policy they passed, and [`KeptTicket::verified`] checks them again where
+/// a release is compared with the ticket: the same bytes under the same
+/// policy (the clock as it was read then), so the same verdict, at one
+/// signature check per release.
+struct KeptTicket {
+    bytes: Vec<u8>,
+    server_keys: Vec<PublicKey>,
+    server_threshold: u32,
+    device_id: String,
+    nonce: [u8; 16],
+    now: u64,
+    last_issued_at: Option<u64>,
+}
+
+impl KeptTicket {
+    fn verified(&self) -> Result<VerifiedTicket<'_>, TicketError> {
+        let policy = TicketPolicy {
+            server_keys: &self.server_keys,
+            server_threshold: self.server_threshold,
+            device_id: &self.device_id,
+            nonce: &self.nonce,
+            now: Some(self.now),
+            last_issued_at: self.last_issued_at,
+        };
+        verify_ticket(&self.bytes, &policy)
+    }
 }
 
 /// The answer the machine waits for.
@@ -318,7 +355,7 @@ impl Machine {
                 Err(e) => self.fail(e),
             },
             (Step::Envelope(work, job), Input::EnvelopeFetched(envelope)) => {
-                match envelope.and_then(|e| check_release(&e, &work.trust, &job).map(|()| e)) {
+                match envelope.and_then(|e| check_release(&e, &work, &job).map(|()| e)) {
                     Ok(envelope) => {
                         let stage =
                             if job.firmware { Action::StageFirmware(envelope) } else { Action::Stage(envelope) };
@@ -491,20 +528,21 @@ impl Machine {
     }
 
     fn verify(&mut self, now: Now, answer: CheckinResponse, view: StoreView) -> Vec<Action> {
-        let Ok(ticket) = B64.decode(&answer.ticket) else {
+        let Ok(bytes) = B64.decode(&answer.ticket) else {
             return self.fail(AgentError::Protocol("ticket: not base64".into()));
         };
-        let policy = TicketPolicy {
-            server_keys: &view.server_keys,
+        let kept = KeptTicket {
+            bytes,
+            server_keys: view.server_keys,
             server_threshold: view.server_threshold,
-            device_id: &self.device_id,
-            nonce: &self.nonce,
-            now: Some(now.unix),
+            device_id: self.device_id.clone(),
+            nonce: self.nonce,
+            now: now.unix,
             last_issued_at: view.last_ticket,
         };
-        let ticket = match verify_ticket(&ticket, &policy) {
+        let ticket = match kept.verified() {
             Ok(t) => t,
-            Err(e) => return self.fail(AgentError::Ticket(format!("{e} ({})", e.code()))),
+            Err(e) => return self.fail(ticket_refused(&e)),
         };
         let jobs = ticket
             .assignments()
@@ -524,22 +562,25 @@ impl Machine {
         // The firmware last: installing it restarts the device.
         let (firmware, containers): (VecDeque<Job>, VecDeque<Job>) = jobs.into_iter().partition(|j| j.firmware);
         let jobs = containers.into_iter().chain(firmware).collect();
+        // Remembered as of this device's clock at the latest: a ticket dated
+        // ahead (one signed with a stolen server key, say) would otherwise
+        // make every later genuine ticket "stale", a freeze that outlives
+        // the attack. Replays are refused by the nonce in any case.
+        let accept = Action::AcceptTicket(ticket.issued_at().min(now.unix));
         let poll_after = answer.poll_after_clamped();
         let work = Work {
+            ticket: kept,
             jobs,
             etag: answer.etag,
             poll_after,
             all_done: true,
+            retry_after: None,
             table: view.table,
             trust: view.release_trust,
             firmware: view.firmware,
         };
         self.step = Step::Accept(Box::new(work));
-        // Remembered as of this device's clock at the latest: a ticket dated
-        // ahead (one signed with a stolen server key, say) would otherwise
-        // make every later genuine ticket "stale", a freeze that outlives
-        // the attack. Replays are refused by the nonce in any case.
-        vec![Action::AcceptTicket(ticket.issued_at().min(now.unix))]
+        vec![accept]
     }
 
     /// Starts the next assignment that needs an install, or ends the cycle.
@@ -573,8 +614,9 @@ impl Machine {
             }
         }
         // Only a fully handled state is acknowledged: after a failure the
-        // next check-in gets a fresh ticket and tries again.
-        let poll_after = work.poll_after;
+        // next check-in gets a fresh ticket and tries again, not before a
+        // busy server said it may.
+        let poll_after = work.poll_after.max(work.retry_after.map_or(0, |d| d.as_secs()));
         self.etag = work.all_done.then_some(work.etag);
         actions.extend(self.done(Some(poll_after)));
         actions
@@ -598,6 +640,7 @@ impl Machine {
     /// An assignment that failed: reported, skipped, tried again later.
     fn give_up(&mut self, mut work: Box<Work>, job: Job, e: AgentError) -> Vec<Action> {
         work.all_done = false;
+        work.retry_after = work.retry_after.max(e.retry_after());
         let mut actions = self.failure(job, &e);
         actions.extend(self.next(work));
         actions
@@ -684,10 +727,12 @@ impl Machine {
         vec![Action::Sleep(self.poller.succeeded(poll_after))]
     }
 
-    /// The cycle failed: back off, with this cycle's jitter.
+    /// The cycle failed: back off, with this cycle's jitter, and at least
+    /// as long as a busy server asked.
     fn fail(&mut self, e: AgentError) -> Vec<Action> {
         (self.in_cycle, self.step) = (false, Step::Idle);
-        vec![Action::Failed(e), Action::Sleep(self.poller.failed(self.jitter))]
+        let wait = self.poller.failed(self.jitter, e.retry_after());
+        vec![Action::Failed(e), Action::Sleep(wait)]
     }
 }
 
@@ -742,33 +787,62 @@ fn envelope_size(job: &Job) -> Result<u64, AgentError> {
     Ok(size)
 }
 
-/// The envelope verifies under the trust root and is the release the
-/// ticket names: no mix-and-match of a genuine release with another's
-/// ticket entry.
-fn check_release(envelope: &[u8], trust: &Trust, job: &Job) -> Result<(), AgentError> {
-    if job.firmware {
-        // The bootloader's checks (its keys, counter, one firmware
-        // component) come at staging; here: signed and the ticket's.
+/// The envelope verifies under the trust root, above what the stream
+/// runs, and is the release the ticket names: no mix-and-match of a
+/// genuine release with another's ticket entry, and no replay of an older
+/// one whatever the ticket says its sequence is.
+fn check_release(envelope: &[u8], work: &Work, job: &Job) -> Result<(), AgentError> {
+    let min_sequence = min_sequence(work, job);
+    let stream = job.stream.as_str();
+    let (digest, declared) = if job.firmware {
+        // The bootloader's checks (its keys, one firmware component) come
+        // at staging; here: signed, newer, and the ticket's.
+        let trust = &work.trust;
         let policy = gantry_signing::Policy::new(&trust.anchors, trust.threshold)
+            .min_sequence(min_sequence)
             .identity(Some(&trust.vendor_id), Some(&trust.class_id));
-        let verified = gantry_signing::verify(envelope, &policy)
-            .map_err(|e| AgentError::Release(format!("firmware: the envelope does not verify: {e}")))?;
-        if *verified.digest() != job.manifest_digest {
-            return Err(AgentError::Release(
-                "firmware: the envelope is not the release the ticket names (mix-and-match refused)".into(),
-            ));
-        }
-        return Ok(());
-    }
-    let release = bundle::verify_envelope(envelope, trust, 0)
-        .map_err(|e| AgentError::Release(format!("{}: the envelope does not verify: {e}", job.stream)))?;
-    if release.manifest_digest != job.manifest_digest || release.config.name != job.stream {
+        let verified = gantry_signing::verify(envelope, &policy).map_err(|e| unverified(stream, &e))?;
+        (*verified.digest(), FIRMWARE_STREAM.to_owned())
+    } else {
+        let release = bundle::verify_envelope(envelope, &work.trust, min_sequence).map_err(|e| match e {
+            BundleError::Manifest(e) => unverified(stream, &e),
+            e => AgentError::Release(format!("{stream}: the envelope does not verify: {e}")),
+        })?;
+        (release.manifest_digest, release.config.name)
+    };
+    let ticket = work.ticket.verified().map_err(|e| ticket_refused(&e))?;
+    if declared != stream || !ticket.authorizes(stream, &digest) {
         return Err(AgentError::Release(format!(
-            "{}: the envelope is not the release the ticket names (mix-and-match refused)",
-            job.stream
+            "{stream}: the envelope is not the release the ticket names (mix-and-match refused)"
         )));
     }
     Ok(())
+}
+
+/// The lowest sequence number `job`'s release may have: one above what
+/// the stream runs (the firmware: above the bootloader's anti-rollback
+/// counter); none when nothing runs on it.
+fn min_sequence(work: &Work, job: &Job) -> u64 {
+    let installed = match job.firmware {
+        true => work.firmware.map(|f| f.security_counter),
+        false => work.table.get(&job.stream).and_then(Container::running).map(|i| i.sequence),
+    };
+    installed.map_or(0, |s| s.saturating_add(1))
+}
+
+/// Why an envelope was refused, a rollback named as one.
+fn unverified(stream: &str, e: &gantry_signing::Error) -> AgentError {
+    AgentError::Release(match e {
+        gantry_signing::Error::SequenceTooLow { sequence, minimum } => format!(
+            "{stream}: the envelope's sequence {sequence} is not above the installed {} (rollback refused)",
+            minimum.saturating_sub(1)
+        ),
+        e => format!("{stream}: the envelope does not verify: {e}"),
+    })
+}
+
+fn ticket_refused(e: &TicketError) -> AgentError {
+    AgentError::Ticket(format!("{e} ({})", e.code()))
 }
 
 /// The report the agent sends: its detail cut to what the server takes.

@@ -36,7 +36,7 @@ pub use schedule::{Poller, Schedule};
 
 use crate::device::{Device, DeviceError};
 use crate::firmware::{Firmware, FirmwareOutcome, FirmwareStaging};
-use crate::store::{Stage, Staging};
+use crate::store::{Identity, Stage, Staging};
 use crate::supervisor::unix_now;
 use crate::table::{Phase, SlotTable};
 use crate::update::UpdateEvent;
@@ -71,6 +71,20 @@ pub enum AgentError {
         /// The server's message.
         detail: String,
     },
+    /// The server is busy or over this device's rate (`429`, `503`): the
+    /// next attempt waits at least `retry_after`, when it said.
+    #[error("{what}: HTTP {status} (busy{}): {detail}", retry_hint(.retry_after))]
+    Busy {
+        /// The call.
+        what: String,
+        /// HTTP status: 429 or 503.
+        status: u16,
+        /// The server's `Retry-After` (delta-seconds, at most
+        /// [`gantry_protocol::MAX_POLL_AFTER`]), if it sent one that parses.
+        retry_after: Option<Duration>,
+        /// The server's message.
+        detail: String,
+    },
     /// The server's answer is malformed.
     #[error("protocol: {0}")]
     Protocol(String),
@@ -95,6 +109,20 @@ pub enum AgentError {
     /// The device.
     #[error("{0}")]
     Device(#[from] DeviceError),
+}
+
+impl AgentError {
+    /// How long the server asked the device to wait before it tries again.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            AgentError::Busy { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+fn retry_hint(retry_after: &Option<Duration>) -> String {
+    retry_after.map(|d| format!(", retry after {} s", d.as_secs())).unwrap_or_default()
 }
 
 /// What the agent needs to know.
@@ -177,6 +205,8 @@ pub struct Agent {
     config: AgentConfig,
     client: Client,
     device_id: String,
+    /// Who the device is; its vendor and class ids go with every check-in.
+    identity: Identity,
     key: FileKeySource,
     machine: Machine,
     next_check_in: Instant,
@@ -264,9 +294,11 @@ impl Agent {
         let client = Client::new(&config.server, config.call_timeout)?;
         // Payloads once waited in files here; they now stream into flash.
         let _ = std::fs::remove_dir_all(state.join("downloads"));
-        let device_id = device_id(device)?;
+        let identity = device.store().identity().map_err(store_error)?;
+        let device_id = hex::encode(identity.device_id);
         let machine = Machine::new(device_id.clone(), config.enrollment_token.clone(), config.schedule);
-        Ok(Agent { client, device_id, key: device_key(state)?, machine, next_check_in: Instant::now(), config })
+        let key = device_key(state)?;
+        Ok(Agent { client, device_id, identity, key, machine, next_check_in: Instant::now(), config })
     }
 
     /// The device's id on the server.
@@ -424,7 +456,7 @@ impl Agent {
             items.truncate(MAX_INVENTORY - 1);
             items.insert(0, item);
         }
-        self.client.checkin(token, nonce, &items, held, etag)
+        self.client.checkin(token, &self.identity, nonce, &items, held, etag)
     }
 
     /// A token: a signed challenge, for a login or (with an enrollment
@@ -504,6 +536,7 @@ fn read_store(device: &Device) -> Result<StoreView, crate::store::Error> {
             Some(_) => Some(FirmwareView {
                 running: device.firmware().record().map(|r| (r.manifest_digest, r.sequence)),
                 failed: store.failed_firmware()?,
+                security_counter: store.boot_state()?.1.security_counter,
             }),
         },
     })
@@ -512,6 +545,9 @@ fn read_store(device: &Device) -> Result<StoreView, crate::store::Error> {
 fn fetch(e: FetchError) -> AgentError {
     match e {
         FetchError::Sink(e) => AgentError::Device(e),
+        FetchError::Busy { status, retry_after } => {
+            AgentError::Busy { what: "download".into(), status, retry_after, detail: "try again later".into() }
+        }
         e => AgentError::Transport(e.to_string()),
     }
 }

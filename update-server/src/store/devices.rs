@@ -458,18 +458,22 @@ impl Store {
         keep: u32,
         max_streams: u32,
     ) -> Result<Recorded, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        // Checked before the transaction, whose first statement must be a
+        // write: in SQLite's WAL mode a transaction that read first cannot
+        // take the write lock once another writer committed (SQLITE_BUSY,
+        // no waiting). Two reports racing on two new streams may pass the
+        // cap by one; the cap bounds rows, not exactly.
         if report.state.is_result() {
             let known = sqlx::query("SELECT 1 FROM device_streams WHERE device_id = $1 AND stream = $2")
                 .bind(id)
                 .bind(&report.stream)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&self.pool)
                 .await?
                 .is_some();
             if !known {
                 let n: i64 = sqlx::query("SELECT COUNT(*) FROM device_streams WHERE device_id = $1")
                     .bind(id)
-                    .fetch_one(&mut *tx)
+                    .fetch_one(&self.pool)
                     .await?
                     .try_get(0)?;
                 if n >= i64::from(max_streams) {
@@ -477,6 +481,7 @@ impl Store {
                 }
             }
         }
+        let mut tx = self.pool.begin().await?;
         let at = now();
         sqlx::query(
             "INSERT INTO device_reports (device_id, stream, manifest_digest, state, progress, detail, at) \

@@ -383,6 +383,70 @@ fn mix_and_match_is_refused_and_reported() {
     }
 }
 
+/// A genuine older release under a ticket entry that claims a newer
+/// sequence (a stolen server key, a replayed entry): the envelope's own
+/// signed sequence must be above what runs, for containers and firmware.
+#[test]
+fn an_older_release_under_a_newer_ticket_entry_is_refused_as_a_rollback() {
+    let w = World::new();
+    let (v1, v2) = (w.release("app", 1), w.release("app", 2));
+    let runs_2 = SlotTable { containers: vec![container(Phase::Confirmed, (2, v2.digest), None)] };
+    let mut m = checking_in(&w);
+    assert_eq!(accepted(&w, &mut m, &v1, 3, runs_2), ["Ticket { assignments: 1 }", "fetch-envelope"]);
+    let actions = m.handle(w.at(1), Input::EnvelopeFetched(Ok(v1.envelope.clone())));
+    assert_eq!(says(&actions), ["report app failed", "skipped app", "sleep 30000ms"]);
+    assert_eq!(
+        details(&actions),
+        ["release refused: app: the envelope's sequence 1 is not above the installed 2 (rollback refused)"]
+    );
+
+    let fw = w.firmware(2);
+    let mut m = checking_in(&w);
+    m.handle(w.at(1), w.answer(&w.ticket(T0, &[("firmware", &fw, 3)]), &[("firmware", &fw)]));
+    let confirmed_2 = FirmwareView { running: Some(([9; 32], 2)), failed: None, security_counter: 2 };
+    let view = StoreView { firmware: Some(confirmed_2), ..w.view(SlotTable::default(), None) };
+    m.handle(w.at(1), Input::StoreRead(Ok(view)));
+    assert_eq!(
+        says(&m.handle(w.at(1), Input::TicketAccepted(Ok(())))),
+        ["Ticket { assignments: 1 }", "fetch-envelope"]
+    );
+    let actions = m.handle(w.at(1), Input::EnvelopeFetched(Ok(fw.envelope.clone())));
+    assert_eq!(says(&actions), ["report firmware failed", "skipped firmware", "sleep 30000ms"]);
+    assert_eq!(
+        details(&actions),
+        ["release refused: firmware: the envelope's sequence 2 is not above the installed 2 (rollback refused)"]
+    );
+}
+
+#[test]
+fn a_busy_server_is_not_asked_again_before_its_retry_after() {
+    let w = World::new();
+    let busy = |what: &str, secs| AgentError::Busy {
+        what: what.into(),
+        status: 429,
+        retry_after: Some(Duration::from_secs(secs)),
+        detail: "too many requests (rate-limited)".into(),
+    };
+    // A check-in: the back-off would be a second, the server asked for 90.
+    let mut m = checking_in(&w);
+    let actions = m.handle(w.at(1), Input::CheckedIn(Err(busy("check-in", 90))));
+    assert_eq!(says(&actions)[1], "sleep 90000ms");
+    assert!(matches!(&actions[0], Action::Failed(AgentError::Busy { status: 429, .. })));
+    // A login, and never longer than the schedule's longest wait (an hour).
+    let mut m = machine();
+    m.handle(w.at(0), wake(0));
+    assert_eq!(says(&m.handle(w.at(0), Input::LoggedIn(Err(busy("challenge", 86_400)))))[1], "sleep 3600000ms");
+    // A download: the assignment fails and the cycle ends on the longer of
+    // the server's interval (30 s) and its Retry-After.
+    let app = w.release("app", 1);
+    for (secs, sleep) in [(120, "sleep 120000ms"), (7, "sleep 30000ms")] {
+        let mut m = checking_in(&w);
+        accepted(&w, &mut m, &app, 1, SlotTable::default());
+        let actions = m.handle(w.at(1), Input::EnvelopeFetched(Err(busy("download", secs))));
+        assert_eq!(says(&actions), ["report app failed", "skipped app", sleep]);
+    }
+}
+
 #[test]
 fn an_envelope_that_does_not_verify_is_refused_before_staging() {
     let w = World::new();
@@ -652,7 +716,7 @@ fn firmware_is_installed_last_and_restarts_the_device() {
     let answer = w.answer(&ticket, &[("firmware", &fw), ("app", &app)]);
     assert_eq!(says(&m.handle(w.at(1), answer)), ["read-store"]);
     let view = StoreView {
-        firmware: Some(FirmwareView { running: Some(([1; 32], 1)), failed: None }),
+        firmware: Some(FirmwareView { running: Some(([1; 32], 1)), failed: None, security_counter: 1 }),
         ..w.view(SlotTable::default(), None)
     };
     assert_eq!(says(&m.handle(w.at(1), Input::StoreRead(Ok(view)))), ["accept 0"]);
@@ -691,12 +755,14 @@ fn firmware_that_runs_failed_here_or_is_older_is_not_installed() {
         let actions = m.handle(w.at(1), Input::TicketAccepted(Ok(())));
         (says(&actions), details(&actions))
     };
-    let running = |digest, seq| Some(FirmwareView { running: Some((digest, seq)), failed: None });
+    let running =
+        |digest, seq| Some(FirmwareView { running: Some((digest, seq)), failed: None, security_counter: seq });
     assert_eq!(outcome(running(fw.digest, 2)).0, ["Ticket { assignments: 1 }", "sleep 30000ms"], "already runs it");
     let (said, why) = outcome(running([9; 32], 2));
     assert_eq!(said, ["Ticket { assignments: 1 }", "report firmware failed", "skipped firmware", "sleep 30000ms"]);
     assert!(why[0].contains("rollback refused"), "{why:?}");
-    let (_, why) = outcome(Some(FirmwareView { running: Some(([9; 32], 1)), failed: Some(fw.digest) }));
+    let (_, why) =
+        outcome(Some(FirmwareView { running: Some(([9; 32], 1)), failed: Some(fw.digest), security_counter: 1 }));
     assert_eq!(why, ["this release was reverted on this device"]);
     let (_, why) = outcome(None);
     assert!(why[0].contains("not managed"), "{why:?}");
